@@ -1,0 +1,224 @@
+//! A pooled connection checked out by the caller, returned to the pool when dropped.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio_postgres::NoTls;
+
+use crate::connect::{PgConn, PgManager};
+use crate::engine::Engine;
+use crate::error::{Error, ErrorKind, Result};
+use crate::params::{ParamList, SqlParam, SqlText};
+use crate::pool::Pooled;
+use crate::query::{Executor, Output, Want};
+
+/// How long a connection returned inside a transaction may take to roll back before it is closed.
+const ROLLBACK_LIMIT: Duration = Duration::from_secs(5);
+
+/// A connection from the pool, in autocommit mode: each statement commits by itself.
+///
+/// Dropping it returns it to the pool. A connection dropped in the middle of a statement (its
+/// future was cancelled) is closed instead, and its statement cancelled on the server; one
+/// dropped inside a transaction is rolled back first.
+pub struct Connection {
+    pooled: Option<Pooled<PgManager>>,
+    engine: Engine,
+}
+
+impl Connection {
+    pub(crate) fn new(pooled: Pooled<PgManager>, engine: Engine) -> Self {
+        Connection {
+            pooled: Some(pooled),
+            engine,
+        }
+    }
+
+    pub(crate) fn pg(&mut self) -> &mut PgConn {
+        self.pooled.as_mut().expect("set until drop")
+    }
+
+    /// The driver's client, for what coredb does not wrap (COPY, notifications, ...).
+    ///
+    /// Statements sent through it bypass coredb's bookkeeping; do not begin transactions with it.
+    pub fn client(&self) -> &tokio_postgres::Client {
+        &self.pooled.as_ref().expect("set until drop").client
+    }
+
+    /// The engine this connection belongs to.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Runs `sql` (no parameters, simple protocol; may hold several statements) while tracking
+    /// that an operation is in flight.
+    pub(crate) async fn batch(&mut self, sql: &str) -> Result<()> {
+        let conn = self.pg();
+        conn.busy = true;
+        let result = conn.client.batch_execute(sql).await;
+        conn.busy = false;
+        result.map_err(|e| Error::from_driver(e, Some(sql)))
+    }
+
+    pub(crate) async fn run(
+        &mut self,
+        sql: &str,
+        params: ParamList<'_>,
+        want: Want,
+    ) -> Result<Output> {
+        let (text, values) = self.engine.inner().rewrites.bind(sql, params)?;
+        self.run_bound(&text, &values, want).await
+    }
+
+    /// Runs a statement whose parameters were already matched to it.
+    pub(crate) async fn run_bound(
+        &mut self,
+        text: &SqlText<'_>,
+        values: &[SqlParam<'_>],
+        want: Want,
+    ) -> Result<Output> {
+        let echo = self.engine.config().echo;
+        let started = echo.then(Instant::now);
+        let conn = self.pg();
+        conn.busy = true;
+        let result = run_on(conn, text, values, want).await;
+        conn.busy = false;
+        if let Some(started) = started {
+            self.echo(text.as_str(), values, started, &result);
+        }
+        result
+    }
+
+    fn echo(&self, sql: &str, values: &[SqlParam<'_>], started: Instant, result: &Result<Output>) {
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let outcome = match result {
+            Ok(Output::Rows(rows)) => format!("{} row(s)", rows.len()),
+            Ok(Output::Count(n)) => format!("{n} row(s) affected"),
+            Err(e) => format!("error: {}", e.message()),
+        };
+        if self.engine.config().echo_params {
+            tracing::info!(target: "coredb", sql, params = ?values, duration_ms, outcome, "statement");
+        } else {
+            tracing::info!(target: "coredb", sql, duration_ms, outcome, "statement");
+        }
+    }
+}
+
+/// Prepares (or reuses) the statement and runs it.
+async fn run_on(
+    conn: &mut PgConn,
+    text: &SqlText<'_>,
+    values: &[SqlParam<'_>],
+    want: Want,
+) -> Result<Output> {
+    let sql = text.as_str();
+    let statement = match conn.statements.get(sql) {
+        Some(statement) => statement,
+        None => {
+            let statement = conn
+                .client
+                .prepare(sql)
+                .await
+                .map_err(|e| Error::from_driver(e, Some(sql)))?;
+            conn.statements.insert(sql, &statement);
+            statement
+        }
+    };
+    if statement.params().len() != values.len() {
+        return Err(Error::params(format!(
+            "the statement takes {} parameter(s) but {} were given",
+            statement.params().len(),
+            values.len()
+        ))
+        .with_statement(sql));
+    }
+    let result = match want {
+        Want::Rows => conn.client.query(&statement, values).await.map(Output::Rows),
+        Want::Count => conn
+            .client
+            .execute(&statement, values)
+            .await
+            .map(Output::Count),
+    };
+    result.map_err(|err| {
+        // A cached plan may be stale after DDL; prepare afresh next time.
+        conn.statements.remove(sql);
+        let error = Error::from_driver(err, Some(sql));
+        if error.kind() == ErrorKind::Params {
+            describe_wrong_parameter(&statement, text, values).unwrap_or(error)
+        } else {
+            error
+        }
+    })
+}
+
+/// Finds which parameter cannot be sent as the type the server expects, and says so by name.
+fn describe_wrong_parameter(
+    statement: &tokio_postgres::Statement,
+    text: &SqlText<'_>,
+    values: &[SqlParam<'_>],
+) -> Option<Error> {
+    let mut scratch = BytesMut::new();
+    for (i, (value, ty)) in values.iter().zip(statement.params()).enumerate() {
+        scratch.clear();
+        if let Err(err) = value.to_sql_checked(ty, &mut scratch) {
+            let name = match text.name_of(i) {
+                Some(name) => format!(":{name} (${})", i + 1),
+                None => format!("${}", i + 1),
+            };
+            return Some(
+                Error::params(format!(
+                    "parameter {name} cannot be sent as PostgreSQL type {ty}: {err}"
+                ))
+                .with_statement(text.as_str()),
+            );
+        }
+    }
+    None
+}
+
+impl Executor for Connection {
+    fn run_statement<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: ParamList<'a>,
+        want: Want,
+    ) -> impl std::future::Future<Output = Result<Output>> + Send + 'a {
+        self.run(sql, params, want)
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let Some(mut pooled) = self.pooled.take() else {
+            return;
+        };
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        if pooled.busy {
+            // Abandoned mid-statement: the reply may still be on its way, so the connection is
+            // closed, and the server is asked to stop the work nobody waits for.
+            tracing::debug!(target: "coredb", "connection dropped mid-statement; closing it");
+            if let Some(runtime) = runtime {
+                let token = pooled.client.cancel_token();
+                runtime.spawn(async move {
+                    let _ = token.cancel_query(NoTls).await;
+                });
+            }
+            pooled.mark_broken();
+        } else if pooled.in_transaction {
+            match runtime {
+                Some(runtime) => {
+                    // The slot stays taken until the rollback is done, so pool counts stay true.
+                    runtime.spawn(async move {
+                        let rollback = pooled.client.batch_execute("ROLLBACK");
+                        match tokio::time::timeout(ROLLBACK_LIMIT, rollback).await {
+                            Ok(Ok(())) => pooled.in_transaction = false,
+                            _ => pooled.mark_broken(),
+                        }
+                        drop(pooled);
+                    });
+                }
+                None => pooled.mark_broken(),
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Running as root: initdb and postgres refuse to, so they run as an unprivileged user.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::fs::{lchown, MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+use super::error::{EmbeddedError, EmbeddedErrorKind};
+
+/// The unprivileged user that runs initdb and postgres when we are root.
+#[derive(Debug, Clone)]
+pub(crate) struct RunAs {
+    pub(crate) name: String,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+}
+
+/// `None` for an ordinary user (binaries run directly); as root, `postgres` if it exists, else `nobody`.
+pub(crate) fn unprivileged_user() -> Result<Option<RunAs>, EmbeddedError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    ["postgres", "nobody"]
+        .into_iter()
+        .filter_map(lookup)
+        .find(|user| user.uid != 0)
+        .map(Some)
+        .ok_or_else(|| {
+            EmbeddedError::new(
+                EmbeddedErrorKind::Start,
+                "running as root, and there is no `postgres` or `nobody` user to run PostgreSQL as (initdb and postgres refuse to run as root). Create one (e.g. `useradd --system postgres`) or run as an ordinary user.",
+            )
+        })
+}
+
+fn lookup(name: &str) -> Option<RunAs> {
+    let c_name = CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 1024];
+    loop {
+        // SAFETY: all-zero is a valid passwd (null pointers, zero ids); getpwnam_r fills it.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: valid NUL-terminated name, buffer and out-pointers that outlive the call;
+        // the reentrant variant because tests look users up from several threads.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                c_name.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if rc != 0 || result.is_null() {
+            return None;
+        }
+        return Some(RunAs {
+            name: name.to_string(),
+            uid: pwd.pw_uid,
+            gid: pwd.pw_gid,
+        });
+    }
+}
+
+/// Makes `cmd` run as `user` (std also clears supplementary groups when root sets a uid).
+pub(crate) fn run_as(cmd: &mut Command, user: Option<&RunAs>) {
+    if let Some(user) = user {
+        cmd.uid(user.uid).gid(user.gid);
+    }
+}
+
+/// Gives `path` to `user` (no-op for `None`); symlinks themselves, not their targets.
+pub(crate) fn chown(path: &Path, user: Option<&RunAs>) -> io::Result<()> {
+    match user {
+        Some(user) => lchown(path, Some(user.uid), Some(user.gid)),
+        None => Ok(()),
+    }
+}
+
+/// Fails when `user` cannot reach `dir` (e.g. TMPDIR under /root), which initdb would report far less clearly.
+pub(crate) fn check_traversable(dir: &Path, user: &RunAs) -> Result<(), EmbeddedError> {
+    for ancestor in dir.ancestors() {
+        let Ok(meta) = std::fs::metadata(ancestor) else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        let bit = if meta.uid() == user.uid {
+            0o100
+        } else if meta.gid() == user.gid {
+            0o010
+        } else {
+            0o001
+        };
+        if mode & bit == 0 {
+            return Err(EmbeddedError::new(
+                EmbeddedErrorKind::Io,
+                format!(
+                    "{} (mode {:o}) cannot be entered by the user `{}` that runs PostgreSQL (we run as root, and initdb/postgres refuse to). Set TMPDIR to a directory every user can reach, such as /tmp.",
+                    ancestor.display(),
+                    mode & 0o7777,
+                    user.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! The one error type of coredb, with a kind the caller can match on.
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio_postgres::error::SqlState;
+
+/// A `Result` whose error is [`coredb::Error`](Error).
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, broadly; match on it to decide what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A configuration value is missing or invalid; every problem is listed.
+    Config,
+    /// A connection to the server could not be opened.
+    Connect,
+    /// No connection became free within the pool timeout.
+    PoolTimeout,
+    /// The pool was closed; no new checkouts are possible.
+    PoolClosed,
+    /// The connection to the server was lost while it was in use.
+    ConnectionLost,
+    /// The server rejected a statement (see [`Error::code`]).
+    Query,
+    /// Parameters do not match the statement: unknown, missing, extra or of the wrong type.
+    Params,
+    /// A value could not be converted from its PostgreSQL type to the Rust type asked for.
+    Decode,
+    /// A statement expected to return a row returned none.
+    NotFound,
+    /// A statement expected to return at most one row returned more.
+    TooManyRows,
+    /// An operation did not finish within its time limit.
+    Timeout,
+    /// The embedded PostgreSQL server could not be found, started or stopped.
+    Embedded,
+}
+
+impl ErrorKind {
+    fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "invalid database configuration",
+            ErrorKind::Connect => "could not connect to PostgreSQL",
+            ErrorKind::PoolTimeout => "timed out waiting for a pooled connection",
+            ErrorKind::PoolClosed => "the connection pool is closed",
+            ErrorKind::ConnectionLost => "the connection to PostgreSQL was lost",
+            ErrorKind::Query => "query failed",
+            ErrorKind::Params => "statement parameters do not match",
+            ErrorKind::Decode => "could not decode a column",
+            ErrorKind::NotFound => "no row returned",
+            ErrorKind::TooManyRows => "more than one row returned",
+            ErrorKind::Timeout => "operation timed out",
+            ErrorKind::Embedded => "embedded PostgreSQL failed",
+        }
+    }
+}
+
+/// The server's own account of a failed statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbErrorInfo {
+    /// Severity, e.g. `ERROR` or `FATAL`.
+    pub severity: String,
+    /// The primary message.
+    pub message: String,
+    /// Optional detail, e.g. the duplicate key.
+    pub detail: Option<String>,
+    /// Optional hint on how to fix it.
+    pub hint: Option<String>,
+    /// The constraint that was violated, when there is one.
+    pub constraint: Option<String>,
+    /// The table concerned, when there is one.
+    pub table: Option<String>,
+    /// The column concerned, when there is one.
+    pub column: Option<String>,
+}
+
+/// The error of every fallible coredb operation.
+///
+/// Cheap to move (one box). Its [`kind`](Error::kind) says what failed, [`code`](Error::code)
+/// gives the SQLSTATE of server errors, and [`is_transient`](Error::is_transient) says whether a
+/// retry may succeed. Passwords never appear in its text.
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    message: String,
+    code: Option<SqlState>,
+    db: Option<DbErrorInfo>,
+    statement: Option<String>,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Error {
+    /// An error of `kind` with a message; used across the crate.
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                message: message.into(),
+                code: None,
+                db: None,
+                statement: None,
+                source: None,
+            }),
+        }
+    }
+
+    pub(crate) fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        self.inner.source = Some(Box::new(source));
+        self
+    }
+
+    pub(crate) fn with_statement(mut self, sql: &str) -> Self {
+        self.inner.statement = Some(sql.to_owned());
+        self
+    }
+
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Config, message)
+    }
+
+    pub(crate) fn params(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Params, message)
+    }
+
+    pub(crate) fn pool_closed() -> Self {
+        Self::new(
+            ErrorKind::PoolClosed,
+            "the pool was closed (close_database or Engine::close was called); no new connections are handed out",
+        )
+    }
+
+    pub(crate) fn pool_timeout(pool_size: usize, max_overflow: usize, waited: Duration) -> Self {
+        Self::new(
+            ErrorKind::PoolTimeout,
+            format!(
+                "no connection became free within {:.1?} (pool_size {pool_size}, max_overflow {max_overflow}, all {} in use); raise POSTGRES_POOL_SIZE / POSTGRES_MAX_OVERFLOW or POSTGRES_POOL_TIMEOUT, or hold connections for less time",
+                waited,
+                pool_size + max_overflow
+            ),
+        )
+    }
+
+    pub(crate) fn timeout(what: &str, limit: Duration) -> Self {
+        Self::new(ErrorKind::Timeout, format!("{what} did not finish within {limit:?}"))
+    }
+
+    /// An error from the driver for a statement (or for `None` when not tied to one).
+    pub(crate) fn from_driver(err: tokio_postgres::Error, sql: Option<&str>) -> Self {
+        use std::error::Error as _;
+        if let Some(db) = err.as_db_error() {
+            let info = DbErrorInfo {
+                severity: db.severity().to_owned(),
+                message: db.message().to_owned(),
+                detail: db.detail().map(str::to_owned),
+                hint: db.hint().map(str::to_owned),
+                constraint: db.constraint().map(str::to_owned),
+                table: db.table().map(str::to_owned),
+                column: db.column().map(str::to_owned),
+            };
+            let code = db.code().clone();
+            // A FATAL from the server (admin shutdown, terminated backend) ends the connection.
+            let kind = if err.is_closed() || code.code().starts_with("08") || code == SqlState::ADMIN_SHUTDOWN
+            {
+                ErrorKind::ConnectionLost
+            } else {
+                ErrorKind::Query
+            };
+            let mut e = Error::new(kind, info.message.clone());
+            e.inner.code = Some(code);
+            e.inner.db = Some(info);
+            e.inner.statement = sql.map(str::to_owned);
+            e.inner.source = Some(Box::new(err));
+            return e;
+        }
+        if let Some(wrong) = err
+            .source()
+            .and_then(|s| s.downcast_ref::<postgres_types::WrongType>())
+        {
+            let kind = if err.to_string().starts_with("error serializing") {
+                ErrorKind::Params
+            } else {
+                ErrorKind::Decode
+            };
+            let mut e = Error::new(kind, format!("{err}: {wrong}"));
+            e.inner.statement = sql.map(str::to_owned);
+            return e;
+        }
+        let text = err.to_string();
+        let kind = if err.is_closed() || text.contains("connection closed") {
+            ErrorKind::ConnectionLost
+        } else if text.starts_with("error serializing") {
+            ErrorKind::Params
+        } else if text.starts_with("error deserializing") {
+            ErrorKind::Decode
+        } else if text.starts_with("error communicating") || text.starts_with("error connecting") {
+            ErrorKind::ConnectionLost
+        } else {
+            ErrorKind::Query
+        };
+        let mut e = Error::new(kind, text);
+        e.inner.statement = sql.map(str::to_owned);
+        e.inner.source = Some(Box::new(err));
+        e
+    }
+
+    /// What failed.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// The message, without the kind's label.
+    pub fn message(&self) -> &str {
+        &self.inner.message
+    }
+
+    /// The SQLSTATE of a server error, e.g. [`SqlState::UNIQUE_VIOLATION`].
+    pub fn code(&self) -> Option<&SqlState> {
+        self.inner.code.as_ref()
+    }
+
+    /// The server's message, detail, hint and constraint for a server error.
+    pub fn db_error(&self) -> Option<&DbErrorInfo> {
+        self.inner.db.as_ref()
+    }
+
+    /// The constraint that was violated, for integrity errors.
+    pub fn constraint(&self) -> Option<&str> {
+        self.inner.db.as_ref()?.constraint.as_deref()
+    }
+
+    /// The statement that failed, as sent (parameters are never included).
+    pub fn statement(&self) -> Option<&str> {
+        self.inner.statement.as_deref()
+    }
+
+    /// True when running the same work again may succeed: a lost connection, a connect failure
+    /// the server may recover from, serialization failure (`40001`), deadlock (`40P01`), admin
+    /// shutdown (`57P01`), too many connections (`53300`), any `08` connection exception, and
+    /// pool timeouts.
+    pub fn is_transient(&self) -> bool {
+        match self.inner.kind {
+            ErrorKind::ConnectionLost | ErrorKind::PoolTimeout => true,
+            ErrorKind::Connect => self.inner.code.as_ref().is_none_or(is_transient_code),
+            ErrorKind::Query => self.inner.code.as_ref().is_some_and(is_transient_code),
+            _ => false,
+        }
+    }
+
+    /// True for a unique-constraint violation (`23505`).
+    pub fn is_unique_violation(&self) -> bool {
+        self.inner.code.as_ref() == Some(&SqlState::UNIQUE_VIOLATION)
+    }
+
+    /// Adds the SQLSTATE and server details to a connect error.
+    pub(crate) fn with_code(mut self, code: SqlState) -> Self {
+        self.inner.code = Some(code);
+        self
+    }
+}
+
+/// SQLSTATEs after which the same work may succeed when run again.
+pub(crate) fn is_transient_code(code: &SqlState) -> bool {
+    let c = code.code();
+    c.starts_with("08")
+        || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+        || *code == SqlState::ADMIN_SHUTDOWN
+        || *code == SqlState::CRASH_SHUTDOWN
+        || *code == SqlState::CANNOT_CONNECT_NOW
+        || *code == SqlState::TOO_MANY_CONNECTIONS
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.inner.kind.label(), self.inner.message)?;
+        if let Some(code) = &self.inner.code {
+            write!(f, " (SQLSTATE {})", code.code())?;
+        }
+        if let Some(db) = &self.inner.db {
+            if let Some(detail) = &db.detail {
+                write!(f, "; detail: {detail}")?;
+            }
+            if let Some(hint) = &db.hint {
+                write!(f, "; hint: {hint}")?;
+            }
+            if let Some(constraint) = &db.constraint {
+                write!(f, "; constraint: {constraint}")?;
+            }
+        }
+        if let Some(sql) = &self.inner.statement {
+            write!(f, "; statement: {sql}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.inner.kind)
+            .field("message", &self.inner.message);
+        if let Some(code) = &self.inner.code {
+            d.field("code", &code.code());
+        }
+        if let Some(db) = &self.inner.db {
+            d.field("db", db);
+        }
+        if let Some(sql) = &self.inner.statement {
+            d.field("statement", sql);
+        }
+        d.finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(feature = "embedded")]
+impl From<crate::embedded::EmbeddedError> for Error {
+    fn from(err: crate::embedded::EmbeddedError) -> Self {
+        Error::new(ErrorKind::Embedded, err.to_string()).with_source(err)
+    }
+}

@@ -1,0 +1,164 @@
+//! The seed's process-wide functions: one [`DatabaseManager`] per process, set up from the
+//! environment.
+//!
+//! ```no_run
+//! # async fn demo() -> coredb::Result<()> {
+//! use coredb::Executor;
+//!
+//! coredb::initialize_database().await?;
+//! let mut session = coredb::get_session_context().await?;
+//! let one: i32 = session.scalar("SELECT 1", ()).await?;
+//! session.commit().await?;
+//! println!("{}", serde_json::to_string(&coredb::check_database_health().await).unwrap());
+//! coredb::close_database().await;
+//! # let _ = one; Ok(()) }
+//! ```
+
+use std::sync::RwLock;
+
+use crate::config::DatabaseConfig;
+use crate::error::{Error, Result};
+use crate::health::HealthReport;
+use crate::manager::DatabaseManager;
+use crate::session::Session;
+
+static GLOBAL: RwLock<Option<DatabaseManager>> = RwLock::new(None);
+/// Serializes set-up so that concurrent first calls create one pool.
+static INIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn current() -> Option<DatabaseManager> {
+    GLOBAL.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Sets up the process-wide manager from the environment and checks that the database answers.
+/// Calling it again returns the manager already set up.
+///
+/// # Errors
+/// A [`Config`](ErrorKind::Config) error for bad settings, or the
+/// [`Connect`](ErrorKind::Connect) error (with a hint) when the database cannot be reached.
+pub async fn initialize_database() -> Result<DatabaseManager> {
+    if let Some(manager) = current() {
+        return Ok(manager);
+    }
+    let config = DatabaseConfig::from_env()?;
+    initialize_database_with(config).await
+}
+
+/// Like [`initialize_database`], with an explicit configuration.
+///
+/// # Errors
+/// As [`initialize_database`]; also a [`Config`](ErrorKind::Config) error when a manager with
+/// another configuration is already set up (call [`close_database`] first).
+pub async fn initialize_database_with(config: DatabaseConfig) -> Result<DatabaseManager> {
+    let _guard = INIT.lock().await;
+    if let Some(manager) = current() {
+        if *manager.config() == config {
+            return Ok(manager);
+        }
+        return Err(Error::config(format!(
+            "the database is already initialized for {}; call close_database() before initializing it for {}",
+            manager.config().database_url(),
+            config.database_url()
+        )));
+    }
+    let manager = DatabaseManager::from_config(&config)?;
+    // Fail at start-up, not at the first request, when the database is unreachable.
+    drop(manager.get_connection().await?);
+    tracing::info!(target: "coredb", url = %config.database_url(), "database initialized");
+    *GLOBAL.write().unwrap_or_else(|e| e.into_inner()) = Some(manager.clone());
+    Ok(manager)
+}
+
+/// The process-wide manager, set up from the environment on first use.
+///
+/// # Errors
+/// As [`initialize_database`].
+pub async fn get_database_manager() -> Result<DatabaseManager> {
+    match current() {
+        Some(manager) => Ok(manager),
+        None => initialize_database().await,
+    }
+}
+
+/// Closes the process-wide manager's pool (waiting for checked-out connections, bounded by the
+/// pool timeout) and forgets it; a later call to [`get_database_manager`] sets up a new one.
+pub async fn close_database() {
+    let manager = GLOBAL.write().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(manager) = manager {
+        manager.close().await;
+        tracing::info!(target: "coredb", "database closed");
+    }
+}
+
+/// Begins a transaction on the process-wide manager (the seed's `get_session_context()`).
+///
+/// # Errors
+/// As [`get_database_manager`] and [`DatabaseManager::session`].
+pub async fn get_session_context() -> Result<Session> {
+    get_database_manager().await?.session().await
+}
+
+/// The health of the process-wide database; unhealthy (never an error) when it cannot be set up.
+pub async fn check_database_health() -> HealthReport {
+    match get_database_manager().await {
+        Ok(manager) => manager.health_report().await,
+        Err(err) => {
+            let url = DatabaseConfig::from_env()
+                .map(|c| c.database_url())
+                .unwrap_or_else(|_| "unknown (invalid configuration)".to_owned());
+            HealthReport::failed(url, &err)
+        }
+    }
+}
+
+/// Sets up the process-wide database for the life of a service (the seed's
+/// `database_lifespan()`); call [`shutdown`](DatabaseLifespan::shutdown) after the server stops.
+///
+/// # Errors
+/// As [`initialize_database`].
+pub async fn database_lifespan() -> Result<DatabaseLifespan> {
+    Ok(DatabaseLifespan {
+        manager: initialize_database().await?,
+        closed: false,
+    })
+}
+
+/// Like [`database_lifespan`], with an explicit configuration.
+///
+/// # Errors
+/// As [`initialize_database_with`].
+pub async fn database_lifespan_with(config: DatabaseConfig) -> Result<DatabaseLifespan> {
+    Ok(DatabaseLifespan {
+        manager: initialize_database_with(config).await?,
+        closed: false,
+    })
+}
+
+/// The process-wide database for the life of a service; see [`database_lifespan`].
+#[must_use = "call shutdown().await when the service stops"]
+pub struct DatabaseLifespan {
+    manager: DatabaseManager,
+    closed: bool,
+}
+
+impl DatabaseLifespan {
+    /// The manager set up for the service.
+    pub fn manager(&self) -> &DatabaseManager {
+        &self.manager
+    }
+
+    /// Waits for checked-out connections to come back (bounded by the pool timeout) and closes
+    /// the pool.
+    pub async fn shutdown(mut self) {
+        self.closed = true;
+        close_database().await;
+    }
+}
+
+impl Drop for DatabaseLifespan {
+    fn drop(&mut self) {
+        if !self.closed {
+            tracing::warn!(target: "coredb", "DatabaseLifespan dropped without shutdown(); connections close when the process exits");
+        }
+    }
+}

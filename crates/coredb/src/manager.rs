@@ -1,0 +1,197 @@
+//! [`DatabaseManager`]: the handle a service keeps (the seed's `DatabaseManager`).
+
+use std::time::Duration;
+
+use postgres_types::FromSqlOwned;
+
+use crate::config::DatabaseConfig;
+use crate::connection::Connection;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::health::HealthReport;
+use crate::params::{ParamList, Params};
+use crate::pool::{PoolMetrics, PoolStatus};
+use crate::query::{Output, Want};
+use crate::row::{FromRow, Row};
+use crate::session::{Session, SessionOptions};
+
+/// Connections, sessions, raw SQL and health for one database; cheap to clone.
+///
+/// Its query methods run in autocommit, each on a connection checked out for that statement.
+///
+/// ```no_run
+/// # async fn demo() -> coredb::Result<()> {
+/// use coredb::{params, DatabaseManager, Executor};
+///
+/// let db = DatabaseManager::from_env()?;
+/// let adults = db
+///     .execute_raw_sql("SELECT name FROM users WHERE age > :age", params! { "age" => 18 })
+///     .await?;
+/// let total: i64 = db
+///     .transaction(async |s| {
+///         s.execute("UPDATE accounts SET balance = balance - 10 WHERE id = $1", (1,)).await?;
+///         s.scalar("SELECT sum(balance)::int8 FROM accounts", ()).await
+///     })
+///     .await?;
+/// # let _ = (adults, total); Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct DatabaseManager {
+    engine: Engine,
+}
+
+impl DatabaseManager {
+    /// Wraps an engine.
+    pub fn new(engine: Engine) -> Self {
+        DatabaseManager { engine }
+    }
+
+    /// Creates the engine for `config` (no connection is opened yet).
+    ///
+    /// # Errors
+    /// A [`Config`](ErrorKind::Config) error when this build cannot honour a setting.
+    pub fn from_config(config: &DatabaseConfig) -> Result<Self> {
+        Ok(Self::new(config.create_engine()?))
+    }
+
+    /// Like [`from_config`](Self::from_config) with [`DatabaseConfig::from_env`].
+    pub fn from_env() -> Result<Self> {
+        Self::from_config(&DatabaseConfig::from_env()?)
+    }
+
+    /// The engine behind it.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &DatabaseConfig {
+        self.engine.config()
+    }
+
+    /// Checks out a connection in autocommit mode; it goes back to the pool when dropped.
+    pub async fn get_connection(&self) -> Result<Connection> {
+        self.engine.get_connection().await
+    }
+
+    /// Begins a transaction (the seed's `get_session_context()`); commit it explicitly.
+    pub async fn session(&self) -> Result<Session> {
+        self.engine.session().await
+    }
+
+    /// Like [`session`](Self::session), with an isolation level or read-only mode.
+    pub async fn session_with(&self, options: SessionOptions) -> Result<Session> {
+        self.engine.session_with(options).await
+    }
+
+    /// Runs `f` in a transaction: committed when it returns `Ok`, rolled back when it returns
+    /// `Err` (which is returned unchanged).
+    ///
+    /// # Errors
+    /// The closure's error, or a coredb error from `BEGIN` or `COMMIT` converted into `E`.
+    pub async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: AsyncFnOnce(&mut Session) -> Result<T, E>,
+        E: From<Error>,
+    {
+        self.transaction_with(SessionOptions::default(), f).await
+    }
+
+    /// Like [`transaction`](Self::transaction), with session options.
+    pub async fn transaction_with<T, E, F>(&self, options: SessionOptions, f: F) -> Result<T, E>
+    where
+        F: AsyncFnOnce(&mut Session) -> Result<T, E>,
+        E: From<Error>,
+    {
+        let mut session = self.session_with(options).await?;
+        match f(&mut session).await {
+            Ok(value) => {
+                session.commit().await?;
+                Ok(value)
+            }
+            Err(err) => {
+                if let Err(rollback) = session.rollback().await {
+                    tracing::debug!(target: "coredb", error = %rollback, "rollback after a failed transaction closure failed");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// True when the database answers a query within the connect timeout.
+    pub async fn health_check(&self) -> bool {
+        self.health_report().await.is_healthy()
+    }
+
+    /// A full [`HealthReport`]; never hangs past the connect timeout.
+    pub async fn health_report(&self) -> HealthReport {
+        HealthReport::check(&self.engine).await
+    }
+
+    /// Runs raw SQL with `:name` (or `$n`) parameters in autocommit and returns the rows
+    /// (the seed's `execute_raw_sql`).
+    pub async fn execute_raw_sql<P: Params>(&self, sql: &str, params: P) -> Result<Vec<Row>> {
+        self.query(sql, params).await
+    }
+
+    async fn autocommit(&self, sql: &str, params: ParamList<'_>, want: Want) -> Result<Output> {
+        // Parameters are checked before a connection is taken.
+        let (text, values) = self.engine.inner().rewrites.bind(sql, params)?;
+        let mut conn = self.get_connection().await?;
+        conn.run_bound(&text, &values, want).await
+    }
+
+    /// Like [`Executor::execute`], in autocommit.
+    pub async fn execute<P: Params>(&self, sql: &str, params: P) -> Result<u64> {
+        Ok(self.autocommit(sql, params.param_list(), Want::Count).await?.count())
+    }
+
+    /// Like [`Executor::query`], in autocommit.
+    pub async fn query<P: Params>(&self, sql: &str, params: P) -> Result<Vec<Row>> {
+        Ok(self.autocommit(sql, params.param_list(), Want::Rows).await?.rows())
+    }
+
+    /// Like [`Executor::fetch_all`], in autocommit.
+    pub async fn fetch_all<T: FromRow, P: Params>(&self, sql: &str, params: P) -> Result<Vec<T>> {
+        self.autocommit(sql, params.param_list(), Want::Rows).await?.all()
+    }
+
+    /// Like [`Executor::fetch_one`], in autocommit.
+    pub async fn fetch_one<T: FromRow, P: Params>(&self, sql: &str, params: P) -> Result<T> {
+        self.autocommit(sql, params.param_list(), Want::Rows).await?.one()
+    }
+
+    /// Like [`Executor::fetch_optional`], in autocommit.
+    pub async fn fetch_optional<T: FromRow, P: Params>(
+        &self,
+        sql: &str,
+        params: P,
+    ) -> Result<Option<T>> {
+        self.autocommit(sql, params.param_list(), Want::Rows).await?.optional()
+    }
+
+    /// Like [`Executor::scalar`], in autocommit.
+    pub async fn scalar<T: FromSqlOwned + Send, P: Params>(&self, sql: &str, params: P) -> Result<T> {
+        self.autocommit(sql, params.param_list(), Want::Rows).await?.scalar()
+    }
+
+    /// The pool's current state.
+    pub fn status(&self) -> PoolStatus {
+        self.engine.status()
+    }
+
+    /// The pool's counters.
+    pub fn metrics(&self) -> PoolMetrics {
+        self.engine.metrics()
+    }
+
+    /// Closes the pool (see [`Engine::close`]).
+    pub async fn close(&self) -> bool {
+        self.engine.close().await
+    }
+
+    /// Like [`close`](Self::close), waiting at most `wait` for checked-out connections.
+    pub async fn close_within(&self, wait: Duration) -> bool {
+        self.engine.close_within(wait).await
+    }
+}

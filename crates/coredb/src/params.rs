@@ -1,0 +1,401 @@
+//! Statement parameters: none `()`, positional (`$1`) as a tuple or slice, or named (`:name`)
+//! with [`params!`](crate::params!).
+//!
+//! ```
+//! use coredb::{params, Params};
+//! let by_name = params! { "age" => 18, "name" => "Ada" };
+//! let by_position = (18, "Ada");
+//! # fn takes(_: impl Params) {}
+//! # takes(by_name); takes(by_position); takes(());
+//! ```
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use postgres_types::ToSql;
+
+use crate::error::{Error, Result};
+use crate::named_params::{rewrite, RewrittenSql};
+
+/// A parameter value as the driver takes it.
+pub type SqlParam<'a> = &'a (dyn ToSql + Sync);
+
+/// The values of a statement, as borrowed by the query API.
+#[derive(Debug)]
+pub enum ParamList<'a> {
+    /// Values for `$1`, `$2`, ... in order.
+    Positional(Vec<SqlParam<'a>>),
+    /// Values by `:name`.
+    Named(Vec<(&'a str, SqlParam<'a>)>),
+}
+
+/// Anything that can supply the values of a statement.
+///
+/// Implemented for `()` (no parameters), tuples of up to 16 values and slices of
+/// `&(dyn ToSql + Sync)` (positional), and [`NamedParams`] (named).
+pub trait Params: Send + Sync {
+    /// Borrows the values.
+    fn param_list(&self) -> ParamList<'_>;
+}
+
+impl Params for () {
+    fn param_list(&self) -> ParamList<'_> {
+        ParamList::Positional(Vec::new())
+    }
+}
+
+impl<P: Params + ?Sized> Params for &P {
+    fn param_list(&self) -> ParamList<'_> {
+        (**self).param_list()
+    }
+}
+
+impl Params for [SqlParam<'_>] {
+    fn param_list(&self) -> ParamList<'_> {
+        ParamList::Positional(self.to_vec())
+    }
+}
+
+impl<const N: usize> Params for [SqlParam<'_>; N] {
+    fn param_list(&self) -> ParamList<'_> {
+        ParamList::Positional(self.to_vec())
+    }
+}
+
+impl Params for Vec<SqlParam<'_>> {
+    fn param_list(&self) -> ParamList<'_> {
+        ParamList::Positional(self.clone())
+    }
+}
+
+macro_rules! tuple_params {
+    ($($name:ident : $idx:tt),+) => {
+        impl<$($name: ToSql + Send + Sync),+> Params for ($($name,)+) {
+            fn param_list(&self) -> ParamList<'_> {
+                ParamList::Positional(vec![$(&self.$idx as SqlParam<'_>),+])
+            }
+        }
+    };
+}
+
+tuple_params!(A: 0);
+tuple_params!(A: 0, B: 1);
+tuple_params!(A: 0, B: 1, C: 2);
+tuple_params!(A: 0, B: 1, C: 2, D: 3);
+tuple_params!(A: 0, B: 1, C: 2, D: 3, E: 4);
+tuple_params!(A: 0, B: 1, C: 2, D: 3, E: 4, F: 5);
+tuple_params!(A: 0, B: 1, C: 2, D: 3, E: 4, F: 5, G: 6);
+tuple_params!(A: 0, B: 1, C: 2, D: 3, E: 4, F: 5, G: 6, H: 7);
+tuple_params!(A: 0, B: 1, C: 2, D: 3, E: 4, F: 5, G: 6, H: 7, I: 8);
+tuple_params!(A: 0, B: 1, C: 2, D: 3, E: 4, F: 5, G: 6, H: 7, I: 8, J: 9);
+tuple_params!(A: 0, B: 1, C: 2, D: 3, E: 4, F: 5, G: 6, H: 7, I: 8, J: 9, K: 10);
+tuple_params!(A: 0, B: 1, C: 2, D: 3, E: 4, F: 5, G: 6, H: 7, I: 8, J: 9, K: 10, L: 11);
+tuple_params!(A: 0, B: 1, C: 2, D: 3, E: 4, F: 5, G: 6, H: 7, I: 8, J: 9, K: 10, L: 11, M: 12);
+tuple_params!(A: 0, B: 1, C: 2, D: 3, E: 4, F: 5, G: 6, H: 7, I: 8, J: 9, K: 10, L: 11, M: 12, N: 13);
+tuple_params!(A: 0, B: 1, C: 2, D: 3, E: 4, F: 5, G: 6, H: 7, I: 8, J: 9, K: 10, L: 11, M: 12, N: 13, O: 14);
+tuple_params!(A: 0, B: 1, C: 2, D: 3, E: 4, F: 5, G: 6, H: 7, I: 8, J: 9, K: 10, L: 11, M: 12, N: 13, O: 14, P: 15);
+
+/// Values by `:name`, usually made with [`params!`](crate::params!).
+#[derive(Default)]
+pub struct NamedParams<'a> {
+    entries: Vec<(Cow<'static, str>, Box<dyn ToSql + Send + Sync + 'a>)>,
+}
+
+impl<'a> NamedParams<'a> {
+    /// No values yet.
+    pub fn new() -> Self {
+        NamedParams {
+            entries: Vec::new(),
+        }
+    }
+
+    /// Adds the value of `:name` (a leading `:` is accepted and ignored).
+    pub fn add(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl ToSql + Send + Sync + 'a,
+    ) -> Self {
+        self.push(name, value);
+        self
+    }
+
+    /// Like [`add`](Self::add), in place.
+    pub fn push(&mut self, name: impl Into<Cow<'static, str>>, value: impl ToSql + Send + Sync + 'a) {
+        let mut name = name.into();
+        if let Some(stripped) = name.strip_prefix(':') {
+            name = Cow::Owned(stripped.to_owned());
+        }
+        self.entries.push((name, Box::new(value)));
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl fmt::Debug for NamedParams<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.entries.iter().map(|(k, v)| (k, v)))
+            .finish()
+    }
+}
+
+impl Params for NamedParams<'_> {
+    fn param_list(&self) -> ParamList<'_> {
+        ParamList::Named(
+            self.entries
+                .iter()
+                .map(|(k, v)| (k.as_ref(), &**v as SqlParam<'_>))
+                .collect(),
+        )
+    }
+}
+
+/// Named parameters: `params! { "age" => 18, "name" => name }`.
+///
+/// Values may be borrowed (`"name" => &name`) and of any type the driver can send.
+#[macro_export]
+macro_rules! params {
+    () => { $crate::NamedParams::new() };
+    ($($name:expr => $value:expr),+ $(,)?) => {
+        $crate::NamedParams::new()$(.add($name, $value))+
+    };
+}
+
+/// The statement as sent, borrowed from the caller or rewritten from `:name` form.
+pub(crate) enum SqlText<'s> {
+    Borrowed(&'s str),
+    Rewritten(Arc<RewrittenSql>),
+}
+
+impl SqlText<'_> {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            SqlText::Borrowed(s) => s,
+            SqlText::Rewritten(r) => &r.sql,
+        }
+    }
+
+    /// The `:name` bound to `$index+1`, for messages.
+    pub(crate) fn name_of(&self, index: usize) -> Option<&str> {
+        match self {
+            SqlText::Borrowed(_) => None,
+            SqlText::Rewritten(r) => r.names.get(index).map(String::as_str),
+        }
+    }
+}
+
+/// Rewritten statements, so each distinct SQL text is parsed once.
+pub(crate) struct RewriteCache {
+    map: Mutex<HashMap<Box<str>, Arc<RewrittenSql>>>,
+}
+
+const REWRITE_CACHE_LIMIT: usize = 4096;
+
+impl RewriteCache {
+    pub(crate) fn new() -> Self {
+        RewriteCache {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, sql: &str) -> Arc<RewrittenSql> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hit) = map.get(sql) {
+            return Arc::clone(hit);
+        }
+        let rewritten = Arc::new(rewrite(sql));
+        if map.len() >= REWRITE_CACHE_LIMIT {
+            // Statements built by string formatting would grow the cache without bound.
+            map.clear();
+        }
+        map.insert(sql.into(), Arc::clone(&rewritten));
+        rewritten
+    }
+
+    /// Matches values to the statement's placeholders, checking names before anything is sent.
+    pub(crate) fn bind<'s, 'p>(
+        &self,
+        sql: &'s str,
+        params: ParamList<'p>,
+    ) -> Result<(SqlText<'s>, Vec<SqlParam<'p>>)> {
+        // Only statements with a ':' can hold names; the rest skip the cache.
+        if !sql.as_bytes().contains(&b':') {
+            return match params {
+                ParamList::Positional(values) => Ok((SqlText::Borrowed(sql), values)),
+                ParamList::Named(values) if values.is_empty() => {
+                    Ok((SqlText::Borrowed(sql), Vec::new()))
+                }
+                ParamList::Named(values) => Err(no_placeholders(&values)),
+            };
+        }
+        let rewritten = self.get(sql);
+        if rewritten.names.is_empty() {
+            return match params {
+                ParamList::Positional(values) => Ok((SqlText::Borrowed(sql), values)),
+                ParamList::Named(values) if values.is_empty() => {
+                    Ok((SqlText::Borrowed(sql), Vec::new()))
+                }
+                ParamList::Named(values) => Err(no_placeholders(&values)),
+            };
+        }
+        let wanted = list_names(rewritten.names.iter().map(String::as_str));
+        if rewritten.max_positional > 0 {
+            return Err(Error::params(format!(
+                "the statement mixes positional (${}) and named ({wanted}) placeholders; use one style",
+                rewritten.max_positional
+            )));
+        }
+        let given = match params {
+            ParamList::Named(given) => given,
+            ParamList::Positional(values) if values.is_empty() => Vec::new(),
+            ParamList::Positional(values) => {
+                return Err(Error::params(format!(
+                    "the statement uses named placeholders ({wanted}) but {} positional value(s) were given; pass them with params!{{\"name\" => value}}",
+                    values.len()
+                )))
+            }
+        };
+        for (i, (name, _)) in given.iter().enumerate() {
+            if given[..i].iter().any(|(n, _)| n == name) {
+                return Err(Error::params(format!("parameter :{name} is given twice")));
+            }
+        }
+        let unknown: Vec<&str> = given
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| !rewritten.names.iter().any(|w| w == n))
+            .collect();
+        let missing: Vec<&str> = rewritten
+            .names
+            .iter()
+            .map(String::as_str)
+            .filter(|w| !given.iter().any(|(n, _)| n == w))
+            .collect();
+        if !missing.is_empty() || !unknown.is_empty() {
+            let mut parts = Vec::new();
+            if !missing.is_empty() {
+                parts.push(format!("missing value for {}", list_names(missing.into_iter())));
+            }
+            if !unknown.is_empty() {
+                parts.push(format!(
+                    "unknown parameter {} (not in the statement)",
+                    list_names(unknown.into_iter())
+                ));
+            }
+            return Err(Error::params(format!(
+                "{}; the statement uses {wanted}",
+                parts.join(", ")
+            )));
+        }
+        let values = rewritten
+            .names
+            .iter()
+            .map(|w| {
+                given
+                    .iter()
+                    .find(|(n, _)| *n == w.as_str())
+                    .map(|(_, v)| *v)
+                    .expect("every name was checked above")
+            })
+            .collect();
+        Ok((SqlText::Rewritten(rewritten), values))
+    }
+}
+
+fn list_names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names.map(|n| format!(":{n}")).collect::<Vec<_>>().join(", ")
+}
+
+fn no_placeholders(values: &[(&str, SqlParam<'_>)]) -> Error {
+    Error::params(format!(
+        "named parameters were given ({}) but the statement has no :name placeholders",
+        list_names(values.iter().map(|(n, _)| *n))
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn bind_err(sql: &str, params: &dyn Params) -> String {
+        let cache = RewriteCache::new();
+        match cache.bind(sql, params.param_list()) {
+            Ok(_) => panic!("expected an error for {sql}"),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Params);
+                e.to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn named_values_are_ordered_by_first_use() {
+        let cache = RewriteCache::new();
+        let p = params! { "b" => 2i32, "a" => 1i32 };
+        let (sql, values) = cache
+            .bind("SELECT :a + :b + :a", p.param_list())
+            .expect("binds");
+        assert_eq!(sql.as_str(), "SELECT $1 + $2 + $1");
+        assert_eq!(values.len(), 2);
+        assert_eq!(format!("{:?}", values[0]), "1");
+        assert_eq!(format!("{:?}", values[1]), "2");
+    }
+
+    #[test]
+    fn missing_named_value_is_reported_with_the_statement_names() {
+        let msg = bind_err("SELECT :a, :b", &params! { "a" => 1 });
+        assert!(msg.contains("missing value for :b"), "{msg}");
+        assert!(msg.contains("uses :a, :b"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_named_value_is_reported() {
+        let msg = bind_err("SELECT :a", &params! { "a" => 1, "zz" => 2 });
+        assert!(msg.contains("unknown parameter :zz"), "{msg}");
+    }
+
+    #[test]
+    fn mixing_positional_and_named_placeholders_is_rejected() {
+        let msg = bind_err("SELECT $1, :a", &params! { "a" => 1 });
+        assert!(msg.contains("mixes positional"), "{msg}");
+    }
+
+    #[test]
+    fn positional_values_for_named_statement_are_rejected() {
+        let msg = bind_err("SELECT :a", &(1,));
+        assert!(msg.contains("positional value(s) were given"), "{msg}");
+    }
+
+    #[test]
+    fn named_values_for_statement_without_placeholders_are_rejected() {
+        let msg = bind_err("SELECT 1", &params! { "a" => 1 });
+        assert!(msg.contains("no :name placeholders"), "{msg}");
+        let msg = bind_err("SELECT '1:x'", &params! { "x" => 1 });
+        assert!(msg.contains("no :name placeholders"), "{msg}");
+    }
+
+    #[test]
+    fn duplicate_named_value_is_rejected() {
+        let msg = bind_err("SELECT :a", &params! { "a" => 1, ":a" => 2 });
+        assert!(msg.contains("given twice"), "{msg}");
+    }
+
+    #[test]
+    fn statement_without_colon_is_sent_unchanged() {
+        let cache = RewriteCache::new();
+        let (sql, values) = cache.bind("SELECT $1", (5,).param_list()).expect("binds");
+        assert!(matches!(sql, SqlText::Borrowed("SELECT $1")));
+        assert_eq!(values.len(), 1);
+    }
+}

@@ -1,0 +1,447 @@
+//! The connection pool: `pool_size` kept, `max_overflow` more under load, a timeout that always
+//! applies, recycling by age, pre-ping of idle connections, and a bounded close.
+//!
+//! The pool is generic over what it keeps (see [`Manage`]) so its own overhead can be measured
+//! without a database:
+//!
+//! ```
+//! use coredb::pool::{Manage, Pool, PoolOptions};
+//!
+//! struct Counter;
+//! impl Manage for Counter {
+//!     type Object = u32;
+//!     async fn create(&self) -> coredb::Result<u32> { Ok(0) }
+//!     fn is_broken(&self, _: &u32) -> bool { false }
+//!     async fn ping(&self, _: &mut u32) -> coredb::Result<()> { Ok(()) }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let pool = Pool::new(Counter, PoolOptions { pool_size: 2, max_overflow: 0, ..PoolOptions::default() });
+//! let mut object = pool.get().await?;
+//! *object += 1;
+//! drop(object); // back to the pool
+//! assert_eq!(pool.status().idle, 1);
+//! # Ok::<(), coredb::Error>(()) }).unwrap();
+//! ```
+//!
+//! Design: a fair [`tokio::sync::Semaphore`] with `pool_size + max_overflow` permits decides who
+//! may hold a connection (first come, first served); idle connections wait in a LIFO stack so the
+//! warm ones are reused and the extra ones age out. Every step that can be cancelled holds a
+//! guard that undoes its bookkeeping, so a dropped future never leaks a slot.
+
+mod manage;
+mod status;
+
+pub use manage::Manage;
+pub use status::{CloseReason, PoolMetrics, PoolStatus};
+
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, TryAcquireError};
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::retry::Backoff;
+use status::Counters;
+
+/// Sizes and timings of a [`Pool`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Connections kept open when idle.
+    pub pool_size: usize,
+    /// Extra connections opened under load, closed when returned while `pool_size` are idle.
+    pub max_overflow: usize,
+    /// How long a checkout waits for a connection (including opening one) before failing.
+    pub timeout: Duration,
+    /// Maximum age of a connection (with up to 10% jitter), `None` for no limit.
+    pub recycle: Option<Duration>,
+    /// Verify connections that sat idle for at least `pre_ping_idle` before handing them out.
+    pub pre_ping: bool,
+    /// How long a connection must have been idle to be pinged.
+    pub pre_ping_idle: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            pool_size: 5,
+            max_overflow: 10,
+            timeout: Duration::from_secs(30),
+            recycle: Some(Duration::from_secs(1800)),
+            pre_ping: true,
+            pre_ping_idle: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A pool of objects made by a [`Manage`]r; cheap to clone (one `Arc`).
+pub struct Pool<M: Manage> {
+    shared: Arc<Shared<M>>,
+}
+
+impl<M: Manage> Clone for Pool<M> {
+    fn clone(&self) -> Self {
+        Pool {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+struct Slot<T> {
+    object: T,
+    expires: Option<Instant>,
+    idle_since: Instant,
+}
+
+struct Shared<M: Manage> {
+    manager: M,
+    options: PoolOptions,
+    semaphore: Semaphore,
+    idle: Mutex<Vec<Slot<M::Object>>>,
+    open: AtomicUsize,
+    in_use: AtomicUsize,
+    waiting: AtomicUsize,
+    closed: AtomicBool,
+    returned: Notify,
+    counters: Counters,
+}
+
+impl<M: Manage> Pool<M> {
+    /// Creates an empty pool; objects are created on demand.
+    pub fn new(manager: M, options: PoolOptions) -> Self {
+        let max = options.pool_size + options.max_overflow;
+        Pool {
+            shared: Arc::new(Shared {
+                manager,
+                options,
+                semaphore: Semaphore::new(max),
+                idle: Mutex::new(Vec::with_capacity(options.pool_size)),
+                open: AtomicUsize::new(0),
+                in_use: AtomicUsize::new(0),
+                waiting: AtomicUsize::new(0),
+                closed: AtomicBool::new(false),
+                returned: Notify::new(),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// The manager that makes the objects.
+    pub fn manager(&self) -> &M {
+        &self.shared.manager
+    }
+
+    /// The options the pool was made with.
+    pub fn options(&self) -> &PoolOptions {
+        &self.shared.options
+    }
+
+    /// Checks out an object, waiting up to the pool timeout.
+    ///
+    /// # Errors
+    /// [`PoolTimeout`](ErrorKind::PoolTimeout) when none became free in time,
+    /// [`PoolClosed`](ErrorKind::PoolClosed) after [`close`](Self::close), or the error of
+    /// creating a new object once retries within the timeout are exhausted.
+    pub async fn get(&self) -> Result<Pooled<M>> {
+        self.get_within(self.shared.options.timeout).await
+    }
+
+    /// Like [`get`](Self::get), with its own time limit.
+    pub async fn get_within(&self, limit: Duration) -> Result<Pooled<M>> {
+        let shared = &self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(Error::pool_closed());
+        }
+        let start = Instant::now();
+        let deadline = start + limit;
+        let permit = match shared.semaphore.try_acquire() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => return Err(Error::pool_closed()),
+            Err(TryAcquireError::NoPermits) => {
+                let _waiting = Gauge::up(&shared.waiting);
+                match tokio::time::timeout_at(deadline, shared.semaphore.acquire()).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => return Err(Error::pool_closed()),
+                    Err(_) => {
+                        Counters::bump(&shared.counters.timeouts);
+                        tracing::debug!(target: "coredb", waited = ?limit, "pool checkout timed out");
+                        return Err(Error::pool_timeout(
+                            shared.options.pool_size,
+                            shared.options.max_overflow,
+                            start.elapsed(),
+                        ));
+                    }
+                }
+            }
+        };
+        permit.forget();
+        // Gives the permit back if this future is dropped before the object is handed out.
+        let permit = PermitGuard(shared);
+        shared
+            .counters
+            .wait_nanos
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+
+        while let Some(slot) = self.pop_idle() {
+            if shared.manager.is_broken(&slot.object) {
+                shared.retire(slot, CloseReason::Broken);
+                continue;
+            }
+            if slot.expires.is_some_and(|t| t <= Instant::now()) {
+                shared.retire(slot, CloseReason::Recycled);
+                continue;
+            }
+            if shared.options.pre_ping && slot.idle_since.elapsed() >= shared.options.pre_ping_idle {
+                Counters::bump(&shared.counters.pings);
+                // The slot is retired if this future is dropped mid-ping.
+                let mut checking = SlotGuard {
+                    shared,
+                    slot: Some(slot),
+                };
+                let object = &mut checking.slot.as_mut().expect("slot is set").object;
+                let alive = tokio::time::timeout_at(deadline, shared.manager.ping(object)).await;
+                let slot = checking.slot.take().expect("slot is set");
+                if !matches!(alive, Ok(Ok(()))) {
+                    tracing::debug!(target: "coredb", "idle connection failed its pre-ping; replacing it");
+                    shared.retire(slot, CloseReason::Broken);
+                    continue;
+                }
+                return Ok(self.hand_out(slot, permit));
+            }
+            return Ok(self.hand_out(slot, permit));
+        }
+
+        let object = self.create(deadline).await?;
+        shared.open.fetch_add(1, Ordering::AcqRel);
+        Counters::bump(&shared.counters.created);
+        let now = Instant::now();
+        let expires = shared.options.recycle.map(|age| {
+            let jitter = age.mul_f64(fastrand::f64() * 0.1);
+            now + age - jitter
+        });
+        let slot = Slot {
+            object,
+            expires,
+            idle_since: now,
+        };
+        Ok(self.hand_out(slot, permit))
+    }
+
+    fn pop_idle(&self) -> Option<Slot<M::Object>> {
+        self.shared
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+    }
+
+    fn hand_out(&self, slot: Slot<M::Object>, permit: PermitGuard<'_, M>) -> Pooled<M> {
+        std::mem::forget(permit);
+        self.shared.in_use.fetch_add(1, Ordering::AcqRel);
+        Counters::bump(&self.shared.counters.checkouts);
+        Pooled {
+            shared: Arc::clone(&self.shared),
+            slot: Some(slot),
+            broken: false,
+        }
+    }
+
+    /// Opens an object, retrying transient failures with backoff until `deadline`.
+    async fn create(&self, deadline: Instant) -> Result<M::Object> {
+        let shared = &self.shared;
+        let mut backoff = Backoff::default();
+        loop {
+            let err = match shared.manager.create().await {
+                Ok(object) => return Ok(object),
+                Err(err) => err,
+            };
+            Counters::bump(&shared.counters.connect_failures);
+            let delay = backoff.next_delay();
+            if !err.is_transient() || Instant::now() + delay >= deadline {
+                return Err(err);
+            }
+            tracing::debug!(target: "coredb", error = %err, ?delay, "connect failed; retrying");
+            tokio::time::sleep(delay).await;
+            if shared.closed.load(Ordering::Acquire) {
+                return Err(Error::pool_closed());
+            }
+        }
+    }
+
+    /// The pool's current state.
+    pub fn status(&self) -> PoolStatus {
+        let s = &self.shared;
+        let idle = s.idle.lock().unwrap_or_else(|e| e.into_inner()).len();
+        PoolStatus {
+            size: s.open.load(Ordering::Acquire),
+            idle,
+            in_use: s.in_use.load(Ordering::Acquire),
+            waiting: s.waiting.load(Ordering::Acquire),
+            max: s.options.pool_size + s.options.max_overflow,
+            pool_size: s.options.pool_size,
+            max_overflow: s.options.max_overflow,
+        }
+    }
+
+    /// Counters since the pool was created.
+    pub fn metrics(&self) -> PoolMetrics {
+        self.shared.counters.snapshot()
+    }
+
+    /// True once [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes the pool: new checkouts fail with `PoolClosed`, idle objects are closed at once,
+    /// and checked-out ones are closed as they come back. Waits up to `wait` for them.
+    ///
+    /// Returns true when every object came back in time.
+    pub async fn close(&self, wait: Duration) -> bool {
+        let s = &self.shared;
+        s.closed.store(true, Ordering::Release);
+        s.semaphore.close();
+        let idle = std::mem::take(&mut *s.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        for slot in idle {
+            s.retire(slot, CloseReason::PoolClosed);
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = s.returned.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let in_use = s.in_use.load(Ordering::Acquire);
+            if in_use == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                tracing::warn!(target: "coredb", in_use, ?wait, "pool closed while connections were still checked out; they close when returned");
+                return false;
+            }
+        }
+    }
+}
+
+impl<M: Manage> Shared<M> {
+    fn retire(&self, slot: Slot<M::Object>, reason: CloseReason) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        self.counters.closed(reason);
+        tracing::debug!(target: "coredb", ?reason, "closing pooled connection");
+        drop(slot);
+    }
+
+    fn put_back(&self, mut slot: Slot<M::Object>, broken: bool) {
+        let now = Instant::now();
+        let reason = if broken {
+            CloseReason::Discarded
+        } else if self.closed.load(Ordering::Acquire) {
+            CloseReason::PoolClosed
+        } else if self.manager.is_broken(&slot.object) {
+            CloseReason::Broken
+        } else if slot.expires.is_some_and(|t| t <= now) {
+            CloseReason::Recycled
+        } else {
+            slot.idle_since = now;
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < self.options.pool_size {
+                idle.push(slot);
+                drop(idle);
+                self.release();
+                return;
+            }
+            CloseReason::Overflow
+        };
+        self.retire(slot, reason);
+        self.release();
+    }
+
+    fn release(&self) {
+        self.in_use.fetch_sub(1, Ordering::AcqRel);
+        self.semaphore.add_permits(1);
+        if self.closed.load(Ordering::Acquire) {
+            self.returned.notify_waiters();
+        }
+    }
+}
+
+/// An object checked out of a [`Pool`]; returned to it when dropped.
+pub struct Pooled<M: Manage> {
+    shared: Arc<Shared<M>>,
+    slot: Option<Slot<M::Object>>,
+    broken: bool,
+}
+
+impl<M: Manage> Pooled<M> {
+    /// Marks the object as unusable: it is closed instead of returned to the pool.
+    pub fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+
+    /// True when [`mark_broken`](Self::mark_broken) was called.
+    pub fn is_marked_broken(&self) -> bool {
+        self.broken
+    }
+}
+
+impl<M: Manage> Deref for Pooled<M> {
+    type Target = M::Object;
+    fn deref(&self) -> &M::Object {
+        &self.slot.as_ref().expect("slot is set until drop").object
+    }
+}
+
+impl<M: Manage> DerefMut for Pooled<M> {
+    fn deref_mut(&mut self) -> &mut M::Object {
+        &mut self.slot.as_mut().expect("slot is set until drop").object
+    }
+}
+
+impl<M: Manage> Drop for Pooled<M> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.shared.put_back(slot, self.broken);
+        }
+    }
+}
+
+/// Counts something while it lives (e.g. a caller waiting for a permit).
+struct Gauge<'a>(&'a AtomicUsize);
+
+impl<'a> Gauge<'a> {
+    fn up(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Gauge(counter)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A permit taken from the semaphore but not yet owned by a [`Pooled`].
+struct PermitGuard<'a, M: Manage>(&'a Shared<M>);
+
+impl<M: Manage> Drop for PermitGuard<'_, M> {
+    fn drop(&mut self) {
+        self.0.semaphore.add_permits(1);
+    }
+}
+
+/// An idle slot being checked; retired if the check is abandoned.
+struct SlotGuard<'a, M: Manage> {
+    shared: &'a Shared<M>,
+    slot: Option<Slot<M::Object>>,
+}
+
+impl<M: Manage> Drop for SlotGuard<'_, M> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.shared.retire(slot, CloseReason::Discarded);
+        }
+    }
+}

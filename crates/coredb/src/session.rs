@@ -1,0 +1,287 @@
+//! Transactions: [`Session`] commits only when told to and rolls back otherwise; nested
+//! [`Savepoint`]s do the same inside it.
+
+use std::future::Future;
+
+use tokio_postgres::error::SqlState;
+
+use crate::connection::Connection;
+use crate::error::{Error, ErrorKind, Result};
+use crate::params::ParamList;
+use crate::query::{Executor, Output, Want};
+
+/// Transaction isolation levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsolationLevel {
+    /// PostgreSQL's default.
+    ReadCommitted,
+    /// One snapshot for the whole transaction.
+    RepeatableRead,
+    /// As if transactions ran one at a time; may fail with `40001` and need a retry.
+    Serializable,
+}
+
+/// How a [`Session`]'s transaction begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionOptions {
+    /// Isolation level; the server default when `None`.
+    pub isolation: Option<IsolationLevel>,
+    /// Forbid writes.
+    pub read_only: bool,
+    /// With `Serializable` and `read_only`: wait for a safe snapshot instead of risking a retry.
+    pub deferrable: bool,
+}
+
+impl SessionOptions {
+    /// Options with the given isolation level.
+    pub fn isolation(level: IsolationLevel) -> Self {
+        SessionOptions {
+            isolation: Some(level),
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn begin_sql(&self) -> String {
+        let mut sql = String::from("BEGIN");
+        match self.isolation {
+            Some(IsolationLevel::ReadCommitted) => sql.push_str(" ISOLATION LEVEL READ COMMITTED"),
+            Some(IsolationLevel::RepeatableRead) => {
+                sql.push_str(" ISOLATION LEVEL REPEATABLE READ")
+            }
+            Some(IsolationLevel::Serializable) => sql.push_str(" ISOLATION LEVEL SERIALIZABLE"),
+            None => {}
+        }
+        if self.read_only {
+            sql.push_str(" READ ONLY");
+        }
+        if self.deferrable {
+            sql.push_str(" DEFERRABLE");
+        }
+        sql
+    }
+}
+
+/// A database transaction on a pooled connection (the seed's session).
+///
+/// Nothing is committed until [`commit`](Self::commit); dropping the session, or returning an
+/// error from a [`transaction`](crate::DatabaseManager::transaction) closure, rolls it back.
+/// After a statement fails the server aborts the transaction: `commit` then rolls back and
+/// reports the first failure, so no partial work is ever committed.
+pub struct Session {
+    conn: Connection,
+    depth: u32,
+    /// Savepoint level at which a statement failed (0: the transaction itself).
+    failed_at: Option<u32>,
+    first_failure: Option<String>,
+    /// The lowest savepoint level dropped without commit, rolled back before the next statement.
+    pending_rollback: Option<u32>,
+}
+
+impl Session {
+    /// Begins a transaction on `conn`.
+    pub(crate) async fn begin(mut conn: Connection, options: &SessionOptions) -> Result<Self> {
+        conn.pg().in_transaction = true;
+        conn.batch(&options.begin_sql()).await?;
+        Ok(Session {
+            conn,
+            depth: 0,
+            failed_at: None,
+            first_failure: None,
+            pending_rollback: None,
+        })
+    }
+
+    /// Commits the transaction.
+    ///
+    /// # Errors
+    /// When an earlier statement failed, the transaction is rolled back and an error naming the
+    /// first failure is returned; a failing `COMMIT` (e.g. a deferred constraint or a
+    /// serialization failure) gives the server's error.
+    pub async fn commit(mut self) -> Result<()> {
+        self.apply_pending_rollback().await?;
+        if self.failed_at.is_some() {
+            self.end("ROLLBACK").await?;
+            return Err(self.aborted_error("the transaction was rolled back instead of committed"));
+        }
+        self.end("COMMIT").await
+    }
+
+    /// Rolls the transaction back.
+    pub async fn rollback(mut self) -> Result<()> {
+        self.end("ROLLBACK").await
+    }
+
+    async fn end(&mut self, sql: &str) -> Result<()> {
+        let result = self.conn.batch(sql).await;
+        // After a reply to COMMIT or ROLLBACK the server has ended the transaction either way.
+        if result.as_ref().map_or_else(|e| e.kind() != ErrorKind::ConnectionLost, |_| true) {
+            self.conn.pg().in_transaction = false;
+        }
+        result
+    }
+
+    /// Begins a nested transaction (a savepoint); it rolls back on drop unless committed.
+    pub async fn begin_nested(&mut self) -> Result<Savepoint<'_>> {
+        self.apply_pending_rollback().await?;
+        self.check_not_aborted()?;
+        let level = self.depth + 1;
+        let sql = format!("SAVEPOINT coredb_sp_{level}");
+        if let Err(e) = self.conn.batch(&sql).await {
+            self.record_failure(&e);
+            return Err(e);
+        }
+        self.depth = level;
+        Ok(Savepoint {
+            session: self,
+            level,
+            done: false,
+        })
+    }
+
+    /// The underlying connection, e.g. for its [`client`](Connection::client).
+    pub fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// True when a statement failed and the transaction can only be rolled back.
+    pub fn is_aborted(&self) -> bool {
+        self.failed_at.is_some()
+    }
+
+    fn aborted_error(&self, what: &str) -> Error {
+        Error::new(
+            ErrorKind::Query,
+            format!(
+                "{what} because an earlier statement in it failed: {}",
+                self.first_failure.as_deref().unwrap_or("unknown error")
+            ),
+        )
+        .with_code(SqlState::IN_FAILED_SQL_TRANSACTION)
+    }
+
+    fn check_not_aborted(&self) -> Result<()> {
+        match self.failed_at {
+            Some(_) => Err(self.aborted_error(
+                "the transaction is aborted; roll it back (or drop the session) and start again,",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn record_failure(&mut self, err: &Error) {
+        // Only errors the server raised abort its transaction; parameter and decode errors
+        // happen on this side.
+        if err.code().is_some() || err.kind() == ErrorKind::ConnectionLost {
+            if self.failed_at.is_none_or(|level| self.depth < level) {
+                self.failed_at = Some(self.depth);
+            }
+            if self.first_failure.is_none() {
+                self.first_failure = Some(err.to_string());
+            }
+        }
+    }
+
+    async fn apply_pending_rollback(&mut self) -> Result<()> {
+        let Some(level) = self.pending_rollback.take() else {
+            return Ok(());
+        };
+        self.rollback_to(level).await
+    }
+
+    async fn rollback_to(&mut self, level: u32) -> Result<()> {
+        let sql = format!("ROLLBACK TO SAVEPOINT coredb_sp_{level}; RELEASE SAVEPOINT coredb_sp_{level}");
+        self.conn.batch(&sql).await?;
+        self.depth = level - 1;
+        if self.failed_at.is_some_and(|at| at >= level) {
+            self.failed_at = None;
+            self.first_failure = None;
+        }
+        Ok(())
+    }
+
+    async fn run(&mut self, sql: &str, params: ParamList<'_>, want: Want) -> Result<Output> {
+        self.apply_pending_rollback().await?;
+        self.check_not_aborted()?;
+        let result = self.conn.run(sql, params, want).await;
+        if let Err(e) = &result {
+            self.record_failure(e);
+        }
+        result
+    }
+}
+
+impl Executor for Session {
+    fn run_statement<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: ParamList<'a>,
+        want: Want,
+    ) -> impl Future<Output = Result<Output>> + Send + 'a {
+        self.run(sql, params, want)
+    }
+}
+
+/// A savepoint inside a [`Session`]: committing releases it, dropping it rolls back to it.
+pub struct Savepoint<'a> {
+    session: &'a mut Session,
+    level: u32,
+    done: bool,
+}
+
+impl Savepoint<'_> {
+    /// Keeps the savepoint's work as part of the enclosing transaction.
+    ///
+    /// # Errors
+    /// When a statement inside it failed, it is rolled back and an error is returned.
+    pub async fn commit(mut self) -> Result<()> {
+        self.done = true;
+        self.session.apply_pending_rollback().await?;
+        if self.session.failed_at.is_some_and(|at| at >= self.level) {
+            let err = self
+                .session
+                .aborted_error("the savepoint was rolled back instead of released");
+            self.session.rollback_to(self.level).await?;
+            return Err(err);
+        }
+        let sql = format!("RELEASE SAVEPOINT coredb_sp_{}", self.level);
+        self.session.conn.batch(&sql).await?;
+        self.session.depth = self.level - 1;
+        Ok(())
+    }
+
+    /// Undoes the savepoint's work; the enclosing transaction goes on.
+    pub async fn rollback(mut self) -> Result<()> {
+        self.done = true;
+        self.session.apply_pending_rollback().await?;
+        self.session.rollback_to(self.level).await
+    }
+
+    /// Begins a savepoint inside this one.
+    pub async fn begin_nested(&mut self) -> Result<Savepoint<'_>> {
+        self.session.begin_nested().await
+    }
+}
+
+impl Executor for Savepoint<'_> {
+    fn run_statement<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: ParamList<'a>,
+        want: Want,
+    ) -> impl Future<Output = Result<Output>> + Send + 'a {
+        self.session.run(sql, params, want)
+    }
+}
+
+impl Drop for Savepoint<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // Rolled back before the session's next statement (Drop cannot wait for the server).
+            let level = self
+                .session
+                .pending_rollback
+                .map_or(self.level, |l| l.min(self.level));
+            self.session.pending_rollback = Some(level);
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Test harness: a fresh database per test, on the configured server or the embedded one.
+//!
+//! ```no_run
+//! use coredb::testkit::TestDatabase;
+//!
+//! #[tokio::test]
+//! async fn inserts_are_visible() -> coredb::Result<()> {
+//!     let db = TestDatabase::new().await?;
+//!     db.manager().execute("CREATE TABLE t (x int)", ()).await?;
+//!     db.manager().execute("INSERT INTO t VALUES (1)", ()).await?;
+//!     assert_eq!(db.manager().scalar::<i64, _>("SELECT count(*) FROM t", ()).await?, 1);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Where the server comes from: when `DATABASE_URL` or `POSTGRES_HOST` is set (environment or
+//! `.env`), test databases are created on that server (its user needs `CREATEDB`); otherwise
+//! on the process's [`EmbeddedServer::shared`] server. Each test database is a copy of
+//! `template1` (milliseconds), named `coredb_test_<pid>_<n>`, and dropped with the
+//! [`TestDatabase`]. Under `cargo nextest`, where every test is its own process, each process
+//! starts its own embedded server from a cached cluster (well under a second); no server is
+//! shared between processes, so none can outlive the run.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::config::DatabaseConfig;
+use crate::embedded::EmbeddedServer;
+use crate::error::{Error, ErrorKind, Result};
+use crate::manager::DatabaseManager;
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A database of its own for one test; dropped (with its pool) when the value is dropped.
+pub struct TestDatabase {
+    manager: DatabaseManager,
+    admin: DatabaseConfig,
+    name: String,
+    server: Option<&'static EmbeddedServer>,
+}
+
+impl TestDatabase {
+    /// Creates a fresh, empty database and a manager for it.
+    ///
+    /// # Errors
+    /// When no server is configured and the embedded one cannot start (e.g. no PostgreSQL
+    /// binaries: the message says how to install them), or the database cannot be created.
+    pub async fn new() -> Result<Self> {
+        Self::with_config(|builder| builder).await
+    }
+
+    /// Like [`new`](Self::new), letting the test change pool or session settings.
+    pub async fn with_config(
+        adjust: impl FnOnce(crate::DatabaseConfigBuilder) -> crate::DatabaseConfigBuilder,
+    ) -> Result<Self> {
+        let (admin, server) = admin_config().await?;
+        let name = format!(
+            "coredb_test_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let admin_db = DatabaseManager::from_config(&admin)?;
+        admin_db
+            .execute(&format!("CREATE DATABASE {name} TEMPLATE template1"), ())
+            .await?;
+        admin_db.close().await;
+        let config = adjust(admin.to_builder().dbname(&name)).build()?;
+        Ok(TestDatabase {
+            manager: DatabaseManager::from_config(&config)?,
+            admin,
+            name,
+            server,
+        })
+    }
+
+    /// The manager of this test's database.
+    pub fn manager(&self) -> &DatabaseManager {
+        &self.manager
+    }
+
+    /// The configuration of this test's database, to build engines with other settings.
+    pub fn config(&self) -> &DatabaseConfig {
+        self.manager.config()
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The embedded server it lives on, when no server is configured.
+    pub fn server(&self) -> Option<&'static EmbeddedServer> {
+        self.server
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = std::mem::take(&mut self.name);
+        let manager = self.manager.clone();
+        // Drop cannot await, and the test's runtime may be shutting down: use a thread of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async move {
+                manager.close_within(Duration::from_secs(1)).await;
+                let admin = DatabaseManager::from_config(&admin).ok()?;
+                let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                let result = admin.execute(&sql, ()).await;
+                admin.close().await;
+                result.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            tracing::debug!(target: "coredb", "a test database could not be dropped; it goes with its server");
+        }
+    }
+}
+
+/// The maintenance database of the server tests run on.
+async fn admin_config() -> Result<(DatabaseConfig, Option<&'static EmbeddedServer>)> {
+    let tuned = |b: crate::DatabaseConfigBuilder| {
+        b.pool_timeout(Duration::from_secs(20))
+            .connect_timeout(Duration::from_secs(5))
+            .pool_size(5)
+            .max_overflow(10)
+    };
+    if DatabaseConfig::is_configured_in_env() {
+        let config = DatabaseConfig::from_env()?;
+        let admin = tuned(config.to_builder()).dbname("postgres").build()?;
+        return Ok((admin, None));
+    }
+    let server = tokio::task::spawn_blocking(EmbeddedServer::shared)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Embedded, format!("embedded server start panicked: {e}")))??;
+    let config = DatabaseConfig::from_url(&server.url())?;
+    let admin = tuned(config.to_builder()).ssl_mode(crate::SslMode::Disable).build()?;
+    Ok((admin, Some(server)))
+}
