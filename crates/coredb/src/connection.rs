@@ -176,6 +176,16 @@ fn describe_wrong_parameter(
     None
 }
 
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pg = self.pooled.as_ref();
+        f.debug_struct("Connection")
+            .field("url", &self.engine.config().database_url())
+            .field("in_transaction", &pg.map(|c| c.in_transaction))
+            .finish()
+    }
+}
+
 impl Executor for Connection {
     fn run_statement<'a>(
         &'a mut self,

@@ -210,6 +210,16 @@ impl Session {
     }
 }
 
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("connection", &self.conn)
+            .field("savepoint_depth", &self.depth)
+            .field("aborted", &self.failed_at.is_some())
+            .finish()
+    }
+}
+
 impl Executor for Session {
     fn run_statement<'a>(
         &'a mut self,
