@@ -64,8 +64,11 @@ impl HealthReport {
     pub(crate) async fn check(engine: &Engine) -> Self {
         let limit = engine.config().connect_timeout();
         let started = Instant::now();
+        // The driver's own connect timeout fires first and gives the better message.
         let outcome = tokio::time::timeout(limit + Duration::from_millis(500), async {
-            let mut conn = engine.get_connection_within(limit).await?;
+            let mut conn = engine
+                .get_connection_within(limit + Duration::from_millis(250))
+                .await?;
             let version: String = conn
                 .scalar("SELECT current_setting('server_version')", ())
                 .await?;

@@ -254,9 +254,16 @@ impl<M: Manage> Pool<M> {
         let shared = &self.shared;
         let mut backoff = Backoff::default();
         loop {
-            let err = match shared.manager.create().await {
-                Ok(object) => return Ok(object),
-                Err(err) => err,
+            let err = match tokio::time::timeout_at(deadline, shared.manager.create()).await {
+                Ok(Ok(object)) => return Ok(object),
+                Ok(Err(err)) => err,
+                Err(_) => {
+                    Counters::bump(&shared.counters.connect_failures);
+                    return Err(Error::timeout(
+                        "opening a new connection within the pool timeout",
+                        shared.options.timeout,
+                    ));
+                }
             };
             Counters::bump(&shared.counters.connect_failures);
             let delay = backoff.next_delay();

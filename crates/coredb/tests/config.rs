@@ -1,0 +1,182 @@
+//! Configuration from variables, URLs and the builder: defaults, validation, password masking.
+
+use std::time::Duration;
+
+use coredb::{DatabaseConfig, ErrorKind, SslMode};
+
+fn vars(pairs: &[(&str, &str)]) -> coredb::Result<DatabaseConfig> {
+    DatabaseConfig::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+}
+
+#[test]
+fn defaults_follow_the_design_table() {
+    let c = vars(&[]).unwrap();
+    assert_eq!(c.hosts(), ["localhost"]);
+    assert_eq!(c.ports(), [5432]);
+    assert_eq!(c.user(), "postgres");
+    assert_eq!(c.dbname(), "postgres", "defaults to the user's name");
+    assert!(c.password().is_none());
+    assert_eq!(c.pool_size(), 5);
+    assert_eq!(c.max_overflow(), 10);
+    assert_eq!(c.pool_timeout(), Duration::from_secs(30));
+    assert_eq!(c.pool_recycle(), Some(Duration::from_secs(1800)));
+    assert!(c.pool_pre_ping());
+    assert_eq!(c.connect_timeout(), Duration::from_secs(10));
+    assert_eq!(c.statement_timeout(), None);
+    assert_eq!(c.ssl_mode(), SslMode::Prefer);
+    assert_eq!(c.application_name(), "coredb");
+    assert!(!c.echo());
+    assert_eq!(c.statement_cache_size(), 100);
+}
+
+#[test]
+fn postgres_variables_are_read() {
+    let c = vars(&[
+        ("POSTGRES_HOST", "db.internal"),
+        ("POSTGRES_PORT", "6543"),
+        ("POSTGRES_USER", "app"),
+        ("POSTGRES_PASSWORD", "s3cret"),
+        ("POSTGRES_DB", "prepaid"),
+        ("POSTGRES_POOL_SIZE", "8"),
+        ("POSTGRES_MAX_OVERFLOW", "0"),
+        ("POSTGRES_POOL_TIMEOUT", "2.5"),
+        ("POSTGRES_POOL_RECYCLE", "-1"),
+        ("POSTGRES_POOL_PRE_PING", "off"),
+        ("POSTGRES_CONNECT_TIMEOUT", "3"),
+        ("POSTGRES_STATEMENT_TIMEOUT", "15"),
+        ("POSTGRES_SSLMODE", "disable"),
+        ("POSTGRES_APPLICATION_NAME", "billing"),
+        ("DEBUG", "true"),
+    ])
+    .unwrap();
+    assert_eq!(c.database_url(), "postgres://app:***@db.internal:6543/prepaid");
+    assert_eq!(c.password().unwrap().expose(), "s3cret");
+    assert_eq!((c.pool_size(), c.max_overflow()), (8, 0));
+    assert_eq!(c.pool_timeout(), Duration::from_millis(2500));
+    assert_eq!(c.pool_recycle(), None);
+    assert!(!c.pool_pre_ping());
+    assert_eq!(c.connect_timeout(), Duration::from_secs(3));
+    assert_eq!(c.statement_timeout(), Some(Duration::from_secs(15)));
+    assert_eq!(c.ssl_mode(), SslMode::Disable);
+    assert_eq!(c.application_name(), "billing");
+    assert!(c.echo(), "DEBUG=true turns on statement echo");
+}
+
+#[test]
+fn database_url_is_the_base_and_postgres_variables_override_it() {
+    let c = vars(&[
+        ("DATABASE_URL", "postgresql://u:pw@h1:5433/base?application_name=x"),
+        ("POSTGRES_DB", "other"),
+    ])
+    .unwrap();
+    assert_eq!(c.database_url(), "postgres://u:***@h1:5433/other");
+    assert_eq!(c.application_name(), "x");
+}
+
+#[test]
+fn comma_separated_hosts_give_failover_in_order() {
+    let c = vars(&[("POSTGRES_HOST", "a,b,c"), ("POSTGRES_PORT", "5432,5433,5434")]).unwrap();
+    assert_eq!(c.hosts(), ["a", "b", "c"]);
+    assert_eq!(c.database_url(), "postgres://postgres@a:5432,b:5433,c:5434/postgres");
+    let url = DatabaseConfig::from_url(
+        "postgres://app@p1:5432,p2:5433/db?target_session_attrs=read-write",
+    )
+    .unwrap();
+    assert_eq!(url.hosts(), ["p1", "p2"]);
+    assert_eq!(url.ports(), [5432, 5433]);
+}
+
+#[test]
+fn every_bad_variable_is_reported_at_once_with_what_is_allowed() {
+    let err = vars(&[
+        ("POSTGRES_PORT", "abc"),
+        ("POSTGRES_POOL_SIZE", "0"),
+        ("POSTGRES_MAX_OVERFLOW", "-1"),
+        ("POSTGRES_POOL_TIMEOUT", "-5"),
+        ("POSTGRES_CONNECT_TIMEOUT", "soon"),
+        ("POSTGRES_POOL_RECYCLE", "0"),
+        ("POSTGRES_SSLMODE", "sometimes"),
+        ("POSTGRES_POOL_PRE_PING", "maybe"),
+        ("POSTGRES_PASSWORD", "hunter2"),
+    ])
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    let msg = err.to_string();
+    for expected in [
+        "8 problems",
+        "POSTGRES_PORT=\"abc\": not a port number; allowed 1-65535",
+        "POSTGRES_POOL_SIZE=\"0\": must be a whole number of at least 1",
+        "POSTGRES_MAX_OVERFLOW=\"-1\": must be a whole number of at least 0",
+        "POSTGRES_POOL_TIMEOUT=\"-5\": must be a number of seconds greater than 0",
+        "POSTGRES_CONNECT_TIMEOUT=\"soon\"",
+        "POSTGRES_POOL_RECYCLE=\"0\": must be a number of seconds greater than 0, or -1",
+        "POSTGRES_SSLMODE=\"sometimes\": unknown sslmode; allowed: disable, prefer, require, verify-ca, verify-full",
+        "POSTGRES_POOL_PRE_PING=\"maybe\": must be true or false",
+    ] {
+        assert!(msg.contains(expected), "missing {expected:?} in:\n{msg}");
+    }
+    assert!(!msg.contains("hunter2"));
+}
+
+#[test]
+fn port_out_of_range_and_empty_host_are_rejected() {
+    let msg = vars(&[("POSTGRES_PORT", "70000"), ("POSTGRES_HOST", "a,,b")])
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("POSTGRES_PORT=\"70000\": port out of range; allowed 1-65535"), "{msg}");
+    assert!(msg.contains("POSTGRES_HOST=\"a,,b\": must name a host"), "{msg}");
+}
+
+#[test]
+fn malformed_url_is_rejected_without_showing_the_password() {
+    for url in [
+        "mysql://u:topsecret@h/db",
+        "postgres://u:topsecret@h:notaport/db",
+        "postgres://u:topsecret@h/db?sslmode=sometimes",
+    ] {
+        let err = DatabaseConfig::from_url(url).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        let msg = err.to_string();
+        assert!(msg.contains("DATABASE_URL="), "{msg}");
+        assert!(!msg.contains("topsecret"), "{msg}");
+        assert!(msg.contains("u:***@"), "{msg}");
+    }
+}
+
+#[test]
+fn password_never_appears_in_debug_or_display() {
+    let c = DatabaseConfig::builder()
+        .host("h")
+        .user("app")
+        .password("correct-horse")
+        .build()
+        .unwrap();
+    for text in [format!("{c:?}"), format!("{c}"), format!("{:?}", c.password())] {
+        assert!(!text.contains("correct-horse"), "{text}");
+        assert!(text.contains("***"), "{text}");
+    }
+    let engine = c.create_engine().unwrap();
+    assert!(!format!("{engine:?}").contains("correct-horse"));
+}
+
+#[test]
+fn builder_validates_with_builder_names() {
+    let err = DatabaseConfig::builder()
+        .pool_size(0)
+        .pool_timeout(Duration::ZERO)
+        .host("")
+        .build()
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("pool_size=\"0\""), "{msg}");
+    assert!(msg.contains("pool_timeout=\"0\": must be greater than 0"), "{msg}");
+    assert!(msg.contains("host=\"\""), "{msg}");
+}
+
+#[test]
+fn tls_only_modes_are_refused_by_a_build_without_tls() {
+    let c = vars(&[("POSTGRES_SSLMODE", "verify-full")]).unwrap();
+    let err = c.create_engine().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("allowed here: disable, prefer"), "{err}");
+}
