@@ -71,3 +71,8 @@ pub use session::{IsolationLevel, Savepoint, Session, SessionOptions};
 pub use tokio_postgres::error::SqlState;
 /// The driver's types, for custom `ToSql`/`FromSql` implementations.
 pub use postgres_types as types;
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
