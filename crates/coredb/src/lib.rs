@@ -64,6 +64,7 @@ pub use manager::DatabaseManager;
 pub use params::{NamedParams, ParamList, Params, SqlParam};
 pub use pool::{PoolMetrics, PoolStatus};
 pub use query::Executor;
+pub use retry::{RetryPolicy, TransientError};
 pub use row::{column, named_column, FromRow, Row};
 pub use session::{IsolationLevel, Savepoint, Session, SessionOptions};
 

@@ -1,13 +1,14 @@
 //! [`DatabaseManager`]: the handle a service keeps (the seed's `DatabaseManager`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postgres_types::FromSqlOwned;
 
 use crate::config::DatabaseConfig;
 use crate::connection::Connection;
 use crate::engine::Engine;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
+use crate::retry::{is_read_only_statement, RetryPolicy, TransientError};
 use crate::health::HealthReport;
 use crate::params::{ParamList, Params};
 use crate::pool::{PoolMetrics, PoolStatus};
@@ -118,6 +119,61 @@ impl DatabaseManager {
         }
     }
 
+    /// Like [`transaction_with`](Self::transaction_with), running the whole closure again when
+    /// it fails with a transient error (serialization failure, deadlock, lost connection, ...),
+    /// with exponential backoff and jitter, within the policy's attempts and time.
+    ///
+    /// The closure may run several times (a fresh clone each time), so it must not have effects
+    /// outside the transaction that cannot be repeated. Only a committed attempt counts.
+    ///
+    /// # Errors
+    /// The first non-transient error, or the last error when the policy gives up.
+    pub async fn transaction_with_retry<T, E, F>(
+        &self,
+        options: SessionOptions,
+        policy: &RetryPolicy,
+        f: F,
+    ) -> Result<T, E>
+    where
+        F: AsyncFnOnce(&mut Session) -> Result<T, E> + Clone,
+        E: From<Error> + TransientError + std::fmt::Display,
+    {
+        let started = Instant::now();
+        let mut backoff = policy.backoff();
+        let mut attempt = 1;
+        loop {
+            let outcome = async {
+                let mut session = self.session_with(options).await?;
+                // Each attempt runs a fresh copy of the closure.
+                match f.clone()(&mut session).await {
+                    Ok(value) => {
+                        session.commit().await?;
+                        Ok(value)
+                    }
+                    Err(err) => {
+                        let _ = session.rollback().await;
+                        Err(err)
+                    }
+                }
+            }
+            .await;
+            let err = match outcome {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            let delay = backoff.next_delay();
+            if !err.is_transient()
+                || attempt >= policy.max_attempts
+                || started.elapsed() + delay > policy.max_elapsed
+            {
+                return Err(err);
+            }
+            tracing::debug!(target: "coredb", attempt, error = %err, ?delay, "transient error; retrying the transaction");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
     /// True when the database answers a query within the connect timeout.
     pub async fn health_check(&self) -> bool {
         self.health_report().await.is_healthy()
@@ -138,7 +194,16 @@ impl DatabaseManager {
         // Parameters are checked before a connection is taken.
         let (text, values) = self.engine.inner().rewrites.bind(sql, params)?;
         let mut conn = self.get_connection().await?;
-        conn.run_bound(&text, &values, want).await
+        match conn.run_bound(&text, &values, want).await {
+            // A read cannot apply anything twice: one more try on a fresh connection.
+            Err(e) if e.kind() == ErrorKind::ConnectionLost && is_read_only_statement(sql) => {
+                drop(conn);
+                tracing::debug!(target: "coredb", error = %e, "connection lost during a read; retrying once");
+                let mut conn = self.get_connection().await?;
+                conn.run_bound(&text, &values, want).await
+            }
+            other => other,
+        }
     }
 
     /// Like [`Executor::execute`], in autocommit.
