@@ -130,6 +130,7 @@ pub struct DatabaseConfig {
     pub(crate) statement_cache_size: usize,
     pub(crate) target_session_attrs: TargetSessionAttrs,
     pub(crate) keepalive_idle: Duration,
+    pub(crate) pipeline_autocommit: bool,
 }
 
 impl Default for DatabaseConfig {
@@ -155,6 +156,7 @@ impl Default for DatabaseConfig {
             statement_cache_size: 100,
             target_session_attrs: TargetSessionAttrs::Any,
             keepalive_idle: Duration::from_secs(60),
+            pipeline_autocommit: true,
         }
     }
 }
@@ -358,6 +360,9 @@ impl DatabaseConfig {
         };
         if let Some(b) = flag("POSTGRES_POOL_PRE_PING") {
             config.pool_pre_ping = b;
+        }
+        if let Some(b) = flag("POSTGRES_PIPELINE_AUTOCOMMIT") {
+            config.pipeline_autocommit = b;
         }
         let debug = flag("DEBUG").unwrap_or(false);
         let echo = flag("POSTGRES_ECHO").unwrap_or(false);
@@ -574,6 +579,10 @@ impl DatabaseConfig {
     pub fn statement_cache_size(&self) -> usize {
         self.statement_cache_size
     }
+    /// Whether the manager's autocommit statements share pipelined connections.
+    pub fn pipeline_autocommit(&self) -> bool {
+        self.pipeline_autocommit
+    }
 
     /// The driver's configuration for one connection.
     pub(crate) fn to_driver_config(&self) -> tokio_postgres::Config {
@@ -625,6 +634,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("echo", &self.echo)
             .field("echo_params", &self.echo_params)
             .field("statement_cache_size", &self.statement_cache_size)
+            .field("pipeline_autocommit", &self.pipeline_autocommit)
             .finish()
     }
 }
@@ -700,6 +710,8 @@ impl DatabaseConfigBuilder {
         target_session_attrs: TargetSessionAttrs => |c, v| c.target_session_attrs = v;
         /// Idle time before TCP keepalive probes start.
         keepalive_idle: Duration => |c, v| c.keepalive_idle = v;
+        /// Send the manager's autocommit statements over shared, pipelined connections.
+        pipeline_autocommit: bool => |c, v| c.pipeline_autocommit = v;
     }
 
     /// Validates and returns the configuration.

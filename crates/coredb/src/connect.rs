@@ -19,6 +19,9 @@ pub(crate) struct PgConn {
     /// An operation started and has not finished; if the connection comes back like this its
     /// future was dropped half-way.
     pub(crate) busy: bool,
+    /// A statement may have left session state behind (`SET`, `LISTEN`, a `BEGIN` sent as a
+    /// statement, ...); the connection is closed instead of reused.
+    pub(crate) dirty: bool,
 }
 
 /// Makes [`PgConn`]s from a [`DatabaseConfig`].
@@ -152,6 +155,7 @@ impl Manage for PgManager {
             statements: StatementCache::new(self.config.statement_cache_size),
             in_transaction: false,
             busy: false,
+            dirty: false,
         })
     }
 

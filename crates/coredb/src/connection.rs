@@ -9,6 +9,7 @@ use crate::connect::{PgConn, PgManager};
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::params::{ParamList, SqlParam, SqlText};
+use crate::pipeline::is_shareable;
 use crate::pool::Pooled;
 use crate::query::{Executor, Output, Want};
 
@@ -19,7 +20,9 @@ const ROLLBACK_LIMIT: Duration = Duration::from_secs(5);
 ///
 /// Dropping it returns it to the pool. A connection dropped in the middle of a statement (its
 /// future was cancelled) is closed instead, and its statement cancelled on the server; one
-/// dropped inside a transaction is rolled back first.
+/// dropped inside a transaction is rolled back first; one that ran a statement changing
+/// session state (`SET`, `LISTEN`, `BEGIN` sent as a statement, ...) is closed, so the next
+/// user never inherits it.
 pub struct Connection {
     pooled: Option<Pooled<PgManager>>,
     engine: Engine,
@@ -76,36 +79,22 @@ impl Connection {
         values: &[SqlParam<'_>],
         want: Want,
     ) -> Result<Output> {
-        let echo = self.engine.config().echo;
-        let started = echo.then(Instant::now);
+        let started = self.engine.config().echo.then(Instant::now);
         let conn = self.pg();
         conn.busy = true;
+        conn.dirty |= !is_shareable(text.as_str());
         let result = run_on(conn, text, values, want).await;
         conn.busy = false;
         if let Some(started) = started {
-            self.echo(text.as_str(), values, started, &result);
+            echo(self.engine.config(), text.as_str(), values, started, &result);
         }
         result
     }
-
-    fn echo(&self, sql: &str, values: &[SqlParam<'_>], started: Instant, result: &Result<Output>) {
-        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let outcome = match result {
-            Ok(Output::Rows(rows)) => format!("{} row(s)", rows.len()),
-            Ok(Output::Count(n)) => format!("{n} row(s) affected"),
-            Err(e) => format!("error: {}", e.message()),
-        };
-        if self.engine.config().echo_params {
-            tracing::info!(target: "coredb", sql, params = ?values, duration_ms, outcome, "statement");
-        } else {
-            tracing::info!(target: "coredb", sql, duration_ms, outcome, "statement");
-        }
-    }
 }
 
-/// Prepares (or reuses) the statement and runs it.
-async fn run_on(
-    conn: &mut PgConn,
+/// Prepares (or reuses) the statement and runs it; shared by exclusive and pipelined use.
+pub(crate) async fn run_on(
+    conn: &PgConn,
     text: &SqlText<'_>,
     values: &[SqlParam<'_>],
     want: Want,
@@ -149,6 +138,27 @@ async fn run_on(
             error
         }
     })
+}
+
+/// Logs a finished statement with its duration (the seed's echo).
+pub(crate) fn echo(
+    config: &crate::DatabaseConfig,
+    sql: &str,
+    values: &[SqlParam<'_>],
+    started: Instant,
+    result: &Result<Output>,
+) {
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let outcome = match result {
+        Ok(Output::Rows(rows)) => format!("{} row(s)", rows.len()),
+        Ok(Output::Count(n)) => format!("{n} row(s) affected"),
+        Err(e) => format!("error: {}", e.message()),
+    };
+    if config.echo_params {
+        tracing::info!(target: "coredb", sql, params = ?values, duration_ms, outcome, "statement");
+    } else {
+        tracing::info!(target: "coredb", sql, duration_ms, outcome, "statement");
+    }
 }
 
 /// Finds which parameter cannot be sent as the type the server expects, and says so by name.
@@ -213,6 +223,9 @@ impl Drop for Connection {
                     let _ = token.cancel_query(NoTls).await;
                 });
             }
+            pooled.mark_broken();
+        } else if pooled.dirty {
+            tracing::debug!(target: "coredb", "connection ran a statement that changes session state; closing it");
             pooled.mark_broken();
         } else if pooled.in_transaction {
             match runtime {

@@ -9,6 +9,7 @@ use crate::connect::PgManager;
 use crate::connection::Connection;
 use crate::error::{ErrorKind, Result};
 use crate::params::RewriteCache;
+use crate::pipeline::Pipeline;
 use crate::pool::{Pool, PoolMetrics, PoolOptions, PoolStatus};
 use crate::session::{Session, SessionOptions};
 
@@ -24,6 +25,7 @@ pub(crate) struct EngineInner {
     pub(crate) config: DatabaseConfig,
     pub(crate) pool: Pool<PgManager>,
     pub(crate) rewrites: RewriteCache,
+    pub(crate) pipeline: Pipeline,
 }
 
 /// How many times a session start is retried on a connection found dead at `BEGIN`.
@@ -44,6 +46,7 @@ impl Engine {
             inner: Arc::new(EngineInner {
                 pool: Pool::new(manager, options),
                 rewrites: RewriteCache::new(),
+                pipeline: Pipeline::new(config.pool_size),
                 config,
             }),
         })
@@ -123,6 +126,7 @@ impl Engine {
     /// Like [`close`](Self::close), waiting at most `wait`.
     pub async fn close_within(&self, wait: Duration) -> bool {
         tracing::debug!(target: "coredb", url = %self.inner.config.database_url(), "closing the pool");
+        self.inner.pipeline.clear();
         self.inner.pool.close(wait).await
     }
 }

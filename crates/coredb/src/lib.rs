@@ -41,6 +41,7 @@ mod health;
 mod manager;
 mod named_params;
 mod params;
+mod pipeline;
 pub mod pool;
 mod query;
 pub mod retry;

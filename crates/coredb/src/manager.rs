@@ -11,6 +11,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::retry::{is_read_only_statement, RetryPolicy, TransientError};
 use crate::health::HealthReport;
 use crate::params::{ParamList, Params};
+use crate::pipeline::is_shareable;
 use crate::pool::{PoolMetrics, PoolStatus};
 use crate::query::{Output, Want};
 use crate::row::{FromRow, Row};
@@ -18,7 +19,9 @@ use crate::session::{Session, SessionOptions};
 
 /// Connections, sessions, raw SQL and health for one database; cheap to clone.
 ///
-/// Its query methods run in autocommit, each on a connection checked out for that statement.
+/// Its query methods run in autocommit. Statements that leave no state on the connection are
+/// pipelined over a few shared connections (see `POSTGRES_PIPELINE_AUTOCOMMIT`); the rest take
+/// a connection of their own for the statement.
 ///
 /// ```no_run
 /// # async fn demo() -> coredb::Result<()> {
@@ -192,15 +195,22 @@ impl DatabaseManager {
 
     async fn autocommit(&self, sql: &str, params: ParamList<'_>, want: Want) -> Result<Output> {
         // Parameters are checked before a connection is taken.
-        let (text, values) = self.engine.inner().rewrites.bind(sql, params)?;
-        let mut conn = self.get_connection().await?;
-        match conn.run_bound(&text, &values, want).await {
-            // A read cannot apply anything twice: one more try on a fresh connection.
-            Err(e) if e.kind() == ErrorKind::ConnectionLost && is_read_only_statement(sql) => {
-                drop(conn);
-                tracing::debug!(target: "coredb", error = %e, "connection lost during a read; retrying once");
+        let engine = self.engine.inner();
+        let (text, values) = engine.rewrites.bind(sql, params)?;
+        let shared = engine.config.pipeline_autocommit && is_shareable(sql);
+        let once = async || {
+            if shared {
+                engine.pipeline.run(engine, &text, &values, want).await
+            } else {
                 let mut conn = self.get_connection().await?;
                 conn.run_bound(&text, &values, want).await
+            }
+        };
+        match once().await {
+            // A read cannot apply anything twice: one more try on a fresh connection.
+            Err(e) if e.kind() == ErrorKind::ConnectionLost && is_read_only_statement(sql) => {
+                tracing::debug!(target: "coredb", error = %e, "connection lost during a read; retrying once");
+                once().await
             }
             other => other,
         }

@@ -1,38 +1,42 @@
 //! Prepared statements kept per connection, least recently used evicted first.
 
 use std::num::NonZeroUsize;
+use std::sync::Mutex;
 
 use lru::LruCache;
 use tokio_postgres::Statement;
 
 /// A connection's prepared statements by SQL text; capacity 0 disables it (for PgBouncer in
 /// transaction mode, where a named statement may live on another server connection).
+///
+/// Locked inside, so tasks sharing a pipelined connection share its cache; the lock is held
+/// only for a lookup, never across a round trip.
 pub(crate) struct StatementCache {
-    cache: Option<LruCache<Box<str>, Statement>>,
+    cache: Option<Mutex<LruCache<Box<str>, Statement>>>,
 }
 
 impl StatementCache {
     pub(crate) fn new(capacity: usize) -> Self {
         StatementCache {
-            cache: NonZeroUsize::new(capacity).map(LruCache::new),
+            cache: NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c))),
         }
     }
 
-    pub(crate) fn get(&mut self, sql: &str) -> Option<Statement> {
-        self.cache.as_mut()?.get(sql).cloned()
+    fn with<R>(&self, f: impl FnOnce(&mut LruCache<Box<str>, Statement>) -> R) -> Option<R> {
+        let cache = self.cache.as_ref()?;
+        Some(f(&mut cache.lock().unwrap_or_else(|e| e.into_inner())))
     }
 
-    pub(crate) fn insert(&mut self, sql: &str, statement: &Statement) {
-        if let Some(cache) = self.cache.as_mut() {
-            // The evicted statement is closed on the server when its last clone drops.
-            cache.put(sql.into(), statement.clone());
-        }
+    pub(crate) fn get(&self, sql: &str) -> Option<Statement> {
+        self.with(|c| c.get(sql).cloned()).flatten()
     }
 
-    pub(crate) fn remove(&mut self, sql: &str) {
-        if let Some(cache) = self.cache.as_mut() {
-            cache.pop(sql);
-        }
+    pub(crate) fn insert(&self, sql: &str, statement: &Statement) {
+        // The evicted statement is closed on the server when its last clone drops.
+        self.with(|c| c.put(sql.into(), statement.clone()));
     }
 
+    pub(crate) fn remove(&self, sql: &str) {
+        self.with(|c| c.pop(sql));
+    }
 }

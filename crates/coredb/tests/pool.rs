@@ -149,11 +149,13 @@ async fn pre_ping_skips_busy_connections_and_checks_idle_ones() {
         .unwrap();
     let m = db.manager();
     for _ in 0..100 {
-        let _: i32 = m.scalar("SELECT 1", ()).await.unwrap();
+        let mut c = m.get_connection().await.unwrap();
+        let _: i32 = c.scalar("SELECT 1", ()).await.unwrap();
     }
     assert_eq!(m.metrics().pings, 0, "no round trip added under steady load");
     tokio::time::sleep(Duration::from_millis(350)).await;
-    let _: i32 = m.scalar("SELECT 1", ()).await.unwrap();
+    let mut c = m.get_connection().await.unwrap();
+    let _: i32 = c.scalar("SELECT 1", ()).await.unwrap();
     assert_eq!(m.metrics().pings, 1);
 }
 
@@ -314,4 +316,22 @@ async fn counters_record_checkouts_and_waiting_time() {
     assert_eq!(metrics.checkouts, 2);
     assert_eq!(metrics.created, 1);
     assert!(metrics.total_wait >= Duration::from_millis(50), "{metrics:?}");
+}
+
+#[tokio::test]
+async fn connection_left_in_a_transaction_by_hand_is_never_reused() {
+    let db = TestDatabase::with_config(|b| b.pool_size(1).max_overflow(0))
+        .await
+        .unwrap();
+    let m = db.manager();
+    let mut c = m.get_connection().await.unwrap();
+    let first = pid(&mut c).await;
+    c.execute("BEGIN", ()).await.unwrap();
+    c.execute("SET search_path = nowhere", ()).await.unwrap();
+    drop(c);
+    let mut c = m.get_connection().await.unwrap();
+    assert_ne!(pid(&mut c).await, first);
+    let path: String = c.scalar("SHOW search_path", ()).await.unwrap();
+    assert_ne!(path, "nowhere");
+    assert_eq!(m.metrics().closed_discarded, 1);
 }

@@ -29,8 +29,10 @@ mod privileges;
 mod process;
 mod server;
 mod shared;
+mod fallback;
 mod spawner;
 mod stale;
 
 pub use error::{EmbeddedError, EmbeddedErrorKind};
 pub use server::{EmbeddedServer, EmbeddedServerBuilder};
+pub use fallback::config_or_embedded;

@@ -184,6 +184,26 @@ impl<M: Manage> Pool<M> {
             .counters
             .wait_nanos
             .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.checkout(permit, deadline).await
+    }
+
+    /// Checks out an object only if one can be had without waiting for another caller to
+    /// return one (an idle object, or room to open a new one); `None` otherwise.
+    pub async fn try_get(&self) -> Result<Option<Pooled<M>>> {
+        let shared = &self.shared;
+        match shared.semaphore.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::Closed) => return Err(Error::pool_closed()),
+            Err(TryAcquireError::NoPermits) => return Ok(None),
+        }
+        let permit = PermitGuard(shared);
+        let deadline = Instant::now() + shared.options.timeout;
+        self.checkout(permit, deadline).await.map(Some)
+    }
+
+    /// Hands out an idle object (checked) or a new one, for a caller holding a permit.
+    async fn checkout(&self, permit: PermitGuard<'_, M>, deadline: Instant) -> Result<Pooled<M>> {
+        let shared = &self.shared;
 
         while let Some(slot) = self.pop_idle() {
             if shared.manager.is_broken(&slot.object) {

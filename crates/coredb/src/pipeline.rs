@@ -1,0 +1,269 @@
+//! Autocommit statements pipelined over shared connections.
+//!
+//! A statement run on the [`DatabaseManager`](crate::DatabaseManager) outside a transaction
+//! needs no connection of its own: many such statements are sent over a few shared pooled
+//! connections ("lanes") without waiting for each other's replies, which the driver matches
+//! back in order. On a round-trip-bound workload this multiplies throughput.
+//!
+//! Rules that keep it safe:
+//! - only statements that leave no state on the connection are shared (see [`is_shareable`]);
+//!   transactions, `SET`, `LISTEN`, cursors and the like take a connection of their own;
+//! - a lane whose statement was abandoned half-way (its future dropped) takes no new
+//!   statements; when its last user is gone it is closed and the abandoned statement cancelled,
+//!   so a long query nobody waits for never delays the statements after it for long;
+//! - a lane whose connection died is dropped at once; the pool opens a new one when needed;
+//! - lanes take at most half of `pool_size` connections, and a lane goes back to the pool as
+//!   soon as nothing is in flight on it, so sessions never wait behind a quiet lane.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio_postgres::NoTls;
+
+use crate::connect::PgManager;
+use crate::connection::{echo, run_on};
+use crate::engine::EngineInner;
+use crate::error::{ErrorKind, Result};
+use crate::params::{SqlParam, SqlText};
+use crate::pool::Pooled;
+use crate::query::{Output, Want};
+
+/// Statements in flight on a lane before another lane is opened.
+const LANE_DEPTH: usize = 8;
+
+/// The shared connections of one engine.
+pub(crate) struct Pipeline {
+    lanes: Mutex<Vec<Arc<Lane>>>,
+    max_lanes: usize,
+    growing: AtomicBool,
+    /// Held while the first lane is opened, so a burst opens one connection, not one each.
+    opening: tokio::sync::Mutex<()>,
+}
+
+struct Lane {
+    pooled: Pooled<PgManager>,
+    in_flight: AtomicUsize,
+    /// A statement on it was abandoned; it takes no new ones.
+    tainted: AtomicBool,
+}
+
+impl Lane {
+    fn usable(&self) -> bool {
+        !self.tainted.load(Ordering::Acquire) && !self.pooled.client.is_closed()
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        if self.tainted.load(Ordering::Acquire) {
+            // Nobody waits on it any more: stop what the server may still be running, close it.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let token = self.pooled.client.cancel_token();
+                runtime.spawn(async move {
+                    let _ = token.cancel_query(NoTls).await;
+                });
+            }
+            self.pooled.mark_broken();
+        }
+    }
+}
+
+/// Counts a statement on a lane; taints the lane if dropped before the statement finished.
+struct InFlight<'a> {
+    lane: &'a Lane,
+    finished: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn start(lane: &'a Lane) -> Self {
+        lane.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight {
+            lane,
+            finished: false,
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.lane.tainted.store(true, Ordering::Release);
+        }
+        self.lane.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Resets a flag when dropped (also when the future holding it is cancelled).
+struct Unset<'a>(&'a AtomicBool);
+
+impl Drop for Unset<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl Pipeline {
+    pub(crate) fn new(pool_size: usize) -> Self {
+        let max_lanes = (pool_size / 2).max(1);
+        Pipeline {
+            lanes: Mutex::new(Vec::with_capacity(max_lanes)),
+            max_lanes,
+            growing: AtomicBool::new(false),
+            opening: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The least busy usable lane, and whether another lane should be opened.
+    fn pick(&self) -> (Option<Arc<Lane>>, bool) {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        lanes.retain(|lane| lane.usable());
+        let best = lanes
+            .iter()
+            .min_by_key(|lane| lane.in_flight.load(Ordering::Acquire))
+            .cloned();
+        let busy = best
+            .as_ref()
+            .is_none_or(|lane| lane.in_flight.load(Ordering::Acquire) >= LANE_DEPTH);
+        (best, busy && lanes.len() < self.max_lanes)
+    }
+
+    fn add(&self, pooled: Pooled<PgManager>) -> Arc<Lane> {
+        let lane = Arc::new(Lane {
+            pooled,
+            in_flight: AtomicUsize::new(0),
+            tainted: AtomicBool::new(false),
+        });
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        if lanes.len() < self.max_lanes {
+            lanes.push(Arc::clone(&lane));
+        }
+        // Otherwise it serves this statement only and goes back to the pool afterwards.
+        lane
+    }
+
+    async fn lane(&self, engine: &EngineInner) -> Result<Arc<Lane>> {
+        let (best, grow) = self.pick();
+        match best {
+            None => {
+                let _opening = self.opening.lock().await;
+                match self.pick().0 {
+                    Some(lane) => Ok(lane),
+                    None => Ok(self.add(engine.pool.get().await?)),
+                }
+            }
+            Some(best) if grow && !self.growing.swap(true, Ordering::AcqRel) => {
+                let _unset = Unset(&self.growing);
+                // Never wait for a connection while a lane is usable.
+                match engine.pool.try_get().await {
+                    Ok(Some(pooled)) => Ok(self.add(pooled)),
+                    _ => Ok(best),
+                }
+            }
+            Some(best) => Ok(best),
+        }
+    }
+
+    /// Runs one bound statement on a shared lane.
+    pub(crate) async fn run(
+        &self,
+        engine: &EngineInner,
+        text: &SqlText<'_>,
+        values: &[SqlParam<'_>],
+        want: Want,
+    ) -> Result<Output> {
+        let lane = self.lane(engine).await?;
+        let started = engine.config.echo.then(Instant::now);
+        let mut in_flight = InFlight::start(&lane);
+        let result = run_on(&lane.pooled, text, values, want).await;
+        in_flight.finished = true;
+        if matches!(&result, Err(e) if e.kind() == ErrorKind::ConnectionLost) {
+            lane.tainted.store(true, Ordering::Release);
+        }
+        drop(in_flight);
+        if lane.in_flight.load(Ordering::Acquire) == 0 {
+            // Idle lanes go back to the pool, so sessions never wait behind a quiet lane.
+            self.lanes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|l| !Arc::ptr_eq(l, &lane));
+        }
+        if let Some(started) = started {
+            echo(&engine.config, text.as_str(), values, started, &result);
+        }
+        result
+    }
+
+    /// Gives every lane back to the pool (before it closes).
+    pub(crate) fn clear(&self) {
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// True for statements that leave no state on the connection once they finish, so they may
+/// share it and return it to the pool as it was: not transaction control, `SET`/`RESET`,
+/// `LISTEN`, cursors, `PREPARE`, `LOCK`, `COPY`, `DO`/`CALL`, temporary objects, or
+/// `set_config`. Cheap: no allocation.
+pub(crate) fn is_shareable(sql: &str) -> bool {
+    let mut words = sql
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .filter(|w| !w.is_empty());
+    let Some(first) = words.next() else {
+        return false;
+    };
+    const STATEFUL: &[&str] = &[
+        "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
+        "PREPARE", "DEALLOCATE", "DISCARD", "SET", "RESET", "LISTEN", "UNLISTEN", "DECLARE",
+        "FETCH", "MOVE", "CLOSE", "LOCK", "COPY", "DO", "CALL",
+    ];
+    if first.eq_ignore_ascii_case("SET") {
+        // SET LOCAL ends with the transaction.
+        return words.next().is_some_and(|w| w.eq_ignore_ascii_case("LOCAL"));
+    }
+    if STATEFUL.iter().any(|w| first.eq_ignore_ascii_case(w)) {
+        return false;
+    }
+    if first.eq_ignore_ascii_case("CREATE") {
+        if let Some(second) = words.next() {
+            if second.eq_ignore_ascii_case("TEMP") || second.eq_ignore_ascii_case("TEMPORARY") {
+                return false;
+            }
+        }
+    }
+    // set_config(..., false) changes the session.
+    !sql.as_bytes()
+        .windows(b"set_config".len())
+        .any(|w| w.eq_ignore_ascii_case(b"set_config"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_shareable;
+
+    #[test]
+    fn statements_that_leave_session_state_are_not_shared() {
+        for sql in [
+            "BEGIN",
+            "start transaction",
+            "SET search_path = x",
+            "LISTEN chan",
+            "DECLARE c CURSOR FOR SELECT 1",
+            "CREATE TEMP TABLE t (x int)",
+            "SELECT set_config('a.b', '1', false)",
+            "DO $$ BEGIN END $$",
+            "",
+        ] {
+            assert!(!is_shareable(sql), "{sql}");
+        }
+        for sql in [
+            "SELECT 1",
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET x = 1",
+            "CREATE TABLE t (x int)",
+            "WITH a AS (SELECT 1) SELECT * FROM a",
+            "SET LOCAL statement_timeout = 5",
+        ] {
+            assert!(is_shareable(sql), "{sql}");
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Autocommit statements on the manager share pipelined connections, safely.
+
+use std::time::Duration;
+
+use coredb::testkit::TestDatabase;
+
+#[tokio::test]
+async fn concurrent_autocommit_statements_share_few_connections_and_get_their_own_answers() {
+    let db = TestDatabase::with_config(|b| b.pool_size(4)).await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..64i64 {
+        let m = db.manager().clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50i64 {
+                let n = t * 1000 + i;
+                let got: i64 = m.scalar("SELECT $1::int8", (n,)).await.unwrap();
+                assert_eq!(got, n, "each statement gets its own answer");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let metrics = db.manager().metrics();
+    assert!(metrics.created <= 2, "at most pool_size / 2 lanes: {metrics:?}");
+}
+
+#[tokio::test]
+async fn abandoned_autocommit_statement_is_cancelled_and_does_not_hold_up_later_ones() {
+    let db = TestDatabase::with_config(|b| b.pool_size(2)).await.unwrap();
+    let m = db.manager();
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(100), m.execute("SELECT pg_sleep(20)", ())).await;
+    assert!(abandoned.is_err());
+    let next = tokio::time::timeout(Duration::from_secs(10), m.scalar::<i32, _>("SELECT 1", ()))
+        .await
+        .expect("later statements are not queued behind the abandoned one")
+        .unwrap();
+    assert_eq!(next, 1);
+    let mut sleeping = 1i64;
+    for _ in 0..100 {
+        sleeping = m
+            .scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(20)' AND state = 'active'",
+                (),
+            )
+            .await
+            .unwrap();
+        if sleeping == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sleeping, 0, "the abandoned statement was cancelled on the server");
+}
+
+#[tokio::test]
+async fn session_state_statements_take_a_connection_of_their_own() {
+    let db = TestDatabase::with_config(|b| b.pool_size(2)).await.unwrap();
+    let m = db.manager();
+    let _: i32 = m.scalar("SELECT 1", ()).await.unwrap();
+    m.execute("SET application_name = 'changed'", ()).await.unwrap();
+    let name: String = m.scalar("SHOW application_name", ()).await.unwrap();
+    assert_eq!(name, "coredb", "the shared connection was not changed");
+}
+
+#[tokio::test]
+async fn pipelining_can_be_turned_off() {
+    let db = TestDatabase::with_config(|b| b.pipeline_autocommit(false))
+        .await
+        .unwrap();
+    let m = db.manager();
+    for _ in 0..3 {
+        let _: i32 = m.scalar("SELECT 1", ()).await.unwrap();
+    }
+    let s = m.status();
+    assert_eq!((s.in_use, s.idle), (0, 1), "each statement returned its connection");
+}
+
+#[tokio::test]
+async fn quiet_lane_goes_back_to_the_pool_so_sessions_can_use_it() {
+    let db = TestDatabase::with_config(|b| b.pool_size(1).max_overflow(0))
+        .await
+        .unwrap();
+    let m = db.manager();
+    let _: i32 = m.scalar("SELECT 1", ()).await.unwrap();
+    assert_eq!(m.status().in_use, 0);
+    let mut s = m.session().await.unwrap();
+    coredb::Executor::execute(&mut s, "SELECT 1", ()).await.unwrap();
+    s.commit().await.unwrap();
+}
