@@ -29,6 +29,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "axum")]
+pub mod axum;
 pub mod config;
 mod connect;
 mod connection;
@@ -39,6 +41,8 @@ pub mod error;
 mod global;
 mod health;
 mod manager;
+#[cfg(feature = "models")]
+pub mod model;
 mod named_params;
 mod params;
 mod pipeline;
@@ -68,6 +72,9 @@ pub use query::Executor;
 pub use retry::{RetryPolicy, TransientError};
 pub use row::{column, named_column, FromRow, Row};
 pub use session::{IsolationLevel, Savepoint, Session, SessionOptions};
+// The model macros; their runtime side is the `model` module.
+#[cfg(feature = "models")]
+pub use coredb_macros::{model, FromRow, SqlEnum};
 
 /// SQLSTATE codes, e.g. `SqlState::UNIQUE_VIOLATION`, to match [`Error::code`].
 pub use tokio_postgres::error::SqlState;

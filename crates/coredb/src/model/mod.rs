@@ -196,6 +196,21 @@ mixins! {
 #[doc(hidden)]
 pub mod __private {
     pub use inventory;
+
+    use super::SqlType;
+    use crate::params::SqlParam;
+    use crate::row::Row;
+
+    /// Reads a column of a model. Bounded by `SqlType` alone, so an unsupported field type
+    /// gives one clear error instead of one per missing driver trait.
+    pub fn read<T: SqlType>(row: &Row, name: &str) -> crate::Result<T> {
+        crate::row::named_column(row, name)
+    }
+
+    /// A model field as a statement parameter (bounded like [`read`]).
+    pub fn param<T: SqlType + Sync>(value: &T) -> SqlParam<'_> {
+        value
+    }
 }
 
 /// The models section of the README (`docs/models.md`), compiled as doctests so its examples

@@ -1,6 +1,7 @@
 //! Which PostgreSQL type stores each Rust field type: [`SqlType`].
 
 use chrono::{DateTime, FixedOffset, Local, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use postgres_types::{FromSqlOwned, ToSql};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -20,7 +21,7 @@ use super::schema::SqlTypeName;
     note = "supported: i16, i32, i64, f32, f64, bool, String, Vec<u8>, Uuid, chrono dates and times, rust_decimal::Decimal, serde_json::Value, Vec<T>, Option<T>, and enums with #[derive(coredb::SqlEnum)]",
     note = "for another type that implements ToSql and FromSql, add #[column(sql_type = \"..\")] to the field or implement coredb::model::SqlType for it"
 )]
-pub trait SqlType {
+pub trait SqlType: ToSql + FromSqlOwned {
     /// The column type.
     const TYPE: SqlTypeName;
     /// True when the type holds SQL `NULL` (`Option<T>`); the column is then nullable.
@@ -64,7 +65,10 @@ impl<T: SqlType> SqlType for Vec<T> {
     const TYPE: SqlTypeName = SqlTypeName::Array(&T::TYPE);
 }
 
-impl<T> SqlType for postgres_types::Json<T> {
+impl<T> SqlType for postgres_types::Json<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     const TYPE: SqlTypeName = SqlTypeName::Jsonb;
 }
 
