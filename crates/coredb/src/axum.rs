@@ -188,9 +188,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Tx {
                 "the Tx extractor needs coredb::axum::TxLayer on the router (.layer(TxLayer::new(db)))",
             ))
         })?;
-        let guard = Arc::clone(&slot.session).try_lock_owned().map_err(|_| {
-            DbError(Error::config("Tx can be extracted once per request"))
-        })?;
+        let guard = Arc::clone(&slot.session)
+            .try_lock_owned()
+            .map_err(|_| DbError(Error::config("Tx can be extracted once per request")))?;
         Ok(Tx { slot, guard })
     }
 }
@@ -230,7 +230,10 @@ impl IntoResponse for DbError {
         let err = &self.0;
         let unavailable = matches!(
             err.kind(),
-            ErrorKind::PoolTimeout | ErrorKind::Connect | ErrorKind::ConnectionLost | ErrorKind::PoolClosed
+            ErrorKind::PoolTimeout
+                | ErrorKind::Connect
+                | ErrorKind::ConnectionLost
+                | ErrorKind::PoolClosed
         ) || err.is_transient();
         let (status, message) = if unavailable {
             (
@@ -246,14 +249,18 @@ impl IntoResponse for DbError {
                 },
             )
         } else {
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal database error".to_owned())
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal database error".to_owned(),
+            )
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(target: "coredb", error = %err, "request failed with a database error");
         } else {
             tracing::debug!(target: "coredb", error = %err, %status, "request failed with a database error");
         }
-        let body = Json(serde_json::json!({ "error": message, "code": err.code().map(|c| c.code()) }));
+        let body =
+            Json(serde_json::json!({ "error": message, "code": err.code().map(|c| c.code()) }));
         let mut response = (status, body).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response

@@ -244,9 +244,8 @@ impl DatabaseConfig {
         }
         dotenvy::dotenv_iter()
             .map(|iter| {
-                iter.flatten().any(|(k, v)| {
-                    (k == "DATABASE_URL" || k == "POSTGRES_HOST") && !v.is_empty()
-                })
+                iter.flatten()
+                    .any(|(k, v)| (k == "DATABASE_URL" || k == "POSTGRES_HOST") && !v.is_empty())
             })
             .unwrap_or(false)
     }
@@ -254,7 +253,8 @@ impl DatabaseConfig {
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let mut problems = Problems::default();
         let mut config = DatabaseConfig::default();
-        let get = |key: &str| get(key).filter(|v| !v.trim().is_empty() || key == "POSTGRES_PASSWORD");
+        let get =
+            |key: &str| get(key).filter(|v| !v.trim().is_empty() || key == "POSTGRES_PASSWORD");
 
         let mut dbname_set = false;
         if let Some(url) = get("DATABASE_URL") {
@@ -303,10 +303,18 @@ impl DatabaseConfig {
                 }
             }
         };
-        if let Some(n) = number("POSTGRES_POOL_SIZE", 1, "must be a whole number of at least 1") {
+        if let Some(n) = number(
+            "POSTGRES_POOL_SIZE",
+            1,
+            "must be a whole number of at least 1",
+        ) {
             config.pool_size = n as usize;
         }
-        if let Some(n) = number("POSTGRES_MAX_OVERFLOW", 0, "must be a whole number of at least 0") {
+        if let Some(n) = number(
+            "POSTGRES_MAX_OVERFLOW",
+            0,
+            "must be a whole number of at least 0",
+        ) {
             config.max_overflow = n as usize;
         }
         if let Some(n) = number(
@@ -334,7 +342,11 @@ impl DatabaseConfig {
             match raw.trim().parse::<f64>() {
                 Ok(v) if v > 0.0 && v.is_finite() && v < 1e9 => Some(Duration::from_secs_f64(v)),
                 _ => {
-                    problems.push(key, &raw, "must be a number of seconds greater than 0, e.g. 30 or 2.5");
+                    problems.push(
+                        key,
+                        &raw,
+                        "must be a number of seconds greater than 0, e.g. 30 or 2.5",
+                    );
                     None
                 }
             }
@@ -353,7 +365,11 @@ impl DatabaseConfig {
             match parse_bool(&raw) {
                 Some(b) => Some(b),
                 None => {
-                    problems.push(key, &raw, "must be true or false (also 1/0, yes/no, on/off)");
+                    problems.push(
+                        key,
+                        &raw,
+                        "must be true or false (also 1/0, yes/no, on/off)",
+                    );
                     None
                 }
             }
@@ -452,7 +468,12 @@ impl DatabaseConfig {
         if self.ports.len() != 1 && self.ports.len() != self.hosts.len() {
             problems.push(
                 source.name("POSTGRES_PORT", "port"),
-                &self.ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
+                &self
+                    .ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
                 &format!(
                     "give one port for all hosts or one per host ({} hosts)",
                     self.hosts.len()
@@ -460,7 +481,11 @@ impl DatabaseConfig {
             );
         }
         if self.user.trim().is_empty() {
-            problems.push(source.name("POSTGRES_USER", "user"), &self.user, "must not be empty");
+            problems.push(
+                source.name("POSTGRES_USER", "user"),
+                &self.user,
+                "must not be empty",
+            );
         }
         if self.pool_size == 0 {
             problems.push(
@@ -471,7 +496,11 @@ impl DatabaseConfig {
         }
         for (value, env, builder) in [
             (self.pool_timeout, "POSTGRES_POOL_TIMEOUT", "pool_timeout"),
-            (self.connect_timeout, "POSTGRES_CONNECT_TIMEOUT", "connect_timeout"),
+            (
+                self.connect_timeout,
+                "POSTGRES_CONNECT_TIMEOUT",
+                "connect_timeout",
+            ),
         ] {
             if value.is_zero() {
                 problems.push(source.name(env, builder), "0", "must be greater than 0");
@@ -497,7 +526,12 @@ impl DatabaseConfig {
             .iter()
             .enumerate()
             .map(|(i, h)| {
-                let port = self.ports.get(i).or(self.ports.first()).copied().unwrap_or(5432);
+                let port = self
+                    .ports
+                    .get(i)
+                    .or(self.ports.first())
+                    .copied()
+                    .unwrap_or(5432);
                 if h.starts_with('/') {
                     h.replace('/', "%2F")
                 } else if h.contains(':') {
@@ -582,6 +616,13 @@ impl DatabaseConfig {
     /// Whether the manager's autocommit statements share pipelined connections.
     pub fn pipeline_autocommit(&self) -> bool {
         self.pipeline_autocommit
+    }
+
+    /// The client-side limit of one statement: the server's `statement_timeout` plus a margin,
+    /// so a statement on a connection that went silent fails instead of hanging.
+    pub(crate) fn statement_guard(&self) -> Option<Duration> {
+        self.statement_timeout
+            .map(|t| t + Duration::from_secs(1).max(t / 2))
     }
 
     /// The driver's configuration for one connection.

@@ -85,9 +85,15 @@ impl PgManager {
                     db.message()
                 )
             } else if code == SqlState::CANNOT_CONNECT_NOW {
-                format!("the server at {target} is starting up or shutting down ({})", db.message())
+                format!(
+                    "the server at {target} is starting up or shutting down ({})",
+                    db.message()
+                )
             } else {
-                format!("the server at {target} refused the connection: {}", db.message())
+                format!(
+                    "the server at {target} refused the connection: {}",
+                    db.message()
+                )
             };
             return Error::new(ErrorKind::Connect, message)
                 .with_code(code)
@@ -127,8 +133,8 @@ impl Manage for PgManager {
 
     async fn create(&self) -> Result<PgConn> {
         // The driver applies connect_timeout per host; this guards the whole handshake too.
-        let limit = self.config.connect_timeout * self.config.hosts.len() as u32
-            + Duration::from_secs(1);
+        let limit =
+            self.config.connect_timeout * self.config.hosts.len() as u32 + Duration::from_secs(1);
         let connected = tokio::time::timeout(limit, self.driver.connect(NoTls)).await;
         let (client, connection) = match connected {
             Ok(Ok(pair)) => pair,

@@ -80,15 +80,41 @@ impl Connection {
         want: Want,
     ) -> Result<Output> {
         let started = self.engine.config().echo.then(Instant::now);
+        let guard = self.engine.config().statement_guard();
         let conn = self.pg();
         conn.busy = true;
         conn.dirty |= !is_shareable(text.as_str());
-        let result = run_on(conn, text, values, want).await;
-        conn.busy = false;
+        let result = guarded(guard, run_on(conn, text, values, want)).await;
+        // A statement cut off by the guard leaves `busy` set: the connection is discarded.
+        conn.busy = result
+            .as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::Timeout);
         if let Some(started) = started {
-            echo(self.engine.config(), text.as_str(), values, started, &result);
+            echo(
+                self.engine.config(),
+                text.as_str(),
+                values,
+                started,
+                &result,
+            );
         }
         result
+    }
+}
+
+/// Runs `work` under the client-side guard, when there is one.
+pub(crate) async fn guarded(
+    limit: Option<Duration>,
+    work: impl std::future::Future<Output = Result<Output>>,
+) -> Result<Output> {
+    match limit {
+        None => work.await,
+        Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Err(Error::timeout(
+                "the statement (no reply from the server)",
+                limit,
+            ))
+        }),
     }
 }
 
@@ -121,7 +147,11 @@ pub(crate) async fn run_on(
         .with_statement(sql));
     }
     let result = match want {
-        Want::Rows => conn.client.query(&statement, values).await.map(Output::Rows),
+        Want::Rows => conn
+            .client
+            .query(&statement, values)
+            .await
+            .map(Output::Rows),
         Want::Count => conn
             .client
             .execute(&statement, values)

@@ -149,7 +149,10 @@ impl Error {
     }
 
     pub(crate) fn timeout(what: &str, limit: Duration) -> Self {
-        Self::new(ErrorKind::Timeout, format!("{what} did not finish within {limit:?}"))
+        Self::new(
+            ErrorKind::Timeout,
+            format!("{what} did not finish within {limit:?}"),
+        )
     }
 
     /// An error from the driver for a statement (or for `None` when not tied to one).
@@ -167,7 +170,9 @@ impl Error {
             };
             let code = db.code().clone();
             // A FATAL from the server (admin shutdown, terminated backend) ends the connection.
-            let kind = if err.is_closed() || code.code().starts_with("08") || code == SqlState::ADMIN_SHUTDOWN
+            let kind = if err.is_closed()
+                || code.code().starts_with("08")
+                || code == SqlState::ADMIN_SHUTDOWN
             {
                 ErrorKind::ConnectionLost
             } else {

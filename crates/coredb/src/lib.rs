@@ -76,10 +76,10 @@ pub use session::{IsolationLevel, Savepoint, Session, SessionOptions};
 #[cfg(feature = "models")]
 pub use coredb_macros::{model, FromRow, SqlEnum};
 
-/// SQLSTATE codes, e.g. `SqlState::UNIQUE_VIOLATION`, to match [`Error::code`].
-pub use tokio_postgres::error::SqlState;
 /// The driver's types, for custom `ToSql`/`FromSql` implementations.
 pub use postgres_types as types;
+/// SQLSTATE codes, e.g. `SqlState::UNIQUE_VIOLATION`, to match [`Error::code`].
+pub use tokio_postgres::error::SqlState;
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

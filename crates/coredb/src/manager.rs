@@ -8,12 +8,12 @@ use crate::config::DatabaseConfig;
 use crate::connection::Connection;
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
-use crate::retry::{is_read_only_statement, RetryPolicy, TransientError};
 use crate::health::HealthReport;
 use crate::params::{ParamList, Params};
 use crate::pipeline::is_shareable;
 use crate::pool::{PoolMetrics, PoolStatus};
 use crate::query::{Output, Want};
+use crate::retry::{is_read_only_statement, RetryPolicy, TransientError};
 use crate::row::{FromRow, Row};
 use crate::session::{Session, SessionOptions};
 
@@ -218,22 +218,32 @@ impl DatabaseManager {
 
     /// Like [`Executor::execute`], in autocommit.
     pub async fn execute<P: Params>(&self, sql: &str, params: P) -> Result<u64> {
-        Ok(self.autocommit(sql, params.param_list(), Want::Count).await?.count())
+        Ok(self
+            .autocommit(sql, params.param_list(), Want::Count)
+            .await?
+            .count())
     }
 
     /// Like [`Executor::query`], in autocommit.
     pub async fn query<P: Params>(&self, sql: &str, params: P) -> Result<Vec<Row>> {
-        Ok(self.autocommit(sql, params.param_list(), Want::Rows).await?.rows())
+        Ok(self
+            .autocommit(sql, params.param_list(), Want::Rows)
+            .await?
+            .rows())
     }
 
     /// Like [`Executor::fetch_all`], in autocommit.
     pub async fn fetch_all<T: FromRow, P: Params>(&self, sql: &str, params: P) -> Result<Vec<T>> {
-        self.autocommit(sql, params.param_list(), Want::Rows).await?.all()
+        self.autocommit(sql, params.param_list(), Want::Rows)
+            .await?
+            .all()
     }
 
     /// Like [`Executor::fetch_one`], in autocommit.
     pub async fn fetch_one<T: FromRow, P: Params>(&self, sql: &str, params: P) -> Result<T> {
-        self.autocommit(sql, params.param_list(), Want::Rows).await?.one()
+        self.autocommit(sql, params.param_list(), Want::Rows)
+            .await?
+            .one()
     }
 
     /// Like [`Executor::fetch_optional`], in autocommit.
@@ -242,12 +252,20 @@ impl DatabaseManager {
         sql: &str,
         params: P,
     ) -> Result<Option<T>> {
-        self.autocommit(sql, params.param_list(), Want::Rows).await?.optional()
+        self.autocommit(sql, params.param_list(), Want::Rows)
+            .await?
+            .optional()
     }
 
     /// Like [`Executor::scalar`], in autocommit.
-    pub async fn scalar<T: FromSqlOwned + Send, P: Params>(&self, sql: &str, params: P) -> Result<T> {
-        self.autocommit(sql, params.param_list(), Want::Rows).await?.scalar()
+    pub async fn scalar<T: FromSqlOwned + Send, P: Params>(
+        &self,
+        sql: &str,
+        params: P,
+    ) -> Result<T> {
+        self.autocommit(sql, params.param_list(), Want::Rows)
+            .await?
+            .scalar()
     }
 
     /// The pool's current state.

@@ -122,7 +122,11 @@ impl<'a> NamedParams<'a> {
     }
 
     /// Like [`add`](Self::add), in place.
-    pub fn push(&mut self, name: impl Into<Cow<'static, str>>, value: impl ToSql + Send + Sync + 'a) {
+    pub fn push(
+        &mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl ToSql + Send + Sync + 'a,
+    ) {
         let mut name = name.into();
         if let Some(stripped) = name.strip_prefix(':') {
             name = Cow::Owned(stripped.to_owned());
@@ -284,7 +288,10 @@ impl RewriteCache {
         if !missing.is_empty() || !unknown.is_empty() {
             let mut parts = Vec::new();
             if !missing.is_empty() {
-                parts.push(format!("missing value for {}", list_names(missing.into_iter())));
+                parts.push(format!(
+                    "missing value for {}",
+                    list_names(missing.into_iter())
+                ));
             }
             if !unknown.is_empty() {
                 parts.push(format!(
@@ -313,7 +320,10 @@ impl RewriteCache {
 }
 
 fn list_names<'a>(names: impl Iterator<Item = &'a str>) -> String {
-    names.map(|n| format!(":{n}")).collect::<Vec<_>>().join(", ")
+    names
+        .map(|n| format!(":{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn no_placeholders(values: &[(&str, SqlParam<'_>)]) -> Error {

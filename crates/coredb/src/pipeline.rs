@@ -22,7 +22,7 @@ use std::time::Instant;
 use tokio_postgres::NoTls;
 
 use crate::connect::PgManager;
-use crate::connection::{echo, run_on};
+use crate::connection::{echo, guarded, run_on};
 use crate::engine::EngineInner;
 use crate::error::{ErrorKind, Result};
 use crate::params::{SqlParam, SqlText};
@@ -175,8 +175,13 @@ impl Pipeline {
         let lane = self.lane(engine).await?;
         let started = engine.config.echo.then(Instant::now);
         let mut in_flight = InFlight::start(&lane);
-        let result = run_on(&lane.pooled, text, values, want).await;
-        in_flight.finished = true;
+        let result = guarded(
+            engine.config.statement_guard(),
+            run_on(&lane.pooled, text, values, want),
+        )
+        .await;
+        // A statement cut off by the guard is abandoned like a dropped one.
+        in_flight.finished = !matches!(&result, Err(e) if e.kind() == ErrorKind::Timeout);
         if matches!(&result, Err(e) if e.kind() == ErrorKind::ConnectionLost) {
             lane.tainted.store(true, Ordering::Release);
         }
@@ -212,13 +217,35 @@ pub(crate) fn is_shareable(sql: &str) -> bool {
         return false;
     };
     const STATEFUL: &[&str] = &[
-        "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
-        "PREPARE", "DEALLOCATE", "DISCARD", "SET", "RESET", "LISTEN", "UNLISTEN", "DECLARE",
-        "FETCH", "MOVE", "CLOSE", "LOCK", "COPY", "DO", "CALL",
+        "BEGIN",
+        "START",
+        "COMMIT",
+        "END",
+        "ROLLBACK",
+        "ABORT",
+        "SAVEPOINT",
+        "RELEASE",
+        "PREPARE",
+        "DEALLOCATE",
+        "DISCARD",
+        "SET",
+        "RESET",
+        "LISTEN",
+        "UNLISTEN",
+        "DECLARE",
+        "FETCH",
+        "MOVE",
+        "CLOSE",
+        "LOCK",
+        "COPY",
+        "DO",
+        "CALL",
     ];
     if first.eq_ignore_ascii_case("SET") {
         // SET LOCAL ends with the transaction.
-        return words.next().is_some_and(|w| w.eq_ignore_ascii_case("LOCAL"));
+        return words
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case("LOCAL"));
     }
     if STATEFUL.iter().any(|w| first.eq_ignore_ascii_case(w)) {
         return false;

@@ -68,7 +68,10 @@ impl Output {
     pub(crate) fn scalar<T: FromSqlOwned>(self) -> Result<T> {
         let rows = self.rows();
         let row = rows.first().ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, "expected a row with a value, got no rows")
+            Error::new(
+                ErrorKind::NotFound,
+                "expected a row with a value, got no rows",
+            )
         })?;
         column(row, 0)
     }

@@ -85,7 +85,10 @@ pub(crate) fn is_read_only_statement(sql: &str) -> bool {
     let mut rest = sql.trim_start();
     loop {
         if let Some(r) = rest.strip_prefix("--") {
-            rest = r.split_once('\n').map_or("", |(_, after)| after).trim_start();
+            rest = r
+                .split_once('\n')
+                .map_or("", |(_, after)| after)
+                .trim_start();
         } else if let Some(r) = rest.strip_prefix('(') {
             rest = r.trim_start();
         } else {
@@ -106,10 +109,23 @@ mod tests {
 
     #[test]
     fn only_plain_reads_count_as_read_only() {
-        for sql in ["SELECT 1", "  select * from t", "(SELECT 1) UNION (SELECT 2)", "-- c\nSHOW x", "VALUES (1)", "TABLE t"] {
+        for sql in [
+            "SELECT 1",
+            "  select * from t",
+            "(SELECT 1) UNION (SELECT 2)",
+            "-- c\nSHOW x",
+            "VALUES (1)",
+            "TABLE t",
+        ] {
             assert!(is_read_only_statement(sql), "{sql}");
         }
-        for sql in ["INSERT INTO t VALUES (1)", "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", "UPDATE t SET x = 1", "BEGIN", ""] {
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+            "UPDATE t SET x = 1",
+            "BEGIN",
+            "",
+        ] {
             assert!(!is_read_only_statement(sql), "{sql}");
         }
     }

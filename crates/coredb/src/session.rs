@@ -114,7 +114,10 @@ impl Session {
     async fn end(&mut self, sql: &str) -> Result<()> {
         let result = self.conn.batch(sql).await;
         // After a reply to COMMIT or ROLLBACK the server has ended the transaction either way.
-        if result.as_ref().map_or_else(|e| e.kind() != ErrorKind::ConnectionLost, |_| true) {
+        if result
+            .as_ref()
+            .map_or_else(|e| e.kind() != ErrorKind::ConnectionLost, |_| true)
+        {
             self.conn.pg().in_transaction = false;
         }
         result
@@ -189,7 +192,8 @@ impl Session {
     }
 
     async fn rollback_to(&mut self, level: u32) -> Result<()> {
-        let sql = format!("ROLLBACK TO SAVEPOINT coredb_sp_{level}; RELEASE SAVEPOINT coredb_sp_{level}");
+        let sql =
+            format!("ROLLBACK TO SAVEPOINT coredb_sp_{level}; RELEASE SAVEPOINT coredb_sp_{level}");
         self.conn.batch(&sql).await?;
         self.depth = level - 1;
         if self.failed_at.is_some_and(|at| at >= level) {

@@ -136,8 +136,15 @@ async fn admin_config() -> Result<(DatabaseConfig, Option<&'static EmbeddedServe
     }
     let server = tokio::task::spawn_blocking(EmbeddedServer::shared)
         .await
-        .map_err(|e| Error::new(ErrorKind::Embedded, format!("embedded server start panicked: {e}")))??;
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Embedded,
+                format!("embedded server start panicked: {e}"),
+            )
+        })??;
     let config = DatabaseConfig::from_url(&server.url())?;
-    let admin = tuned(config.to_builder()).ssl_mode(crate::SslMode::Disable).build()?;
+    let admin = tuned(config.to_builder())
+        .ssl_mode(crate::SslMode::Disable)
+        .build()?;
     Ok((admin, Some(server)))
 }

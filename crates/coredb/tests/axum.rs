@@ -13,7 +13,8 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 async fn insert(tx: &mut Tx, name: &str) -> Result<(), DbError> {
-    tx.execute("INSERT INTO items (name) VALUES ($1)", (name,)).await?;
+    tx.execute("INSERT INTO items (name) VALUES ($1)", (name,))
+        .await?;
     Ok(())
 }
 
@@ -80,12 +81,24 @@ fn router(m: DatabaseManager) -> Router {
         .with_state(m)
 }
 
-async fn call(app: &Router, method: &str, uri: &str) -> (StatusCode, axum::http::HeaderMap, String) {
-    let request = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::empty())
+        .unwrap();
     let response = app.clone().oneshot(request).await.unwrap();
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
-    (parts.status, parts.headers, String::from_utf8_lossy(&bytes).into_owned())
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
 }
 
 async fn names(db: &TestDatabase) -> Vec<String> {
@@ -102,14 +115,20 @@ async fn names(db: &TestDatabase) -> Vec<String> {
 async fn success_and_redirect_responses_commit() {
     let (db, app) = setup().await;
     assert_eq!(call(&app, "POST", "/created").await.0, StatusCode::CREATED);
-    assert_eq!(call(&app, "POST", "/redirected").await.0, StatusCode::SEE_OTHER);
+    assert_eq!(
+        call(&app, "POST", "/redirected").await.0,
+        StatusCode::SEE_OTHER
+    );
     assert_eq!(names(&db).await, ["created", "redirected"]);
 }
 
 #[tokio::test]
 async fn client_error_response_rolls_back() {
     let (db, app) = setup().await;
-    assert_eq!(call(&app, "POST", "/rejected").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        call(&app, "POST", "/rejected").await.0,
+        StatusCode::BAD_REQUEST
+    );
     assert!(names(&db).await.is_empty());
 }
 
@@ -126,7 +145,11 @@ async fn unique_violation_is_409_and_the_whole_request_is_rolled_back() {
 #[tokio::test]
 async fn panicking_handler_is_rolled_back_and_frees_its_connection() {
     let (db, app) = setup().await;
-    let request = Request::builder().method("POST").uri("/panics").body(Body::empty()).unwrap();
+    let request = Request::builder()
+        .method("POST")
+        .uri("/panics")
+        .body(Body::empty())
+        .unwrap();
     let outcome = tokio::spawn(app.clone().oneshot(request)).await;
     assert!(outcome.unwrap_err().is_panic());
     assert!(names(&db).await.is_empty());
@@ -142,7 +165,11 @@ async fn panicking_handler_is_rolled_back_and_frees_its_connection() {
 #[tokio::test]
 async fn client_going_away_mid_request_rolls_back() {
     let (db, app) = setup().await;
-    let request = Request::builder().method("POST").uri("/slow").body(Body::empty()).unwrap();
+    let request = Request::builder()
+        .method("POST")
+        .uri("/slow")
+        .body(Body::empty())
+        .unwrap();
     let task = tokio::spawn(app.clone().oneshot(request));
     for _ in 0..200 {
         let seen: i64 = db
@@ -216,7 +243,11 @@ async fn health_route_is_200_when_healthy_and_503_when_not() {
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["status"], "healthy");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let down = coredb::DatabaseConfig::builder()
         .host("127.0.0.1")
         .port(port)

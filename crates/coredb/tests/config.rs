@@ -49,7 +49,10 @@ fn postgres_variables_are_read() {
         ("DEBUG", "true"),
     ])
     .unwrap();
-    assert_eq!(c.database_url(), "postgres://app:***@db.internal:6543/prepaid");
+    assert_eq!(
+        c.database_url(),
+        "postgres://app:***@db.internal:6543/prepaid"
+    );
     assert_eq!(c.password().unwrap().expose(), "s3cret");
     assert_eq!((c.pool_size(), c.max_overflow()), (8, 0));
     assert_eq!(c.pool_timeout(), Duration::from_millis(2500));
@@ -65,7 +68,10 @@ fn postgres_variables_are_read() {
 #[test]
 fn database_url_is_the_base_and_postgres_variables_override_it() {
     let c = vars(&[
-        ("DATABASE_URL", "postgresql://u:pw@h1:5433/base?application_name=x"),
+        (
+            "DATABASE_URL",
+            "postgresql://u:pw@h1:5433/base?application_name=x",
+        ),
         ("POSTGRES_DB", "other"),
     ])
     .unwrap();
@@ -75,9 +81,16 @@ fn database_url_is_the_base_and_postgres_variables_override_it() {
 
 #[test]
 fn comma_separated_hosts_give_failover_in_order() {
-    let c = vars(&[("POSTGRES_HOST", "a,b,c"), ("POSTGRES_PORT", "5432,5433,5434")]).unwrap();
+    let c = vars(&[
+        ("POSTGRES_HOST", "a,b,c"),
+        ("POSTGRES_PORT", "5432,5433,5434"),
+    ])
+    .unwrap();
     assert_eq!(c.hosts(), ["a", "b", "c"]);
-    assert_eq!(c.database_url(), "postgres://postgres@a:5432,b:5433,c:5434/postgres");
+    assert_eq!(
+        c.database_url(),
+        "postgres://postgres@a:5432,b:5433,c:5434/postgres"
+    );
     let url = DatabaseConfig::from_url(
         "postgres://app@p1:5432,p2:5433/db?target_session_attrs=read-write",
     )
@@ -123,8 +136,14 @@ fn port_out_of_range_and_empty_host_are_rejected() {
     let msg = vars(&[("POSTGRES_PORT", "70000"), ("POSTGRES_HOST", "a,,b")])
         .unwrap_err()
         .to_string();
-    assert!(msg.contains("POSTGRES_PORT=\"70000\": port out of range; allowed 1-65535"), "{msg}");
-    assert!(msg.contains("POSTGRES_HOST=\"a,,b\": must name a host"), "{msg}");
+    assert!(
+        msg.contains("POSTGRES_PORT=\"70000\": port out of range; allowed 1-65535"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("POSTGRES_HOST=\"a,,b\": must name a host"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -151,7 +170,11 @@ fn password_never_appears_in_debug_or_display() {
         .password("correct-horse")
         .build()
         .unwrap();
-    for text in [format!("{c:?}"), format!("{c}"), format!("{:?}", c.password())] {
+    for text in [
+        format!("{c:?}"),
+        format!("{c}"),
+        format!("{:?}", c.password()),
+    ] {
         assert!(!text.contains("correct-horse"), "{text}");
         assert!(text.contains("***"), "{text}");
     }
@@ -169,7 +192,10 @@ fn builder_validates_with_builder_names() {
         .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("pool_size=\"0\""), "{msg}");
-    assert!(msg.contains("pool_timeout=\"0\": must be greater than 0"), "{msg}");
+    assert!(
+        msg.contains("pool_timeout=\"0\": must be greater than 0"),
+        "{msg}"
+    );
     assert!(msg.contains("host=\"\""), "{msg}");
 }
 
@@ -178,5 +204,8 @@ fn tls_only_modes_are_refused_by_a_build_without_tls() {
     let c = vars(&[("POSTGRES_SSLMODE", "verify-full")]).unwrap();
     let err = c.create_engine().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
-    assert!(err.to_string().contains("allowed here: disable, prefer"), "{err}");
+    assert!(
+        err.to_string().contains("allowed here: disable, prefer"),
+        "{err}"
+    );
 }

@@ -9,10 +9,18 @@ async fn seed_quick_start_lifecycle_works_end_to_end() {
     let config = db.config().clone();
 
     // initialize_database, then get_database_manager returns the same pool.
-    let manager = coredb::initialize_database_with(config.clone()).await.unwrap();
+    let manager = coredb::initialize_database_with(config.clone())
+        .await
+        .unwrap();
     let again = coredb::get_database_manager().await.unwrap();
-    manager.execute("CREATE TABLE seen (x int)", ()).await.unwrap();
-    again.execute("INSERT INTO seen VALUES (1)", ()).await.unwrap();
+    manager
+        .execute("CREATE TABLE seen (x int)", ())
+        .await
+        .unwrap();
+    again
+        .execute("INSERT INTO seen VALUES (1)", ())
+        .await
+        .unwrap();
     assert_eq!(manager.metrics().created, again.metrics().created);
 
     // Another configuration while initialized is refused with a clear message.
@@ -25,7 +33,10 @@ async fn seed_quick_start_lifecycle_works_end_to_end() {
     let mut session = coredb::get_session_context().await.unwrap();
     let one: i32 = session.scalar("SELECT 1", ()).await.unwrap();
     assert_eq!(one, 1);
-    session.execute("INSERT INTO seen VALUES (2)", ()).await.unwrap();
+    session
+        .execute("INSERT INTO seen VALUES (2)", ())
+        .await
+        .unwrap();
     session.commit().await.unwrap();
 
     // check_database_health.
@@ -41,7 +52,9 @@ async fn seed_quick_start_lifecycle_works_end_to_end() {
     );
 
     // database_lifespan: initialize for a service, shutdown after serving.
-    let lifespan = coredb::database_lifespan_with(config.clone()).await.unwrap();
+    let lifespan = coredb::database_lifespan_with(config.clone())
+        .await
+        .unwrap();
     let n: i64 = lifespan
         .manager()
         .scalar("SELECT count(*) FROM seen", ())

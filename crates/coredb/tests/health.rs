@@ -12,7 +12,11 @@ async fn healthy_report_has_version_latency_and_pool_figures() {
     let report = db.manager().health_report().await;
     assert_eq!(report.status, HealthStatus::Healthy);
     assert!(report.connected);
-    assert!(report.server_version.as_deref().unwrap().starts_with(char::is_numeric));
+    assert!(report
+        .server_version
+        .as_deref()
+        .unwrap()
+        .starts_with(char::is_numeric));
     assert!(report.latency_ms.unwrap() >= 0.0);
     assert_eq!(report.pool.unwrap().size, 1);
     assert!(report.error.is_none());
@@ -39,7 +43,11 @@ async fn unreachable_server_is_unhealthy_with_the_reason_within_the_connect_time
     let db = DatabaseManager::from_config(&config).unwrap();
     let started = Instant::now();
     let report = db.health_report().await;
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(report.status, HealthStatus::Unhealthy);
     assert!(!report.connected);
     let error = report.error.as_deref().unwrap();
@@ -66,7 +74,11 @@ async fn silent_server_is_unhealthy_within_the_connect_timeout() {
     let db = DatabaseManager::from_config(&config).unwrap();
     let started = Instant::now();
     let report = db.health_report().await;
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(report.status, HealthStatus::Unhealthy);
     assert!(report.error.unwrap().contains("timeout"));
     drop(listener);
@@ -75,12 +87,20 @@ async fn silent_server_is_unhealthy_within_the_connect_timeout() {
 #[tokio::test]
 async fn wrong_database_name_says_how_to_fix_it() {
     let db = TestDatabase::new().await.unwrap();
-    let config = db.config().to_builder().dbname("no_such_db").build().unwrap();
+    let config = db
+        .config()
+        .to_builder()
+        .dbname("no_such_db")
+        .build()
+        .unwrap();
     let bad = DatabaseManager::from_config(&config).unwrap();
     let err = bad.get_connection().await.unwrap_err();
     assert_eq!(err.kind(), coredb::ErrorKind::Connect);
     assert!(!err.is_transient());
     let msg = err.to_string();
-    assert!(msg.contains("database \"no_such_db\" does not exist"), "{msg}");
+    assert!(
+        msg.contains("database \"no_such_db\" does not exist"),
+        "{msg}"
+    );
     assert!(msg.contains("set POSTGRES_DB"), "{msg}");
 }

@@ -46,22 +46,32 @@ async fn capture(echo_params: bool) -> String {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     // The test server trusts local connections, so the password is sent nowhere but kept.
-    let db = TestDatabase::with_config(|b| b.password(PASSWORD).echo(true).echo_params(echo_params))
-        .await
-        .unwrap();
+    let db =
+        TestDatabase::with_config(|b| b.password(PASSWORD).echo(true).echo_params(echo_params))
+            .await
+            .unwrap();
     let m = db.manager();
     m.execute("CREATE TABLE t (secret text)", ()).await.unwrap();
-    m.execute("INSERT INTO t VALUES (:v)", params! { "v" => "param-value-42" })
-        .await
-        .unwrap();
+    m.execute(
+        "INSERT INTO t VALUES (:v)",
+        params! { "v" => "param-value-42" },
+    )
+    .await
+    .unwrap();
     let _ = m.execute("SELEC broken", ()).await;
     let mut s = m.session().await.unwrap();
-    s.execute("UPDATE t SET secret = $1", ("other-param",)).await.unwrap();
+    s.execute("UPDATE t SET secret = $1", ("other-param",))
+        .await
+        .unwrap();
     drop(s);
     let report = m.health_report().await;
     tracing::info!(report = ?report, config = ?m.config(), "diagnostics");
     let bad = DatabaseManager::from_config(
-        &m.config().to_builder().dbname("missing_db").build().unwrap(),
+        &m.config()
+            .to_builder()
+            .dbname("missing_db")
+            .build()
+            .unwrap(),
     )
     .unwrap();
     let err = bad.get_connection().await.unwrap_err();
@@ -75,8 +85,14 @@ async fn echo_logs_every_statement_with_its_duration_but_not_its_values() {
     let logs = capture(false).await;
     assert!(logs.contains("INSERT INTO t VALUES ($1)"), "{logs}");
     assert!(logs.contains("duration_ms"), "{logs}");
-    assert!(logs.contains("SELEC broken"), "failed statements are echoed too");
-    assert!(!logs.contains("param-value-42"), "values only with POSTGRES_ECHO_PARAMS");
+    assert!(
+        logs.contains("SELEC broken"),
+        "failed statements are echoed too"
+    );
+    assert!(
+        !logs.contains("param-value-42"),
+        "values only with POSTGRES_ECHO_PARAMS"
+    );
     assert!(!logs.contains(PASSWORD), "{logs}");
 }
 

@@ -22,15 +22,21 @@ async fn concurrent_autocommit_statements_share_few_connections_and_get_their_ow
         t.await.unwrap();
     }
     let metrics = db.manager().metrics();
-    assert!(metrics.created <= 2, "at most pool_size / 2 lanes: {metrics:?}");
+    assert!(
+        metrics.created <= 2,
+        "at most pool_size / 2 lanes: {metrics:?}"
+    );
 }
 
 #[tokio::test]
 async fn abandoned_autocommit_statement_is_cancelled_and_does_not_hold_up_later_ones() {
     let db = TestDatabase::with_config(|b| b.pool_size(2)).await.unwrap();
     let m = db.manager();
-    let abandoned =
-        tokio::time::timeout(Duration::from_millis(100), m.execute("SELECT pg_sleep(20)", ())).await;
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(100),
+        m.execute("SELECT pg_sleep(20)", ()),
+    )
+    .await;
     assert!(abandoned.is_err());
     let next = tokio::time::timeout(Duration::from_secs(10), m.scalar::<i32, _>("SELECT 1", ()))
         .await
@@ -51,7 +57,10 @@ async fn abandoned_autocommit_statement_is_cancelled_and_does_not_hold_up_later_
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(sleeping, 0, "the abandoned statement was cancelled on the server");
+    assert_eq!(
+        sleeping, 0,
+        "the abandoned statement was cancelled on the server"
+    );
 }
 
 #[tokio::test]
@@ -59,7 +68,9 @@ async fn session_state_statements_take_a_connection_of_their_own() {
     let db = TestDatabase::with_config(|b| b.pool_size(2)).await.unwrap();
     let m = db.manager();
     let _: i32 = m.scalar("SELECT 1", ()).await.unwrap();
-    m.execute("SET application_name = 'changed'", ()).await.unwrap();
+    m.execute("SET application_name = 'changed'", ())
+        .await
+        .unwrap();
     let name: String = m.scalar("SHOW application_name", ()).await.unwrap();
     assert_eq!(name, "coredb", "the shared connection was not changed");
 }
@@ -74,7 +85,11 @@ async fn pipelining_can_be_turned_off() {
         let _: i32 = m.scalar("SELECT 1", ()).await.unwrap();
     }
     let s = m.status();
-    assert_eq!((s.in_use, s.idle), (0, 1), "each statement returned its connection");
+    assert_eq!(
+        (s.in_use, s.idle),
+        (0, 1),
+        "each statement returned its connection"
+    );
 }
 
 #[tokio::test]
@@ -86,6 +101,8 @@ async fn quiet_lane_goes_back_to_the_pool_so_sessions_can_use_it() {
     let _: i32 = m.scalar("SELECT 1", ()).await.unwrap();
     assert_eq!(m.status().in_use, 0);
     let mut s = m.session().await.unwrap();
-    coredb::Executor::execute(&mut s, "SELECT 1", ()).await.unwrap();
+    coredb::Executor::execute(&mut s, "SELECT 1", ())
+        .await
+        .unwrap();
     s.commit().await.unwrap();
 }

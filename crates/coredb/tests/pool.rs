@@ -152,7 +152,11 @@ async fn pre_ping_skips_busy_connections_and_checks_idle_ones() {
         let mut c = m.get_connection().await.unwrap();
         let _: i32 = c.scalar("SELECT 1", ()).await.unwrap();
     }
-    assert_eq!(m.metrics().pings, 0, "no round trip added under steady load");
+    assert_eq!(
+        m.metrics().pings,
+        0,
+        "no round trip added under steady load"
+    );
     tokio::time::sleep(Duration::from_millis(350)).await;
     let mut c = m.get_connection().await.unwrap();
     let _: i32 = c.scalar("SELECT 1", ()).await.unwrap();
@@ -185,7 +189,11 @@ async fn connection_dropped_inside_a_transaction_is_rolled_back_before_reuse() {
     let session_pid: i32 = s.scalar("SELECT pg_backend_pid()", ()).await.unwrap();
     drop(s);
     let mut c = m.get_connection().await.unwrap();
-    assert_eq!(pid(&mut c).await, session_pid, "the same connection is reused");
+    assert_eq!(
+        pid(&mut c).await,
+        session_pid,
+        "the same connection is reused"
+    );
     let in_tx: Option<i64> = c
         .scalar("SELECT txid_current_if_assigned()::text::int8", ())
         .await
@@ -203,8 +211,11 @@ async fn connection_dropped_mid_query_is_discarded_and_its_query_cancelled() {
     let m = db.manager();
     let mut c = m.get_connection().await.unwrap();
     let sleeper = pid(&mut c).await;
-    let abandoned =
-        tokio::time::timeout(Duration::from_millis(200), c.execute("SELECT pg_sleep(30)", ())).await;
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(200),
+        c.execute("SELECT pg_sleep(30)", ()),
+    )
+    .await;
     assert!(abandoned.is_err(), "the query was cut short");
     drop(c);
     let s = m.status();
@@ -215,7 +226,10 @@ async fn connection_dropped_mid_query_is_discarded_and_its_query_cancelled() {
     let mut still_sleeping = true;
     for _ in 0..100 {
         let n: i64 = c
-            .scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", (sleeper,))
+            .scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                (sleeper,),
+            )
             .await
             .unwrap();
         still_sleeping = n > 0;
@@ -224,7 +238,10 @@ async fn connection_dropped_mid_query_is_discarded_and_its_query_cancelled() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(!still_sleeping, "the abandoned statement was stopped on the server");
+    assert!(
+        !still_sleeping,
+        "the abandoned statement was stopped on the server"
+    );
 }
 
 #[tokio::test]
@@ -249,7 +266,11 @@ async fn cancelled_checkouts_and_queries_never_leak_a_slot() {
     for t in tasks {
         t.await.unwrap();
     }
-    assert!(eventually(|| m.status().in_use == 0).await, "{:?}", m.status());
+    assert!(
+        eventually(|| m.status().in_use == 0).await,
+        "{:?}",
+        m.status()
+    );
     let s = m.status();
     assert_eq!(s.waiting, 0);
     assert!(s.size <= 3);
@@ -282,7 +303,10 @@ async fn close_refuses_new_checkouts_and_waits_for_checked_out_connections() {
     let err = m.get_connection().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PoolClosed);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!closer.is_finished(), "close waits for the checked-out connection");
+    assert!(
+        !closer.is_finished(),
+        "close waits for the checked-out connection"
+    );
     drop(held);
     assert!(closer.await.unwrap(), "every connection came back");
     let s = m.status();
@@ -315,7 +339,10 @@ async fn counters_record_checkouts_and_waiting_time() {
     let metrics = m.metrics();
     assert_eq!(metrics.checkouts, 2);
     assert_eq!(metrics.created, 1);
-    assert!(metrics.total_wait >= Duration::from_millis(50), "{metrics:?}");
+    assert!(
+        metrics.total_wait >= Duration::from_millis(50),
+        "{metrics:?}"
+    );
 }
 
 #[tokio::test]

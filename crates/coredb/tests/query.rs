@@ -61,7 +61,10 @@ async fn repeated_named_parameter_binds_once() {
     let db = TestDatabase::new().await.unwrap();
     let sum: i32 = db
         .manager()
-        .scalar("SELECT :a::int4 + :a + :b::int4", params! { "a" => 2, "b" => 3 })
+        .scalar(
+            "SELECT :a::int4 + :a + :b::int4",
+            params! { "a" => 2, "b" => 3 },
+        )
         .await
         .unwrap();
     assert_eq!(sum, 7);
@@ -88,7 +91,11 @@ async fn missing_named_parameter_is_an_error_before_anything_is_sent() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Params);
     assert!(err.to_string().contains("missing value for :b"), "{err}");
-    assert_eq!(db.manager().metrics().checkouts, 0, "no connection was taken");
+    assert_eq!(
+        db.manager().metrics().checkouts,
+        0,
+        "no connection was taken"
+    );
 }
 
 #[tokio::test]
@@ -101,7 +108,8 @@ async fn wrong_number_of_positional_parameters_is_a_params_error() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Params);
     assert!(
-        err.to_string().contains("takes 2 parameter(s) but 1 were given"),
+        err.to_string()
+            .contains("takes 2 parameter(s) but 1 were given"),
         "{err}"
     );
 }
@@ -112,7 +120,10 @@ async fn parameter_of_wrong_type_names_the_parameter_and_both_types() {
     users(&db).await;
     let err = db
         .manager()
-        .query("SELECT * FROM users WHERE age = :age", params! { "age" => "old" })
+        .query(
+            "SELECT * FROM users WHERE age = :age",
+            params! { "age" => "old" },
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Params);
@@ -174,7 +185,10 @@ async fn null_into_non_option_is_a_decode_error_naming_the_column() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Decode);
     let msg = err.to_string();
-    assert!(msg.contains("\"note\" is NULL") && msg.contains("Option"), "{msg}");
+    assert!(
+        msg.contains("\"note\" is NULL") && msg.contains("Option"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -187,7 +201,10 @@ async fn wrong_column_type_is_a_decode_error_with_both_types() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Decode);
     let msg = err.to_string();
-    assert!(msg.contains("\"n\"") && msg.contains("int4") && msg.contains("String"), "{msg}");
+    assert!(
+        msg.contains("\"n\"") && msg.contains("int4") && msg.contains("String"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -206,7 +223,10 @@ async fn unique_violation_reports_sqlstate_and_constraint() {
     users(&db).await;
     let err = db
         .manager()
-        .execute("INSERT INTO users (name) VALUES (:n)", params! { "n" => "ada" })
+        .execute(
+            "INSERT INTO users (name) VALUES (:n)",
+            params! { "n" => "ada" },
+        )
         .await
         .unwrap_err();
     assert!(err.is_unique_violation());
@@ -258,9 +278,18 @@ async fn connection_query_api_runs_in_autocommit() {
     let db = TestDatabase::new().await.unwrap();
     let mut conn = db.manager().get_connection().await.unwrap();
     conn.execute("CREATE TABLE t (x int)", ()).await.unwrap();
-    assert_eq!(conn.execute("INSERT INTO t VALUES (1), (2)", ()).await.unwrap(), 2);
+    assert_eq!(
+        conn.execute("INSERT INTO t VALUES (1), (2)", ())
+            .await
+            .unwrap(),
+        2
+    );
     drop(conn);
-    let n: i64 = db.manager().scalar("SELECT count(*) FROM t", ()).await.unwrap();
+    let n: i64 = db
+        .manager()
+        .scalar("SELECT count(*) FROM t", ())
+        .await
+        .unwrap();
     assert_eq!(n, 2);
 }
 
@@ -298,4 +327,23 @@ async fn statement_cache_of_zero_prepares_nothing_that_outlives_a_statement() {
         .await
         .unwrap();
     assert_eq!(prepared, 0);
+}
+
+#[tokio::test]
+async fn statement_timeout_cancels_long_statements_on_the_server() {
+    let db = TestDatabase::with_config(|b| {
+        b.statement_timeout(Some(std::time::Duration::from_millis(200)))
+    })
+    .await
+    .unwrap();
+    let err = db
+        .manager()
+        .execute("SELECT pg_sleep(5)", ())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED));
+    let mut s = db.manager().session().await.unwrap();
+    let err = s.execute("SELECT pg_sleep(5)", ()).await.unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED));
+    assert!(s.is_aborted());
 }

@@ -10,7 +10,10 @@ use coredb::{Error, ErrorKind, Executor, IsolationLevel, RetryPolicy, SessionOpt
 #[tokio::test]
 async fn serialization_failure_is_retried_and_each_transaction_commits_once() {
     let db = TestDatabase::new().await.unwrap();
-    db.manager().execute("CREATE TABLE t (v int8)", ()).await.unwrap();
+    db.manager()
+        .execute("CREATE TABLE t (v int8)", ())
+        .await
+        .unwrap();
     let attempts = Arc::new(AtomicU32::new(0));
     let barrier = Arc::new(tokio::sync::Barrier::new(2));
     let mut tasks = Vec::new();
@@ -23,7 +26,9 @@ async fn serialization_failure_is_retried_and_each_transaction_commits_once() {
                 &RetryPolicy::default(),
                 async |s| {
                     attempts.fetch_add(1, Ordering::SeqCst);
-                    let sum: i64 = s.scalar("SELECT coalesce(sum(v), 0)::int8 FROM t", ()).await?;
+                    let sum: i64 = s
+                        .scalar("SELECT coalesce(sum(v), 0)::int8 FROM t", ())
+                        .await?;
                     if first.swap(false, Ordering::SeqCst) {
                         // Both read before either writes: a write skew the server must stop.
                         barrier.wait().await;
@@ -43,7 +48,11 @@ async fn serialization_failure_is_retried_and_each_transaction_commits_once() {
         .fetch_all("SELECT v FROM t ORDER BY v", ())
         .await
         .unwrap();
-    assert_eq!(values, vec![(1,), (2,)], "the retried transaction saw the other's row");
+    assert_eq!(
+        values,
+        vec![(1,), (2,)],
+        "the retried transaction saw the other's row"
+    );
     assert_eq!(attempts.load(Ordering::SeqCst), 3);
 }
 
@@ -53,10 +62,14 @@ async fn non_transient_error_is_returned_at_once() {
     let attempts = AtomicU32::new(0);
     let err = db
         .manager()
-        .transaction_with_retry(SessionOptions::default(), &RetryPolicy::default(), async |s| {
-            attempts.fetch_add(1, Ordering::SeqCst);
-            s.execute("SELECT * FROM no_such_table", ()).await
-        })
+        .transaction_with_retry(
+            SessionOptions::default(),
+            &RetryPolicy::default(),
+            async |s| {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                s.execute("SELECT * FROM no_such_table", ()).await
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::UNDEFINED_TABLE));
@@ -77,7 +90,9 @@ async fn retries_stop_after_max_attempts_with_the_last_error() {
         .transaction_with_retry(SessionOptions::default(), &policy, async |s| {
             let n = attempts.fetch_add(1, Ordering::SeqCst);
             // Raised by the server, as a deadlock would be.
-            let sql = format!("DO $$ BEGIN RAISE EXCEPTION 'attempt {n}' USING ERRCODE = '40P01'; END $$");
+            let sql = format!(
+                "DO $$ BEGIN RAISE EXCEPTION 'attempt {n}' USING ERRCODE = '40P01'; END $$"
+            );
             s.execute(&sql, ()).await
         })
         .await

@@ -91,7 +91,8 @@ async fn transaction_closure_commits_on_ok() {
                 params! { "id" => 1, "owner" => "ada", "balance" => 10 },
             )
             .await?;
-            s.scalar("SELECT balance FROM accounts WHERE id = 1", ()).await
+            s.scalar("SELECT balance FROM accounts WHERE id = 1", ())
+                .await
         })
         .await
         .unwrap();

@@ -188,7 +188,11 @@ fn version_of(postgres: &Path) -> Result<String, EmbeddedError> {
 
 /// "postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)" -> "15.20".
 fn parse_version(text: &str) -> Option<String> {
-    let version = text.split("(PostgreSQL)").nth(1)?.split_whitespace().next()?;
+    let version = text
+        .split("(PostgreSQL)")
+        .nth(1)?
+        .split_whitespace()
+        .next()?;
     version
         .starts_with(|c: char| c.is_ascii_digit())
         .then(|| version.to_string())
@@ -290,7 +294,8 @@ mod tests {
         let first = scratch.fake_bindir("first");
         let second = scratch.fake_bindir("second");
         let mut search = search(&scratch);
-        search.path = Some(env::join_paths([scratch.0.join("empty"), first.clone(), second]).unwrap());
+        search.path =
+            Some(env::join_paths([scratch.0.join("empty"), first.clone(), second]).unwrap());
         assert_eq!(search.bindir().unwrap(), first);
     }
 

@@ -104,14 +104,20 @@ pub(crate) fn template(
         .mode(0o700)
         .create(&building)
         .and_then(|()| privileges::chown(&building, user))
-        .map_err(|e| EmbeddedError::io(format_args!("could not create {}", building.display()), e))?;
+        .map_err(|e| {
+            EmbeddedError::io(format_args!("could not create {}", building.display()), e)
+        })?;
     if let Err(e) = initdb(binaries, &building, base, user) {
         let _ = fs::remove_dir_all(&building);
         return Err(e);
     }
     fs::rename(&building, &dir).map_err(|e| {
         EmbeddedError::io(
-            format_args!("could not rename {} to {}", building.display(), dir.display()),
+            format_args!(
+                "could not rename {} to {}",
+                building.display(),
+                dir.display()
+            ),
             e,
         )
     })?;
@@ -182,7 +188,8 @@ fn initdb(
             binaries.initdb.display(),
             output.status,
             data_dir.display(),
-            user.map(|u| format!(" as user {}", u.name)).unwrap_or_default(),
+            user.map(|u| format!(" as user {}", u.name))
+                .unwrap_or_default(),
             server::last_lines(&text)
         ),
     ))

@@ -24,15 +24,15 @@
 mod binaries;
 mod cluster;
 mod error;
+mod fallback;
 mod pidfile;
 mod privileges;
 mod process;
 mod server;
 mod shared;
-mod fallback;
 mod spawner;
 mod stale;
 
 pub use error::{EmbeddedError, EmbeddedErrorKind};
-pub use server::{EmbeddedServer, EmbeddedServerBuilder};
 pub use fallback::config_or_embedded;
+pub use server::{EmbeddedServer, EmbeddedServerBuilder};

@@ -67,6 +67,10 @@ pub(crate) fn remove_orphaned_shared_memory(data_dir: &Path) {
     }
     // SAFETY: IPC_RMID takes no buffer.
     if unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) } == 0 {
-        tracing::debug!(key, id, "removed the shared memory segment of a killed PostgreSQL");
+        tracing::debug!(
+            key,
+            id,
+            "removed the shared memory segment of a killed PostgreSQL"
+        );
     }
 }

@@ -131,7 +131,10 @@ impl EmbeddedServerBuilder {
             let mut child = None;
             match server.launch(&mut child) {
                 Ok(()) => {
-                    *server.child.get_mut().unwrap_or_else(PoisonError::into_inner) = child;
+                    *server
+                        .child
+                        .get_mut()
+                        .unwrap_or_else(PoisonError::into_inner) = child;
                     break;
                 }
                 Err(Launch::PortInUse(e)) if attempt < PORT_ATTEMPTS => {
@@ -473,9 +476,13 @@ impl EmbeddedServer {
                         last_lines(&log)
                     ),
                 );
-                let port_taken = ["could not bind", "Address already in use", "could not create any TCP/IP sockets"]
-                    .iter()
-                    .any(|needle| log.contains(needle));
+                let port_taken = [
+                    "could not bind",
+                    "Address already in use",
+                    "could not create any TCP/IP sockets",
+                ]
+                .iter()
+                .any(|needle| log.contains(needle));
                 return Err(if port_taken {
                     Launch::PortInUse(error)
                 } else {

@@ -29,7 +29,9 @@ impl EmbeddedServer {
         let server = SHARED.get_or_init(|| server);
         // SAFETY: registering a plain extern "C" function with no arguments.
         if unsafe { libc::atexit(stop_shared_server) } != 0 {
-            tracing::debug!("could not register the exit hook; the death signal still stops PostgreSQL");
+            tracing::debug!(
+                "could not register the exit hook; the death signal still stops PostgreSQL"
+            );
         }
         Ok(server)
     }

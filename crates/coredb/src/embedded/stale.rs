@@ -55,7 +55,9 @@ fn clean_run(run_dir: &Path, owner: u32) {
         pidfile::remove_orphaned_shared_memory(&data_dir);
     }
     match fs::remove_dir_all(run_dir) {
-        Ok(()) => tracing::debug!(run_dir = %run_dir.display(), owner, "removed a dead run's directory"),
+        Ok(()) => {
+            tracing::debug!(run_dir = %run_dir.display(), owner, "removed a dead run's directory")
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {} // another process cleaned it
         Err(e) => {
             tracing::debug!(run_dir = %run_dir.display(), error = %e, "could not remove a dead run's directory")
@@ -75,7 +77,9 @@ fn is_postmaster_of(pid: i32, data_dir: &Path) -> bool {
     let mut needle = vec![0u8];
     needle.extend_from_slice(data_dir.as_os_str().as_encoded_bytes());
     needle.push(0);
-    cmdline.windows(needle.len()).any(|w| w == needle.as_slice())
+    cmdline
+        .windows(needle.len())
+        .any(|w| w == needle.as_slice())
 }
 
 fn stop_orphan(postmaster: i32) {

@@ -42,17 +42,26 @@ pub trait CopyIn {
     /// # Errors
     /// The server's error, e.g. `23505` for a duplicate unique value, or a parameter error for
     /// a value that cannot be sent as its column's type.
-    fn copy_in<'a, M: Model>(&'a mut self, models: &'a [M]) -> impl Future<Output = Result<u64>> + Send + 'a;
+    fn copy_in<'a, M: Model>(
+        &'a mut self,
+        models: &'a [M],
+    ) -> impl Future<Output = Result<u64>> + Send + 'a;
 }
 
 impl CopyIn for Connection {
-    fn copy_in<'a, M: Model>(&'a mut self, models: &'a [M]) -> impl Future<Output = Result<u64>> + Send + 'a {
+    fn copy_in<'a, M: Model>(
+        &'a mut self,
+        models: &'a [M],
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
         copy_tracked(self, models)
     }
 }
 
 impl CopyIn for Session {
-    fn copy_in<'a, M: Model>(&'a mut self, models: &'a [M]) -> impl Future<Output = Result<u64>> + Send + 'a {
+    fn copy_in<'a, M: Model>(
+        &'a mut self,
+        models: &'a [M],
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
         async move {
             // Through the session first: it undoes a dropped savepoint and refuses to go on in an
             // aborted transaction, which COPY on the raw client would not notice.
@@ -103,7 +112,11 @@ async fn copy_rows<M: Model>(client: &Client, cache: &StatementCache, models: &[
     let sink = client.copy_in(statements.copy).await.map_err(copy_error)?;
     let mut writer = pin!(BinaryCopyInWriter::new(sink, insert.params()));
     for model in models {
-        writer.as_mut().write(&model.insert_values()).await.map_err(copy_error)?;
+        writer
+            .as_mut()
+            .write(&model.insert_values())
+            .await
+            .map_err(copy_error)?;
     }
     writer.finish().await.map_err(copy_error)
 }

@@ -52,7 +52,10 @@ pub trait Crud: Executor {
     /// # Errors
     /// The server's error, e.g. SQLSTATE `23505` with the constraint name for a duplicate
     /// unique value, or `22001` for a string longer than its `length`.
-    fn insert<'a, M: Model>(&'a mut self, model: &'a mut M) -> impl Future<Output = Result<()>> + Send + 'a {
+    fn insert<'a, M: Model>(
+        &'a mut self,
+        model: &'a mut M,
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
         async move {
             let row: Row = self
                 .fetch_one(M::STATEMENTS.insert, model.insert_values())
@@ -77,7 +80,8 @@ pub trait Crud: Executor {
             let mut inserted = 0u64;
             for chunk in models.chunks_mut(chunk_rows) {
                 let sql = statements.insert_many(chunk.len());
-                let values: Vec<SqlParam<'_>> = chunk.iter().flat_map(|m| m.insert_values()).collect();
+                let values: Vec<SqlParam<'_>> =
+                    chunk.iter().flat_map(|m| m.insert_values()).collect();
                 let rows = self.query(&sql, values).await?;
                 apply_returned_rows(chunk, rows)?;
                 inserted += chunk.len() as u64;
@@ -90,7 +94,10 @@ pub trait Crud: Executor {
     ///
     /// # Errors
     /// The server's error, or a decode error naming the column.
-    fn get<'a, M: Model>(&'a mut self, key: &'a M::Key) -> impl Future<Output = Result<Option<M>>> + Send + 'a {
+    fn get<'a, M: Model>(
+        &'a mut self,
+        key: &'a M::Key,
+    ) -> impl Future<Output = Result<Option<M>>> + Send + 'a {
         async move {
             let params: [SqlParam<'_>; 1] = [key];
             self.fetch_optional(M::STATEMENTS.get, params).await
@@ -103,7 +110,10 @@ pub trait Crud: Executor {
     /// # Errors
     /// [`NotFound`](ErrorKind::NotFound) when no row has the model's key; the server's error
     /// otherwise.
-    fn update<'a, M: Model>(&'a mut self, model: &'a mut M) -> impl Future<Output = Result<()>> + Send + 'a {
+    fn update<'a, M: Model>(
+        &'a mut self,
+        model: &'a mut M,
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
         async move {
             let row: Option<Row> = self
                 .fetch_optional(M::STATEMENTS.update, model.update_values())
@@ -119,7 +129,10 @@ pub trait Crud: Executor {
     ///
     /// # Errors
     /// The server's error, e.g. `23503` when another table still references the row.
-    fn delete<'a, M: Model>(&'a mut self, model: &'a M) -> impl Future<Output = Result<bool>> + Send + 'a {
+    fn delete<'a, M: Model>(
+        &'a mut self,
+        model: &'a M,
+    ) -> impl Future<Output = Result<bool>> + Send + 'a {
         self.delete_by_key::<M>(model.key())
     }
 
@@ -127,7 +140,10 @@ pub trait Crud: Executor {
     ///
     /// # Errors
     /// As [`delete`](Self::delete).
-    fn delete_by_key<'a, M: Model>(&'a mut self, key: &'a M::Key) -> impl Future<Output = Result<bool>> + Send + 'a {
+    fn delete_by_key<'a, M: Model>(
+        &'a mut self,
+        key: &'a M::Key,
+    ) -> impl Future<Output = Result<bool>> + Send + 'a {
         async move {
             let params: [SqlParam<'_>; 1] = [key];
             Ok(self.execute(M::STATEMENTS.delete, params).await? > 0)
@@ -167,7 +183,11 @@ fn apply_returned_rows<M: Model>(models: &mut [M], rows: Vec<Row>) -> Result<()>
     if rows.len() != models.len() {
         return Err(Error::new(
             ErrorKind::Decode,
-            format!("inserted {} row(s) but {} came back", models.len(), rows.len()),
+            format!(
+                "inserted {} row(s) but {} came back",
+                models.len(),
+                rows.len()
+            ),
         ));
     }
     let pk = M::TABLE.primary_key();

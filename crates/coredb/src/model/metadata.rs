@@ -143,7 +143,10 @@ impl Metadata {
     fn enum_types(&self) -> Vec<&'static EnumType> {
         let mut types: Vec<&'static EnumType> = Vec::new();
         for ty in self.tables.iter().flat_map(|t| t.enum_types()) {
-            if !types.iter().any(|known| known.qualified_name() == ty.qualified_name()) {
+            if !types
+                .iter()
+                .any(|known| known.qualified_name() == ty.qualified_name())
+            {
                 types.push(ty);
             }
         }

@@ -47,7 +47,8 @@ pub use copy::CopyIn;
 pub use crud::Crud;
 pub use metadata::{Metadata, Registration};
 pub use schema::{
-    quote_ident, Column, ColumnRole, EnumType, ForeignKey, InsertValue, SqlTypeName, Statements, Table,
+    quote_ident, Column, ColumnRole, EnumType, ForeignKey, InsertValue, SqlTypeName, Statements,
+    Table,
 };
 pub use select::Select;
 pub use sql_type::{DecimalColumn, SqlType, TextColumn};

@@ -93,7 +93,12 @@ impl<'a, E: Executor, M: Model> Select<'a, E, M> {
     /// The SELECT statement as it will be sent (before `:name` becomes `$n`).
     pub fn sql(&self) -> String {
         let statements = M::STATEMENTS;
-        format!("SELECT {} FROM {}{}", statements.columns, statements.table, self.tail(true))
+        format!(
+            "SELECT {} FROM {}{}",
+            statements.columns,
+            statements.table,
+            self.tail(true)
+        )
     }
 
     /// `WHERE .. ORDER BY .. LIMIT .. OFFSET ..`
@@ -176,7 +181,10 @@ impl<'a, E: Executor, M: Model> Select<'a, E, M> {
     pub async fn count(self) -> Result<i64> {
         let table = M::STATEMENTS.table;
         let sql = if self.limit.is_some() || self.offset.is_some() {
-            format!("SELECT count(*) FROM (SELECT 1 FROM {table}{}) AS counted", self.tail(true))
+            format!(
+                "SELECT count(*) FROM (SELECT 1 FROM {table}{}) AS counted",
+                self.tail(true)
+            )
         } else {
             format!("SELECT count(*) FROM {table}{}", self.tail(false))
         };
@@ -189,7 +197,11 @@ impl<'a, E: Executor, M: Model> Select<'a, E, M> {
     /// # Errors
     /// As [`all`](Self::all).
     pub async fn exists(self) -> Result<bool> {
-        let sql = format!("SELECT EXISTS (SELECT 1 FROM {}{})", M::STATEMENTS.table, self.tail(true));
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {}{})",
+            M::STATEMENTS.table,
+            self.tail(true)
+        );
         let (executor, values) = self.into_parts();
         executor.scalar(&sql, &values).await
     }

@@ -214,7 +214,8 @@ impl<M: Manage> Pool<M> {
                 shared.retire(slot, CloseReason::Recycled);
                 continue;
             }
-            if shared.options.pre_ping && slot.idle_since.elapsed() >= shared.options.pre_ping_idle {
+            if shared.options.pre_ping && slot.idle_since.elapsed() >= shared.options.pre_ping_idle
+            {
                 Counters::bump(&shared.counters.pings);
                 // The slot is retired if this future is dropped mid-ping.
                 let mut checking = SlotGuard {
