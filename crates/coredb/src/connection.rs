@@ -243,7 +243,10 @@ impl Drop for Connection {
             return;
         };
         let runtime = tokio::runtime::Handle::try_current().ok();
-        if pooled.busy {
+        if pooled.client.is_closed() {
+            // Dead already: nothing to roll back or cancel.
+            pooled.mark_broken();
+        } else if pooled.busy {
             // Abandoned mid-statement: the reply may still be on its way, so the connection is
             // closed, and the server is asked to stop the work nobody waits for.
             tracing::debug!(target: "coredb", "connection dropped mid-statement; closing it");

@@ -4,7 +4,6 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
@@ -90,6 +89,7 @@ impl EmbeddedServerBuilder {
             version: binaries.version.clone(),
             postgres: binaries.postgres.clone(),
             data_dir: run_dir.join("data"),
+            real_data_dir: PathBuf::new(),
             log_path: run_dir.join("postgres.log"),
             unix_socket: run_dir.as_os_str().len() + "/.s.PGSQL.65535".len() <= SOCKET_PATH_MAX,
             run_dir,
@@ -111,6 +111,8 @@ impl EmbeddedServerBuilder {
                 e,
             )
         })?;
+        server.real_data_dir =
+            fs::canonicalize(&server.data_dir).unwrap_or_else(|_| server.data_dir.clone());
         File::create(&server.log_path)
             .and_then(|_| privileges::chown(&server.log_path, server.user.as_ref()))
             .map_err(|e| {
@@ -202,6 +204,8 @@ pub struct EmbeddedServer {
     postgres: PathBuf,
     run_dir: PathBuf,
     data_dir: PathBuf,
+    /// `data_dir` with symlinks resolved, as `/proc/<pid>/cwd` shows it.
+    real_data_dir: PathBuf,
     log_path: PathBuf,
     unix_socket: bool,
     settings: Vec<(String, String)>,
@@ -308,7 +312,7 @@ impl EmbeddedServer {
         self.stop_locked(&mut self.lock())
     }
 
-    /// SIGKILLs the postmaster and its backends, simulating a crash; returns once all are gone.
+    /// SIGKILLs the postmaster, simulating a crash, then its backends; returns once all are gone.
     ///
     /// Commits from the last ~200 ms may be lost (`synchronous_commit=off`) unless made with it on.
     pub fn kill(&self) -> Result<(), EmbeddedError> {
@@ -426,14 +430,12 @@ impl EmbeddedServer {
         for (key, value) in &self.settings {
             cmd.arg("-c").arg(format!("{key}={value}"));
         }
-        // Own process group: kill() can then take the backends too. LC_ALL=C keeps log messages
-        // (which we match, e.g. "could not bind") in English.
+        // LC_ALL=C keeps the log messages we match (e.g. "could not bind") in English.
         cmd.current_dir(&self.run_dir)
             .env("LC_ALL", "C")
             .stdin(Stdio::null())
             .stdout(stdout)
-            .stderr(stderr)
-            .process_group(0);
+            .stderr(stderr);
         privileges::run_as(&mut cmd, self.user.as_ref());
         // SIGQUIT = immediate shutdown: the postmaster takes its backends down and removes its shared memory.
         spawner::die_with_parent(&mut cmd, libc::SIGQUIT);
@@ -512,7 +514,8 @@ impl EmbeddedServer {
     }
 
     /// Sends `signal` to the postmaster, escalates to SIGKILL after `grace`, then makes sure no
-    /// backend of it survives (they would hold its shared memory and block the next start).
+    /// backend of it survives: after an abrupt end they linger briefly, holding its shared memory,
+    /// and PostgreSQL refuses to start again on that data directory until they are gone.
     fn stop_child(
         &self,
         mut child: Child,
@@ -520,9 +523,14 @@ impl EmbeddedServer {
         grace: Duration,
     ) -> Result<(), EmbeddedError> {
         let pid = child.id() as i32;
-        // has_exited does not reap: while the postmaster is a zombie its pid, which is also the
-        // process group id, cannot be reused, so signalling the group below stays safe.
+        let mut backends = Vec::new();
+        // has_exited does not reap: the pid cannot be reused (and wrongly signalled) meanwhile.
         if !process::has_exited(pid) {
+            if signal == libc::SIGKILL {
+                // Frozen, it forks no new backend between listing them and dying.
+                process::signal(pid, libc::SIGSTOP);
+            }
+            backends = process::children_of(pid);
             process::signal(pid, signal);
             if !process::wait_until(grace, || process::has_exited(pid)) {
                 tracing::debug!(pid, "PostgreSQL did not stop in time; sending SIGKILL");
@@ -530,17 +538,14 @@ impl EmbeddedServer {
                 process::wait_until(KILL_TIMEOUT, || process::has_exited(pid));
             }
         }
-        if process::group_is_alive(pid) {
-            process::signal_group(pid, libc::SIGKILL);
-            process::wait_until(KILL_TIMEOUT, || !process::group_is_alive(pid));
-        }
-        let stopped = process::has_exited(pid) && !process::group_is_alive(pid);
-        if !stopped {
+        let leftovers_gone =
+            process::kill_server_processes(&self.real_data_dir, &backends, KILL_TIMEOUT);
+        if !(leftovers_gone && process::has_exited(pid)) {
             // Dropping the Child neither kills nor blocks; we would rather report than hang.
             return Err(EmbeddedError::new(
                 EmbeddedErrorKind::Stop,
                 format!(
-                    "PostgreSQL (pid {pid}, data directory {}) or one of its backends did not exit even after SIGKILL; see `ps -g {pid}`",
+                    "PostgreSQL (pid {pid}, data directory {}) or one of its backends did not exit even after SIGKILL; look for them with `ps -ef | grep postgres`",
                     self.data_dir.display()
                 ),
             ));

@@ -30,7 +30,7 @@ pub(crate) fn clean_dead_runs(base: &Path) {
             cluster::is_own_run_dir(name)
         } else {
             // EPERM counts as alive: the process exists.
-            i32::try_from(owner).map_or(false, process::is_alive)
+            i32::try_from(owner).is_ok_and(process::is_alive)
         };
         if !owner_is_alive {
             clean_run(&entry.path(), owner);
@@ -40,8 +40,8 @@ pub(crate) fn clean_dead_runs(base: &Path) {
 
 fn clean_run(run_dir: &Path, owner: u32) {
     let data_dir = run_dir.join("data");
-    if let Some(file) = pidfile::read(&data_dir) {
-        let postmaster = file.pid;
+    let mut backends = Vec::new();
+    if let Some(postmaster) = pidfile::read(&data_dir).map(|file| file.pid) {
         if is_postmaster_of(postmaster, &data_dir) {
             tracing::info!(
                 postmaster,
@@ -49,11 +49,19 @@ fn clean_run(run_dir: &Path, owner: u32) {
                 run_dir = %run_dir.display(),
                 "stopping a PostgreSQL left running by a dead process"
             );
-            stop_orphan(postmaster);
+            backends = process::children_of(postmaster);
+            // Immediate shutdown: it also removes its shared memory. SIGKILL if that does not work.
+            process::signal(postmaster, libc::SIGQUIT);
+            if !process::wait_until(SHUTDOWN_GRACE, || !process::is_alive(postmaster)) {
+                process::signal(postmaster, libc::SIGKILL);
+            }
         }
-        // A postmaster that died by SIGKILL leaves its segment behind (no-op if still attached).
-        pidfile::remove_orphaned_shared_memory(&data_dir);
     }
+    // Backends of a postmaster that was SIGKILLed outlive it briefly.
+    let real_data_dir = fs::canonicalize(&data_dir).unwrap_or_else(|_| data_dir.clone());
+    process::kill_server_processes(&real_data_dir, &backends, SHUTDOWN_GRACE);
+    // A postmaster that died by SIGKILL leaves its segment behind (no-op while still attached).
+    pidfile::remove_orphaned_shared_memory(&data_dir);
     match fs::remove_dir_all(run_dir) {
         Ok(()) => {
             tracing::debug!(run_dir = %run_dir.display(), owner, "removed a dead run's directory")
@@ -80,21 +88,4 @@ fn is_postmaster_of(pid: i32, data_dir: &Path) -> bool {
     cmdline
         .windows(needle.len())
         .any(|w| w == needle.as_slice())
-}
-
-fn stop_orphan(postmaster: i32) {
-    // Remember now whether it leads its group (we start it with process_group(0)): only then is
-    // signalling the group safe, and the group id outlives the postmaster while backends remain.
-    // SAFETY: getpgid has no memory-safety preconditions.
-    let owns_group = unsafe { libc::getpgid(postmaster) } == postmaster;
-    // Immediate shutdown first: it also removes the shared memory; SIGKILL if that does not work.
-    process::signal(postmaster, libc::SIGQUIT);
-    if !process::wait_until(SHUTDOWN_GRACE, || !process::is_alive(postmaster)) {
-        process::signal(postmaster, libc::SIGKILL);
-        process::wait_until(SHUTDOWN_GRACE, || !process::is_alive(postmaster));
-    }
-    if owns_group && process::group_is_alive(postmaster) {
-        process::signal_group(postmaster, libc::SIGKILL);
-        process::wait_until(SHUTDOWN_GRACE, || !process::group_is_alive(postmaster));
-    }
 }

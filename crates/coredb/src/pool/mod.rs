@@ -43,7 +43,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::retry::Backoff;
 use status::Counters;
 
@@ -280,9 +280,12 @@ impl<M: Manage> Pool<M> {
                 Ok(Err(err)) => err,
                 Err(_) => {
                     Counters::bump(&shared.counters.connect_failures);
-                    return Err(Error::timeout(
-                        "opening a new connection within the pool timeout",
-                        shared.options.timeout,
+                    return Err(Error::new(
+                        ErrorKind::PoolTimeout,
+                        format!(
+                            "no new connection could be opened within the pool timeout of {:?}; the server did not answer in time",
+                            shared.options.timeout
+                        ),
                     ));
                 }
             };
