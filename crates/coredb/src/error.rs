@@ -334,7 +334,7 @@ impl std::error::Error for Error {
     }
 }
 
-#[cfg(feature = "embedded")]
+#[cfg(all(feature = "embedded", target_os = "linux"))]
 impl From<crate::embedded::EmbeddedError> for Error {
     fn from(err: crate::embedded::EmbeddedError) -> Self {
         Error::new(ErrorKind::Embedded, err.to_string()).with_source(err)

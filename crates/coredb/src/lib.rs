@@ -34,7 +34,7 @@ pub mod axum;
 pub mod config;
 mod connect;
 mod connection;
-#[cfg(feature = "embedded")]
+#[cfg(all(feature = "embedded", target_os = "linux"))]
 pub mod embedded;
 mod engine;
 pub mod error;
@@ -52,7 +52,7 @@ pub mod retry;
 mod row;
 mod session;
 mod statement_cache;
-#[cfg(feature = "testkit")]
+#[cfg(all(feature = "testkit", target_os = "linux"))]
 pub mod testkit;
 
 pub use config::{DatabaseConfig, DatabaseConfigBuilder, Password, SslMode, TargetSessionAttrs};

@@ -28,6 +28,7 @@ use crate::config::DatabaseConfig;
 use crate::embedded::EmbeddedServer;
 use crate::error::{Error, ErrorKind, Result};
 use crate::manager::DatabaseManager;
+use crate::query::Executor;
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
@@ -60,9 +61,18 @@ impl TestDatabase {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let admin_db = DatabaseManager::from_config(&admin)?;
-        admin_db
-            .execute(&format!("CREATE DATABASE {name} TEMPLATE template1"), ())
+        let mut conn = admin_db.get_connection().await?;
+        let version: String = conn.scalar("SHOW server_version_num", ()).await?;
+        // FILE_COPY (PostgreSQL 15+) copies the template's files instead of WAL-logging every
+        // page: several times faster for a small template.
+        let strategy = if version.parse::<u32>().unwrap_or(0) >= 150_000 {
+            " STRATEGY = FILE_COPY"
+        } else {
+            ""
+        };
+        conn.execute(&format!("CREATE DATABASE {name} TEMPLATE template1{strategy}"), ())
             .await?;
+        drop(conn);
         admin_db.close().await;
         let config = adjust(admin.to_builder().dbname(&name)).build()?;
         Ok(TestDatabase {

@@ -66,7 +66,9 @@ pub struct Article {
     pub title: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, postgres_types::ToSql, postgres_types::FromSql, coredb::SqlEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, postgres_types::ToSql, postgres_types::FromSql, coredb::SqlEnum,
+)]
 #[postgres(name = "sample_mood", rename_all = "snake_case")]
 pub enum Mood {
     Sad,
@@ -121,7 +123,11 @@ async fn created(db: &TestDatabase) -> Connection {
 }
 
 /// `(column, data_type, character_maximum_length, is_nullable)` from information_schema.
-async fn columns(conn: &mut Connection, schema: &str, table: &str) -> Vec<(String, String, Option<i32>, String)> {
+async fn columns(
+    conn: &mut Connection,
+    schema: &str,
+    table: &str,
+) -> Vec<(String, String, Option<i32>, String)> {
     conn.fetch_all(
         "SELECT column_name::text, data_type::text, character_maximum_length::int, is_nullable::text
          FROM information_schema.columns WHERE table_schema = :schema AND table_name = :table
@@ -146,7 +152,9 @@ async fn constraints(conn: &mut Connection, table: &str) -> Vec<(String, String,
     .expect("information_schema.table_constraints")
 }
 
-fn expected(rows: &[(&str, &str, Option<i32>, &str)]) -> Vec<(String, String, Option<i32>, String)> {
+fn expected(
+    rows: &[(&str, &str, Option<i32>, &str)],
+) -> Vec<(String, String, Option<i32>, String)> {
     rows.iter()
         .map(|(c, t, l, n)| (c.to_string(), t.to_string(), *l, n.to_string()))
         .collect()
@@ -243,7 +251,10 @@ async fn uuid_field_mixin_adds_unique_uuid_beside_the_integer_key() {
         .unwrap();
     assert_eq!(identity, "YES");
     let index: i64 = conn
-        .scalar("SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_orders_user_id'", ())
+        .scalar(
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_orders_user_id'",
+            (),
+        )
         .await
         .unwrap();
     assert_eq!(index, 1);
@@ -252,7 +263,12 @@ async fn uuid_field_mixin_adds_unique_uuid_beside_the_integer_key() {
     let mut second = Order::new("A-2", None);
     conn.insert(&mut first).await.unwrap();
     conn.insert(&mut second).await.unwrap();
-    assert!(first.id > 0 && second.id > first.id, "{} then {}", first.id, second.id);
+    assert!(
+        first.id > 0 && second.id > first.id,
+        "{} then {}",
+        first.id,
+        second.id
+    );
     assert_ne!(first.uuid, second.uuid);
     let stored: Order = conn.get(&second.id).await.unwrap().expect("inserted row");
     assert_eq!(stored, second);
@@ -277,7 +293,11 @@ async fn timestamp_mixin_sets_both_timestamps_from_the_database_clock() {
     let after: DateTime<Utc> = conn.scalar("SELECT clock_timestamp()", ()).await.unwrap();
     assert!(row.id > 0);
     assert_eq!(row.created_at, row.updated_at);
-    assert!(before <= row.created_at && row.created_at <= after, "{before} <= {} <= {after}", row.created_at);
+    assert!(
+        before <= row.created_at && row.created_at <= after,
+        "{before} <= {} <= {after}",
+        row.created_at
+    );
     let stored: MyModel = conn.get(&row.id).await.unwrap().expect("inserted row");
     assert_eq!(stored, row);
 }
@@ -298,7 +318,10 @@ async fn uuid_timestamp_mixin_gives_uuid_key_and_timestamps_and_round_trips() {
     );
     assert_eq!(
         constraints(&mut conn, "users").await,
-        constraint_rows(&[("users_email_key", "UNIQUE", "email"), ("users_pkey", "PRIMARY KEY", "id")])
+        constraint_rows(&[
+            ("users_email_key", "UNIQUE", "email"),
+            ("users_pkey", "PRIMARY KEY", "id")
+        ])
     );
     let mut ada = User::new("Ada", "ada@example.com");
     conn.insert(&mut ada).await.unwrap();
@@ -344,7 +367,12 @@ async fn update_moves_updated_at_and_keeps_created_at_even_within_one_transactio
     ada.name = "Ada Lovelace".into();
     session.update(&mut ada).await.unwrap();
     assert_eq!(ada.created_at, inserted.created_at);
-    assert!(ada.updated_at > inserted.updated_at, "{} > {}", ada.updated_at, inserted.updated_at);
+    assert!(
+        ada.updated_at > inserted.updated_at,
+        "{} > {}",
+        ada.updated_at,
+        inserted.updated_at
+    );
     session.commit().await.unwrap();
 
     let mut conn = connect(&db).await;
@@ -354,18 +382,25 @@ async fn update_moves_updated_at_and_keeps_created_at_even_within_one_transactio
 }
 
 #[tokio::test]
-async fn duplicate_unique_value_fails_with_23505_and_the_constraint_and_rolls_back_the_whole_transaction() {
+async fn duplicate_unique_value_fails_with_23505_and_the_constraint_and_rolls_back_the_whole_transaction(
+) {
     let db = TestDatabase::new().await.unwrap();
     drop(created(&db).await);
     let mut session = db.manager().session().await.unwrap();
-    session.insert(&mut User::new("Ada", "ada@example.com")).await.unwrap();
+    session
+        .insert(&mut User::new("Ada", "ada@example.com"))
+        .await
+        .unwrap();
     let err = session
         .insert(&mut User::new("Another Ada", "ada@example.com"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::UNIQUE_VIOLATION), "{err}");
     assert_eq!(err.constraint(), Some("users_email_key"), "{err}");
-    assert!(session.commit().await.is_err(), "an aborted transaction does not commit");
+    assert!(
+        session.commit().await.is_err(),
+        "an aborted transaction does not commit"
+    );
 
     let mut conn = connect(&db).await;
     let users = conn.select::<User>().count().await.unwrap();
@@ -380,8 +415,14 @@ async fn value_longer_than_length_fails_with_22001() {
         .insert(&mut User::new("x".repeat(101), "long@example.com"))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Some(&SqlState::STRING_DATA_RIGHT_TRUNCATION), "{err}");
-    conn.insert(&mut User::new("x".repeat(100), "fits@example.com")).await.unwrap();
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::STRING_DATA_RIGHT_TRUNCATION),
+        "{err}"
+    );
+    conn.insert(&mut User::new("x".repeat(100), "fits@example.com"))
+        .await
+        .unwrap();
 }
 
 /// Every table, enum type and schema outside the system's, as `kind name`.
@@ -406,11 +447,17 @@ async fn user_objects(conn: &mut Connection) -> Vec<String> {
 async fn create_all_twice_is_harmless() {
     let db = TestDatabase::new().await.unwrap();
     let mut conn = created(&db).await;
-    conn.insert(&mut User::new("Ada", "ada@example.com")).await.unwrap();
+    conn.insert(&mut User::new("Ada", "ada@example.com"))
+        .await
+        .unwrap();
     let objects = user_objects(&mut conn).await;
     model::create_all(&mut conn).await.unwrap();
     assert_eq!(user_objects(&mut conn).await, objects);
-    assert_eq!(conn.select::<User>().count().await.unwrap(), 1, "data is kept");
+    assert_eq!(
+        conn.select::<User>().count().await.unwrap(),
+        1,
+        "data is kept"
+    );
     for expected in [
         "schema model_samples",
         "table model_samples.samples",
@@ -418,7 +465,10 @@ async fn create_all_twice_is_harmless() {
         "table public.orders",
         "type sample_mood",
     ] {
-        assert!(objects.iter().any(|o| o == expected), "{expected} in {objects:?}");
+        assert!(
+            objects.iter().any(|o| o == expected),
+            "{expected} in {objects:?}"
+        );
     }
 }
 
@@ -437,8 +487,16 @@ async fn drop_all_removes_every_table_type_and_schema_it_created() {
 
 #[tokio::test]
 async fn create_all_creates_referenced_tables_first_and_drop_all_drops_them_last() {
-    let metadata = Metadata::new().with::<Order>().with::<Category>().with::<User>();
-    let order: Vec<&str> = metadata.sorted_tables().unwrap().iter().map(|t| t.name).collect();
+    let metadata = Metadata::new()
+        .with::<Order>()
+        .with::<Category>()
+        .with::<User>();
+    let order: Vec<&str> = metadata
+        .sorted_tables()
+        .unwrap()
+        .iter()
+        .map(|t| t.name)
+        .collect();
     assert_eq!(order, ["categories", "users", "orders"]);
     let drops = metadata.drop_statements().unwrap();
     assert_eq!(drops[0], r#"DROP TABLE IF EXISTS "orders""#);
@@ -449,14 +507,18 @@ async fn create_all_creates_referenced_tables_first_and_drop_all_drops_them_last
     metadata.create_all(&mut conn).await.unwrap();
     assert_eq!(
         user_objects(&mut conn).await,
-        ["table public.categories", "table public.orders", "table public.users"]
+        [
+            "table public.categories",
+            "table public.orders",
+            "table public.users"
+        ]
     );
     metadata.drop_all(&mut conn).await.unwrap();
     assert!(user_objects(&mut conn).await.is_empty());
 }
 
-#[tokio::test]
-async fn table_ddl_names_columns_types_and_constraints_like_the_seed() {
+#[test]
+fn table_ddl_names_columns_types_and_constraints_like_the_seed() {
     assert_eq!(
         User::TABLE.create_table_sql(),
         r#"CREATE TABLE IF NOT EXISTS "users" (
@@ -514,12 +576,16 @@ async fn insert_many_writes_the_stored_values_back_to_each_model() {
         .map(|i| User::new(format!("user {i}"), format!("u{i}@example.com")))
         .collect();
     assert_eq!(conn.insert_many(&mut users).await.unwrap(), 2500);
-    assert!(users.iter().all(|u| u.created_at > DateTime::<Utc>::default()));
+    assert!(users
+        .iter()
+        .all(|u| u.created_at > DateTime::<Utc>::default()));
     let stored: User = conn.get(&users[1234].id).await.unwrap().unwrap();
     assert_eq!(stored, users[1234]);
 
     // Identity keys come back to the model they belong to.
-    let mut orders: Vec<Order> = (0..10).map(|i| Order::new(format!("N-{i}"), None)).collect();
+    let mut orders: Vec<Order> = (0..10)
+        .map(|i| Order::new(format!("N-{i}"), None))
+        .collect();
     conn.insert_many(&mut orders).await.unwrap();
     for order in &orders {
         let stored: Order = conn.get(&order.id).await.unwrap().unwrap();
@@ -532,10 +598,16 @@ async fn insert_many_writes_the_stored_values_back_to_each_model() {
 async fn select_filters_orders_pages_counts_and_checks_existence() {
     let db = TestDatabase::new().await.unwrap();
     let mut conn = created(&db).await;
-    let mut products: Vec<Product> = [("Lamp", 20), ("Desk", 150), ("Chair", 80), ("Pen", 2), ("Rug", 80)]
-        .into_iter()
-        .map(|(name, price)| Product::new(name, Decimal::from(price)))
-        .collect();
+    let mut products: Vec<Product> = [
+        ("Lamp", 20),
+        ("Desk", 150),
+        ("Chair", 80),
+        ("Pen", 2),
+        ("Rug", 80),
+    ]
+    .into_iter()
+    .map(|(name, price)| Product::new(name, Decimal::from(price)))
+    .collect();
     conn.insert_many(&mut products).await.unwrap();
 
     let names = |rows: Vec<Product>| rows.into_iter().map(|p| p.name).collect::<Vec<_>>();
@@ -568,8 +640,18 @@ async fn select_filters_orders_pages_counts_and_checks_existence() {
         .unwrap();
     assert_eq!(both, 2);
     assert_eq!(conn.select::<Product>().limit(3).count().await.unwrap(), 3);
-    assert!(conn.select::<Product>().filter("name = :n", params! { "n" => "Pen" }).exists().await.unwrap());
-    assert!(!conn.select::<Product>().filter("name = :n", params! { "n" => "Sofa" }).exists().await.unwrap());
+    assert!(conn
+        .select::<Product>()
+        .filter("name = :n", params! { "n" => "Pen" })
+        .exists()
+        .await
+        .unwrap());
+    assert!(!conn
+        .select::<Product>()
+        .filter("name = :n", params! { "n" => "Sofa" })
+        .exists()
+        .await
+        .unwrap());
 
     let desk = conn
         .select::<Product>()
@@ -578,7 +660,12 @@ async fn select_filters_orders_pages_counts_and_checks_existence() {
         .await
         .unwrap();
     assert_eq!(desk.price, Decimal::from(150));
-    let first = conn.select::<Product>().order_by("price").first().await.unwrap();
+    let first = conn
+        .select::<Product>()
+        .order_by("price")
+        .first()
+        .await
+        .unwrap();
     assert_eq!(first.map(|p| p.name).as_deref(), Some("Pen"));
     let err = conn.select::<Product>().one().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::TooManyRows);
@@ -625,7 +712,10 @@ fn sample() -> Sample {
         other_id: Uuid::now_v7(),
         day: NaiveDate::from_ymd_opt(2024, 2, 29).unwrap(),
         clock: NaiveTime::from_hms_micro_opt(23, 59, 58, 123_456).unwrap(),
-        local: NaiveDate::from_ymd_opt(1999, 12, 31).unwrap().and_hms_opt(12, 0, 0).unwrap(),
+        local: NaiveDate::from_ymd_opt(1999, 12, 31)
+            .unwrap()
+            .and_hms_opt(12, 0, 0)
+            .unwrap(),
         at: DateTime::from_timestamp(1_700_000_000, 654_321_000).unwrap(),
         amount: "12345678901234567890.123456789".parse().unwrap(),
         doc: serde_json::json!({ "plan": "prepaid", "limits": [1, 2, 3] }),
@@ -689,9 +779,19 @@ async fn every_supported_type_round_trips_in_its_postgresql_type() {
     let mut value = sample();
     conn.insert(&mut value).await.unwrap();
     assert_eq!(value.id.get_version_num(), 4);
-    assert_eq!(value.cache.as_deref(), Some("not stored"), "insert keeps skipped fields");
+    assert_eq!(
+        value.cache.as_deref(),
+        Some("not stored"),
+        "insert keeps skipped fields"
+    );
     let stored: Sample = conn.get(&value.id).await.unwrap().unwrap();
-    assert_eq!(stored, Sample { cache: None, ..value.clone() });
+    assert_eq!(
+        stored,
+        Sample {
+            cache: None,
+            ..value.clone()
+        }
+    );
 
     let copied: Vec<String> = Sample::TABLE
         .columns
@@ -704,7 +804,10 @@ async fn every_supported_type_round_trips_in_its_postgresql_type() {
         "INSERT INTO model_samples.samples (id, {copied}) SELECT gen_random_uuid(), {copied} FROM model_samples.samples RETURNING label"
     );
     let label: String = conn.scalar(&sql, ()).await.unwrap();
-    assert_eq!(label, "n/a", "the column default applies to rows written by other SQL");
+    assert_eq!(
+        label, "n/a",
+        "the column default applies to rows written by other SQL"
+    );
 }
 
 #[derive(Debug, PartialEq, coredb::FromRow)]
@@ -741,7 +844,9 @@ async fn from_row_maps_renamed_optional_flattened_and_skipped_fields() {
             name: "Ada".into(),
             orders: 3,
             note: None,
-            address: Address { city: "London".into() },
+            address: Address {
+                city: "London".into()
+            },
             cached: Vec::new(),
         }
     );
@@ -752,12 +857,18 @@ async fn from_row_names_the_column_and_both_types_when_it_cannot_read_one() {
     let db = TestDatabase::new().await.unwrap();
     let missing = db
         .manager()
-        .fetch_one::<UserSummary, _>("SELECT 'Ada' AS user_name, NULL::text AS note, 'x' AS city", ())
+        .fetch_one::<UserSummary, _>(
+            "SELECT 'Ada' AS user_name, NULL::text AS note, 'x' AS city",
+            (),
+        )
         .await
         .unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::Decode);
     let text = missing.to_string();
-    assert!(text.contains("\"orders\"") && text.contains("i64"), "{text}");
+    assert!(
+        text.contains("\"orders\"") && text.contains("i64"),
+        "{text}"
+    );
 
     let mismatch = db
         .manager()
@@ -769,7 +880,10 @@ async fn from_row_names_the_column_and_both_types_when_it_cannot_read_one() {
         .unwrap_err();
     let text = mismatch.to_string();
     assert_eq!(mismatch.kind(), ErrorKind::Decode);
-    assert!(text.contains("\"orders\"") && text.contains("i64") && text.contains("text"), "{text}");
+    assert!(
+        text.contains("\"orders\"") && text.contains("i64") && text.contains("text"),
+        "{text}"
+    );
 
     let null = db
         .manager()
@@ -789,7 +903,10 @@ async fn copy_in_loads_many_rows_on_a_connection_and_in_a_session() {
     assert_eq!(conn.copy_in(&users).await.unwrap(), 20_000);
     let stored: User = conn.get(&users[19_999].id).await.unwrap().unwrap();
     assert_eq!(stored.email, "c19999@example.com");
-    assert!(stored.created_at > DateTime::<Utc>::default(), "timestamps take the column default");
+    assert!(
+        stored.created_at > DateTime::<Utc>::default(),
+        "timestamps take the column default"
+    );
 
     let mut orders: Vec<Order> = (0..3).map(|i| Order::new(format!("C-{i}"), None)).collect();
     let mut session = db.manager().session().await.unwrap();
@@ -803,13 +920,38 @@ async fn copy_in_loads_many_rows_on_a_connection_and_in_a_session() {
     assert_eq!(conn.select::<Order>().count().await.unwrap(), 3);
 }
 
+// A private model: its generated constructor and unread timestamps raise no warnings.
+#[coredb::model(table = "tags", mixin = UuidStringTimestampMixin, uuid = "v4")]
+#[derive(Debug, Clone, PartialEq)]
+struct Tag {
+    #[column(length = 30, unique)]
+    label: String,
+}
+
+#[test]
+fn derives_below_the_attribute_see_the_mixin_fields() {
+    let tag = Tag::new("rust");
+    let debug = format!("{tag:?}");
+    for field in ["id:", "label:", "created_at:", "updated_at:"] {
+        assert!(debug.contains(field), "{field} in {debug}");
+    }
+    assert_eq!(tag.clone(), tag);
+    assert_eq!(Uuid::parse_str(&tag.id).unwrap().get_version_num(), 4);
+    assert!(format!("{:?}", User::new("a", "b")).contains("created_at:"));
+}
+
 #[test]
 fn uuid_keys_are_v7_by_default_and_v4_on_request() {
     let a = User::new("a", "a@example.com");
     let b = User::new("b", "b@example.com");
     assert_eq!(a.id.get_version_num(), 7);
     assert!(a.id < b.id, "v7 keys sort in creation order");
-    assert_eq!(Uuid::parse_str(&Article::new("t").id).unwrap().get_version_num(), 7);
+    assert_eq!(
+        Uuid::parse_str(&Article::new("t").id)
+            .unwrap()
+            .get_version_num(),
+        7
+    );
     assert_eq!(model::new_uuid(UuidVersion::V4).get_version_num(), 4);
     assert_eq!(Order::new("n", None).uuid.get_version_num(), 7);
 }

@@ -58,26 +58,21 @@ impl CopyIn for Connection {
 }
 
 impl CopyIn for Session {
-    fn copy_in<'a, M: Model>(
-        &'a mut self,
-        models: &'a [M],
-    ) -> impl Future<Output = Result<u64>> + Send + 'a {
-        async move {
-            // Through the session first: it undoes a dropped savepoint and refuses to go on in an
-            // aborted transaction, which COPY on the raw client would not notice.
-            self.execute("SELECT 1", ()).await?;
-            let conn = self.connection();
-            conn.batch("SAVEPOINT coredb_copy").await?;
-            match copy_tracked(conn, models).await {
-                Ok(rows) => {
-                    conn.batch("RELEASE SAVEPOINT coredb_copy").await?;
-                    Ok(rows)
-                }
-                Err(err) => {
-                    conn.batch("ROLLBACK TO SAVEPOINT coredb_copy; RELEASE SAVEPOINT coredb_copy")
-                        .await?;
-                    Err(err)
-                }
+    async fn copy_in<M: Model>(&mut self, models: &[M]) -> Result<u64> {
+        // Through the session first: it undoes a dropped savepoint and refuses to go on in an
+        // aborted transaction, which COPY on the raw client would not notice.
+        self.execute("SELECT 1", ()).await?;
+        let conn = self.connection();
+        conn.batch("SAVEPOINT coredb_copy").await?;
+        match copy_tracked(conn, models).await {
+            Ok(rows) => {
+                conn.batch("RELEASE SAVEPOINT coredb_copy").await?;
+                Ok(rows)
+            }
+            Err(err) => {
+                conn.batch("ROLLBACK TO SAVEPOINT coredb_copy; RELEASE SAVEPOINT coredb_copy")
+                    .await?;
+                Err(err)
             }
         }
     }

@@ -67,8 +67,12 @@ pub trait Crud: Executor {
     /// Inserts many rows with multi-row `INSERT .. RETURNING` statements (up to 1000 rows
     /// each) and writes the stored values back into each model. Returns the number of rows.
     ///
+    /// In a session the whole batch commits or rolls back together; on a
+    /// [`Connection`](crate::Connection) (autocommit) each statement of up to 1000 rows
+    /// commits by itself, so a failure part-way leaves the earlier statements' rows.
+    ///
     /// # Errors
-    /// As [`insert`](Self::insert); in a session the whole batch fails together.
+    /// As [`insert`](Self::insert).
     fn insert_many<'a, M: Model>(
         &'a mut self,
         models: &'a mut [M],

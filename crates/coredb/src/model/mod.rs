@@ -27,14 +27,21 @@
 //! # let _ = adults; Ok(()) }
 //! ```
 //!
-//! - [`#[coredb::model]`](crate::model()) declares a model: table name, optional schema, mixins,
+//! - [`#[coredb::model]`](macro@crate::model) declares a model: table name, optional schema, mixins,
 //!   column options. [`#[derive(FromRow)]`](crate::FromRow) maps rows of any query to a struct.
 //! - The six mixins: [`UuidMixin`], [`UuidStringMixin`], [`UuidFieldMixin`],
 //!   [`TimestampMixin`], [`UuidTimestampMixin`], [`UuidStringTimestampMixin`].
 //! - [`Crud`]: insert (one or many), get, update, delete and [`Select`] on any
-//!   [`Executor`](crate::Executor); [`CopyIn`] for big loads.
+//!   [`Executor`]; [`CopyIn`] for big loads.
 //! - [`create_all`] / [`drop_all`] for every declared model, or [`Metadata`] for a chosen set.
 //! - [`SqlType`] says which PostgreSQL type stores a field type.
+//!
+//! Why an attribute and not a derive: the seed's mixins add columns, and only an attribute
+//! macro can add the matching fields (`id`, `uuid`, `created_at`, `updated_at`) to the struct;
+//! with a derive every model would repeat them by hand. Why a registry: the seed's
+//! `Base.metadata` knows every model without a list, and so does [`create_all`] here, through
+//! the `inventory` crate (each model registers a constant at program start, no runtime
+//! lookups); [`Metadata`] is the explicit list for when a program wants a subset.
 
 mod copy;
 mod crud;
@@ -63,7 +70,7 @@ use crate::params::SqlParam;
 use crate::query::Executor;
 use crate::row::{FromRow, Row};
 
-/// A model: a struct mapped to a table; implemented by [`#[coredb::model]`](crate::model()).
+/// A model: a struct mapped to a table; implemented by [`#[coredb::model]`](macro@crate::model).
 pub trait Model: FromRow + Sync + Sized + 'static {
     /// The primary key's type.
     type Key: postgres_types::ToSql

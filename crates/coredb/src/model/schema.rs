@@ -1,6 +1,6 @@
 //! What a model's table looks like ([`Table`], [`Column`], [`SqlTypeName`]) and its DDL.
 //!
-//! The [`model`](crate::model()) attribute writes a [`Table`] as a constant for each model, so
+//! The [`model`](macro@crate::model) attribute writes a [`Table`] as a constant for each model, so
 //! the description costs nothing at run time and the DDL is built from it on demand.
 
 use std::fmt;

@@ -1,3 +1,6 @@
 //! Shared pieces of the integration tests.
 
+#![allow(dead_code)]
+
+pub mod embedded_probe;
 pub mod proxy;
