@@ -326,7 +326,7 @@ impl DatabaseConfig {
         }
         if let Some(raw) = get("POSTGRES_POOL_RECYCLE") {
             match raw.trim().parse::<f64>() {
-                Ok(v) if v == -1.0 => config.pool_recycle = None,
+                Ok(-1.0) => config.pool_recycle = None,
                 Ok(v) if v > 0.0 && v.is_finite() => {
                     config.pool_recycle = Some(Duration::from_secs_f64(v))
                 }

@@ -53,9 +53,8 @@ impl Proxy {
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
                     let up = tokio::spawn(pump(cr, sw, watcher.clone()));
-                    let down = pump(sr, cw, watcher).await;
+                    pump(sr, cw, watcher).await;
                     up.abort();
-                    let _ = down;
                 });
                 let mut list = tracked.lock().unwrap();
                 list.retain(|h| !h.is_finished());
