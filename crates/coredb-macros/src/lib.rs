@@ -11,6 +11,7 @@ mod mixins;
 mod model;
 mod options;
 mod sql_enum;
+mod test_attr;
 
 /// Maps the columns of a row to the fields of a struct, by name.
 ///
@@ -94,6 +95,24 @@ pub fn derive_from_row(input: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn model(args: TokenStream, item: TokenStream) -> TokenStream {
     model::expand(args.into(), item.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// An async test with a fresh database of its own (coredb's `testkit` feature): the function
+/// may take a `TestDatabase` or a `DatabaseManager`; the database is dropped afterwards.
+///
+/// ```ignore
+/// #[coredb::test]
+/// async fn counts_users(db: coredb::DatabaseManager) -> coredb::Result<()> {
+///     db.execute("CREATE TABLE users (name text)", ()).await?;
+///     assert_eq!(db.scalar::<i64, _>("SELECT count(*) FROM users", ()).await?, 0);
+///     Ok(())
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
+    test_attr::expand(args.into(), item.into())
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }

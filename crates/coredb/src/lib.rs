@@ -76,6 +76,9 @@ pub use session::{IsolationLevel, Savepoint, Session, SessionOptions};
 #[cfg(feature = "models")]
 pub use coredb_macros::{model, FromRow, SqlEnum};
 
+/// `#[coredb::test]`: an async test with a fresh database of its own.
+#[cfg(all(feature = "testkit", target_os = "linux"))]
+pub use coredb_macros::test;
 /// The driver's types, for custom `ToSql`/`FromSql` implementations.
 pub use postgres_types as types;
 /// SQLSTATE codes, e.g. `SqlState::UNIQUE_VIOLATION`, to match [`Error::code`].

@@ -70,8 +70,11 @@ impl TestDatabase {
         } else {
             ""
         };
-        conn.execute(&format!("CREATE DATABASE {name} TEMPLATE template1{strategy}"), ())
-            .await?;
+        conn.execute(
+            &format!("CREATE DATABASE {name} TEMPLATE template1{strategy}"),
+            (),
+        )
+        .await?;
         drop(conn);
         admin_db.close().await;
         let config = adjust(admin.to_builder().dbname(&name)).build()?;
@@ -157,4 +160,17 @@ async fn admin_config() -> Result<(DatabaseConfig, Option<&'static EmbeddedServe
         .ssl_mode(crate::SslMode::Disable)
         .build()?;
     Ok((admin, Some(server)))
+}
+
+/// Used by the code `#[coredb::test]` generates.
+#[doc(hidden)]
+pub mod __private {
+    /// Runs a test's future on a runtime of its own, as `#[tokio::test]` does.
+    pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the test")
+            .block_on(future)
+    }
 }

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::embedded_probe::{init_tracing, is_alive, scalar, server_processes, Conn};
 use coredb::embedded::{EmbeddedErrorKind, EmbeddedServer};
+use support::embedded_probe::{init_tracing, is_alive, scalar, server_processes, Conn};
 
 #[test]
 fn server_starts_and_accepts_connections() {

@@ -5,8 +5,10 @@ mod support;
 use std::path::PathBuf;
 use std::thread;
 
-use support::embedded_probe::{init_tracing, is_alive, run_helper, scalar, server_processes, HELPER_ENV};
 use coredb::embedded::EmbeddedServer;
+use support::embedded_probe::{
+    init_tracing, is_alive, run_helper, scalar, server_processes, HELPER_ENV,
+};
 
 #[test]
 fn shared_server_is_started_once() {

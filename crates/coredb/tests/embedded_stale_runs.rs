@@ -9,8 +9,10 @@ use std::process::{Child, Command};
 use std::thread;
 use std::time::Duration;
 
-use support::embedded_probe::{eventually, init_tracing, is_alive, run_helper, server_processes, HELPER_ENV};
 use coredb::embedded::EmbeddedServer;
+use support::embedded_probe::{
+    eventually, init_tracing, is_alive, run_helper, server_processes, HELPER_ENV,
+};
 
 fn base_dir() -> PathBuf {
     // SAFETY: geteuid has no preconditions.

@@ -31,7 +31,10 @@ async fn start(builder: EmbeddedServerBuilder) -> Arc<EmbeddedServer> {
 }
 
 /// Runs a blocking server operation (stop, kill, restart) off the runtime.
-async fn on_server(server: &Arc<EmbeddedServer>, op: fn(&EmbeddedServer) -> Result<(), coredb::embedded::EmbeddedError>) {
+async fn on_server(
+    server: &Arc<EmbeddedServer>,
+    op: fn(&EmbeddedServer) -> Result<(), coredb::embedded::EmbeddedError>,
+) {
     let server = server.clone();
     tokio::task::spawn_blocking(move || op(&server))
         .await
@@ -146,9 +149,12 @@ async fn restart_under_load(crash: bool) {
         b.pool_size(8).max_overflow(8)
     }))
     .unwrap();
-    m.execute("CREATE TABLE work (task int, n int, PRIMARY KEY (task, n))", ())
-        .await
-        .unwrap();
+    m.execute(
+        "CREATE TABLE work (task int, n int, PRIMARY KEY (task, n))",
+        (),
+    )
+    .await
+    .unwrap();
     let load = Load::start(&m);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let down = Instant::now();
@@ -256,7 +262,9 @@ async fn connection_killed_mid_transaction_gives_a_transient_error_and_retry_com
         b.application_name("admin")
     }))
     .unwrap();
-    m.execute("CREATE TABLE paid (id int PRIMARY KEY)", ()).await.unwrap();
+    m.execute("CREATE TABLE paid (id int PRIMARY KEY)", ())
+        .await
+        .unwrap();
 
     let mut s = m.session().await.unwrap();
     s.execute("INSERT INTO paid VALUES (1)", ()).await.unwrap();
@@ -265,29 +273,40 @@ async fn connection_killed_mid_transaction_gives_a_transient_error_and_retry_com
         .scalar("SELECT pg_terminate_backend($1, 5000)", (pid,))
         .await
         .unwrap();
-    let err = s.execute("INSERT INTO paid VALUES (2)", ()).await.unwrap_err();
+    let err = s
+        .execute("INSERT INTO paid VALUES (2)", ())
+        .await
+        .unwrap_err();
     assert!(err.is_transient(), "{err}");
     assert_eq!(err.kind(), ErrorKind::ConnectionLost, "{err}");
     drop(s);
     assert_eq!(m.status().size, 0, "the dead connection was discarded");
 
     let attempts = AtomicU64::new(0);
-    m.transaction_with_retry(SessionOptions::default(), &RetryPolicy::default(), async |s| {
-        let n = attempts.fetch_add(1, Ordering::SeqCst);
-        s.execute("INSERT INTO paid VALUES (3)", ()).await?;
-        if n == 0 {
-            let pid: i32 = s.scalar("SELECT pg_backend_pid()", ()).await?;
-            let _: bool = admin
-                .scalar("SELECT pg_terminate_backend($1, 5000)", (pid,))
-                .await?;
-        }
-        Ok::<_, Error>(())
-    })
+    m.transaction_with_retry(
+        SessionOptions::default(),
+        &RetryPolicy::default(),
+        async |s| {
+            let n = attempts.fetch_add(1, Ordering::SeqCst);
+            s.execute("INSERT INTO paid VALUES (3)", ()).await?;
+            if n == 0 {
+                let pid: i32 = s.scalar("SELECT pg_backend_pid()", ()).await?;
+                let _: bool = admin
+                    .scalar("SELECT pg_terminate_backend($1, 5000)", (pid,))
+                    .await?;
+            }
+            Ok::<_, Error>(())
+        },
+    )
     .await
     .unwrap();
     assert_eq!(attempts.load(Ordering::SeqCst), 2);
     let rows: Vec<(i32,)> = m.fetch_all("SELECT id FROM paid", ()).await.unwrap();
-    assert_eq!(rows, vec![(3,)], "committed exactly once; the killed transaction left nothing");
+    assert_eq!(
+        rows,
+        vec![(3,)],
+        "committed exactly once; the killed transaction left nothing"
+    );
     report("in-use connection killed mid-transaction", 2, 1, 0, None);
 }
 
@@ -309,7 +328,10 @@ async fn cancellation_storm_leaves_no_open_transaction_no_busy_slot_and_no_cross
                 let n = (worker * 1000 + i) as i64;
                 let op = async {
                     match i % 4 {
-                        0 => m.execute("INSERT INTO storm VALUES ($1)", (n,)).await.map(drop),
+                        0 => m
+                            .execute("INSERT INTO storm VALUES ($1)", (n,))
+                            .await
+                            .map(drop),
                         1 => {
                             let mut s = m.session().await?;
                             s.execute("INSERT INTO storm VALUES ($1)", (n,)).await?;
@@ -407,7 +429,10 @@ async fn silent_network_fails_checkouts_and_statements_within_their_limits() {
     let err = running.execute("SELECT 1", ()).await.unwrap_err();
     let statement_failed_after = started.elapsed();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
-    assert!(statement_failed_after < Duration::from_secs(3), "{statement_failed_after:?}");
+    assert!(
+        statement_failed_after < Duration::from_secs(3),
+        "{statement_failed_after:?}"
+    );
     drop(running);
 
     let started = Instant::now();
@@ -446,7 +471,9 @@ async fn silent_network_fails_checkouts_and_statements_within_their_limits() {
 async fn two_hundred_tasks_on_five_connections_are_served_first_come_first_served() {
     let server = start(EmbeddedServer::builder()).await;
     let m = DatabaseManager::from_config(&config(server.port(), "postgres", |b| {
-        b.pool_size(5).max_overflow(0).pool_timeout(Duration::from_secs(20))
+        b.pool_size(5)
+            .max_overflow(0)
+            .pool_timeout(Duration::from_secs(20))
     }))
     .unwrap();
     drop(hold_connections(&m, 5).await);
@@ -467,7 +494,11 @@ async fn two_hundred_tasks_on_five_connections_are_served_first_come_first_serve
     }
     let order = order.lock().unwrap().clone();
     assert_eq!(order.len(), 200, "all served");
-    assert_eq!(order, (0..200).collect::<Vec<_>>(), "served in arrival order");
+    assert_eq!(
+        order,
+        (0..200).collect::<Vec<_>>(),
+        "served in arrival order"
+    );
     assert_eq!(m.status().size, 5);
     assert_eq!(m.metrics().timeouts, 0);
     report("200 tasks on a pool of 5, no overflow", 200, 0, 0, None);
@@ -495,8 +526,14 @@ async fn full_server_gives_a_clear_error_then_recovers_when_slots_free_up() {
     let err = m.get_connection().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Connect, "{err}");
     assert!(err.is_transient());
-    assert!(err.to_string().contains("no connection slots left"), "{err}");
-    assert!(m.metrics().connect_failures >= 2, "it backed off and tried again");
+    assert!(
+        err.to_string().contains("no connection slots left"),
+        "{err}"
+    );
+    assert!(
+        m.metrics().connect_failures >= 2,
+        "it backed off and tried again"
+    );
 
     let patient = DatabaseManager::from_config(&config(server.port(), "app", |b| {
         b.pool_timeout(Duration::from_secs(10))
@@ -548,7 +585,8 @@ async fn ledger_transfers_under_two_restarts_keep_the_total_and_apply_each_once(
     let gave_up = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for worker in 0..16i64 {
-        let (m, stop, applied, gave_up) = (m.clone(), stop.clone(), applied.clone(), gave_up.clone());
+        let (m, stop, applied, gave_up) =
+            (m.clone(), stop.clone(), applied.clone(), gave_up.clone());
         tasks.push(tokio::spawn(async move {
             let mut i = 0i64;
             while !stop.load(Ordering::Acquire) {
@@ -569,7 +607,10 @@ async fn ledger_transfers_under_two_restarts_keep_the_total_and_apply_each_once(
                         async |s| {
                             // Re-running a transfer whose commit reply was lost finds it applied.
                             let done: Option<i64> = s
-                                .fetch_optional::<(i64,), _>("SELECT id FROM transfers WHERE id = $1", (id,))
+                                .fetch_optional::<(i64,), _>(
+                                    "SELECT id FROM transfers WHERE id = $1",
+                                    (id,),
+                                )
                                 .await?
                                 .map(|(id,)| id);
                             if done.is_some() {
@@ -624,7 +665,11 @@ async fn ledger_transfers_under_two_restarts_keep_the_total_and_apply_each_once(
         .scalar("SELECT sum(balance) FROM accounts", ())
         .await
         .unwrap();
-    assert_eq!(total, rust_decimal::Decimal::from(1000 * ACCOUNTS), "no money created or lost");
+    assert_eq!(
+        total,
+        rust_decimal::Decimal::from(1000 * ACCOUNTS),
+        "no money created or lost"
+    );
     let stored: HashSet<i64> = m
         .fetch_all::<(i64,), _>("SELECT id FROM transfers", ())
         .await
@@ -633,7 +678,10 @@ async fn ledger_transfers_under_two_restarts_keep_the_total_and_apply_each_once(
         .map(|(id,)| id)
         .collect();
     let applied = applied.lock().unwrap().clone();
-    let missing = applied.iter().filter(|(id, _)| !stored.contains(id)).count() as u64;
+    let missing = applied
+        .iter()
+        .filter(|(id, _)| !stored.contains(id))
+        .count() as u64;
     let first_after_back = applied
         .iter()
         .map(|(_, at)| *at)
@@ -650,9 +698,15 @@ async fn ledger_transfers_under_two_restarts_keep_the_total_and_apply_each_once(
         )
         .await
         .unwrap();
-    assert!(consistent, "each account's balance equals its ledger: every transfer applied once");
+    assert!(
+        consistent,
+        "each account's balance equals its ledger: every transfer applied once"
+    );
     report(
-        &format!("ledger: 16 writers, serializable + retry, 2 restarts ({} transfers)", stored.len()),
+        &format!(
+            "ledger: 16 writers, serializable + retry, 2 restarts ({} transfers)",
+            stored.len()
+        ),
         applied.len() as u64 + gave_up.load(Ordering::Relaxed),
         gave_up.load(Ordering::Relaxed),
         missing,

@@ -13,14 +13,21 @@ async fn each_test_gets_its_own_isolated_database() {
     let a = TestDatabase::new().await.unwrap();
     let b = TestDatabase::new().await.unwrap();
     assert_ne!(a.name(), b.name());
-    a.manager().execute("CREATE TABLE only_in_a (x int)", ()).await.unwrap();
+    a.manager()
+        .execute("CREATE TABLE only_in_a (x int)", ())
+        .await
+        .unwrap();
     let in_b: Option<String> = b
         .manager()
         .scalar("SELECT to_regclass('only_in_a')::text", ())
         .await
         .unwrap();
     assert_eq!(in_b, None);
-    let db: String = a.manager().scalar("SELECT current_database()", ()).await.unwrap();
+    let db: String = a
+        .manager()
+        .scalar("SELECT current_database()", ())
+        .await
+        .unwrap();
     assert_eq!(db, a.name());
 }
 
@@ -32,7 +39,10 @@ async fn test_database_is_dropped_with_its_handle() {
     drop(db);
     let admin = DatabaseManager::from_config(&admin_config).unwrap();
     let left: i64 = admin
-        .scalar("SELECT count(*) FROM pg_database WHERE datname = $1", (name.as_str(),))
+        .scalar(
+            "SELECT count(*) FROM pg_database WHERE datname = $1",
+            (name.as_str(),),
+        )
         .await
         .unwrap();
     assert_eq!(left, 0);
@@ -83,9 +93,15 @@ async fn dedicated_server() -> (Arc<EmbeddedServer>, DatabaseManager) {
     (server, DatabaseManager::from_config(&config).unwrap())
 }
 
-async fn blocking(server: &Arc<EmbeddedServer>, op: fn(&EmbeddedServer) -> Result<(), coredb::embedded::EmbeddedError>) {
+async fn blocking(
+    server: &Arc<EmbeddedServer>,
+    op: fn(&EmbeddedServer) -> Result<(), coredb::embedded::EmbeddedError>,
+) {
     let server = server.clone();
-    tokio::task::spawn_blocking(move || op(&server)).await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || op(&server))
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -129,4 +145,20 @@ async fn checkout_retries_with_backoff_until_the_server_is_back() {
     blocking(&server, EmbeddedServer::start_again).await;
     assert_eq!(waiting.await.unwrap().unwrap(), 1);
     assert!(m.metrics().connect_failures >= 2, "{:?}", m.metrics());
+}
+
+#[coredb::test]
+async fn test_attribute_hands_a_fresh_database_manager(db: DatabaseManager) -> coredb::Result<()> {
+    db.execute("CREATE TABLE fresh (x int)", ()).await?;
+    let n: i64 = db.scalar("SELECT count(*) FROM fresh", ()).await?;
+    assert_eq!(n, 0);
+    let name: String = db.scalar("SELECT current_database()", ()).await?;
+    assert!(name.starts_with("coredb_test_"), "{name}");
+    Ok(())
+}
+
+#[coredb::test]
+async fn test_attribute_can_hand_the_test_database_itself(db: TestDatabase) {
+    let n: i32 = db.manager().scalar("SELECT 1", ()).await.unwrap();
+    assert_eq!(n, 1);
 }

@@ -1,7 +1,6 @@
 //! Test helpers: a minimal synchronous PostgreSQL client (simple query protocol, trust auth),
 //! process inspection, and re-running this test binary as a helper process.
 
-
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
