@@ -220,9 +220,3 @@ pub mod __private {
         value
     }
 }
-
-/// The models section of the README (`docs/models.md`), compiled as doctests so its examples
-/// stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../../../../docs/models.md")]
-pub struct ModelsReadme;
