@@ -126,6 +126,9 @@ pub(crate) async fn run_on(
     want: Want,
 ) -> Result<Output> {
     let sql = text.as_str();
+    if !conn.statements.is_enabled() {
+        return run_unprepared(conn, text, values, want).await;
+    }
     let statement = match conn.statements.get(sql) {
         Some(statement) => statement,
         None => {
@@ -189,6 +192,29 @@ pub(crate) fn echo(
     } else {
         tracing::info!(target: "coredb", sql, duration_ms, outcome, "statement");
     }
+}
+
+/// Runs a statement as an unnamed one in a single round trip, with the parameter types taken
+/// from the Rust values (the statement cache is off, e.g. behind PgBouncer).
+async fn run_unprepared(
+    conn: &PgConn,
+    text: &SqlText<'_>,
+    values: &[SqlParam<'_>],
+    want: Want,
+) -> Result<Output> {
+    let sql = text.as_str();
+    let types = crate::param_types::infer(text, values)?;
+    let typed: Vec<(SqlParam<'_>, postgres_types::Type)> =
+        values.iter().copied().zip(types).collect();
+    let result = match want {
+        Want::Rows => conn.client.query_typed(sql, &typed).await.map(Output::Rows),
+        Want::Count => conn
+            .client
+            .execute_typed(sql, &typed)
+            .await
+            .map(Output::Count),
+    };
+    result.map_err(|e| Error::from_driver(e, Some(sql)))
 }
 
 /// Finds which parameter cannot be sent as the type the server expects, and says so by name.

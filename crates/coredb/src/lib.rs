@@ -44,6 +44,7 @@ mod manager;
 #[cfg(feature = "models")]
 pub mod model;
 mod named_params;
+mod param_types;
 mod params;
 mod pipeline;
 pub mod pool;

@@ -22,6 +22,11 @@ impl StatementCache {
         }
     }
 
+    /// False when the capacity is 0: statements are then sent unprepared.
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.cache.is_some()
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut LruCache<Box<str>, Statement>) -> R) -> Option<R> {
         let cache = self.cache.as_ref()?;
         Some(f(&mut cache.lock().unwrap_or_else(|e| e.into_inner())))
