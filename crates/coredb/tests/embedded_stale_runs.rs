@@ -14,6 +14,14 @@ use support::embedded_probe::{
     eventually, init_tracing, is_alive, run_helper, server_processes, HELPER_ENV,
 };
 
+/// Every server start cleans stale runs, including the fake ones these tests are still
+/// building: the tests of this file take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn base_dir() -> PathBuf {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
@@ -32,6 +40,7 @@ fn dead_pid() -> u32 {
 
 #[test]
 fn stale_run_of_dead_process_is_cleaned_up() {
+    let _turn = one_at_a_time();
     init_tracing();
     // Its postmaster.pid names a live process that is not postgres (pid reuse): it must survive.
     let mut sleeper = Command::new("sleep").arg("1000").spawn().unwrap();
@@ -72,6 +81,7 @@ fn fake_postgres(run_dir: &Path, data_dir: &Path, args: &[&OsStr]) -> Child {
 
 #[test]
 fn stale_postmaster_of_dead_process_is_stopped() {
+    let _turn = one_at_a_time();
     init_tracing();
     // Left running by a dead owner that no death signal reached: a postmaster (named in
     // postmaster.pid, "-D <data dir>" on its command line) and one backend.
@@ -100,6 +110,7 @@ fn stale_postmaster_of_dead_process_is_stopped() {
 
 #[test]
 fn postgres_dies_with_its_sigkilled_owner_and_the_run_is_cleaned_up() {
+    let _turn = one_at_a_time();
     init_tracing();
     let (mut helper, words) = run_helper("helper_process", "start-and-hang");
     let pid: u32 = words[0].parse().unwrap();
