@@ -82,6 +82,11 @@ impl Output {
 /// `&mut impl Executor` and work in or out of a transaction.
 ///
 /// Parameters are `()`, a tuple for `$1, $2, ...`, or [`params!`](crate::params!) for `:name`.
+///
+/// A helper generic over the executor that must run in an axum handler or a spawned task
+/// should return `impl Future<Output = ...> + Send + 'a` (with an `async move` body) rather
+/// than be an `async fn`: rustc cannot yet prove an `async fn`'s future `Send` for every
+/// executor lifetime (rust-lang/rust#100013).
 pub trait Executor: Send {
     /// Runs one statement; the methods below are built on it.
     #[doc(hidden)]

@@ -955,3 +955,28 @@ fn uuid_keys_are_v7_by_default_and_v4_on_request() {
     assert_eq!(model::new_uuid(UuidVersion::V4).get_version_num(), 4);
     assert_eq!(Order::new("n", None).uuid.get_version_num(), 7);
 }
+
+#[tokio::test]
+async fn crud_and_select_futures_run_in_spawned_tasks() {
+    let db = TestDatabase::new().await.unwrap();
+    drop(created(&db).await);
+    let m = db.manager().clone();
+    // tokio::spawn needs Send futures: the same holds for axum handlers.
+    let found = tokio::spawn(async move {
+        let mut s = m.session().await?;
+        let mut user = User::new("Sam", "sam@example.com");
+        s.insert(&mut user).await?;
+        let all = s.select::<User>().all().await?;
+        let n = s
+            .select::<User>()
+            .filter("name = :name", params! { "name" => "Sam" })
+            .count()
+            .await?;
+        s.commit().await?;
+        Ok::<_, coredb::Error>((all.len(), n))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(found, (1, 1));
+}

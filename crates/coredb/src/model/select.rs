@@ -1,6 +1,7 @@
 //! The select builder: [`Select`].
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::marker::PhantomData;
 
 use crate::error::Result;
@@ -137,10 +138,12 @@ impl<'a, E: Executor, M: Model> Select<'a, E, M> {
     /// # Errors
     /// The server's error (with the statement), a parameter error naming the `:name`, or a
     /// decode error naming the column.
-    pub async fn all(self) -> Result<Vec<M>> {
-        let sql = self.sql();
-        let (executor, values) = self.into_parts();
-        executor.fetch_all(&sql, &values).await
+    pub fn all(self) -> impl Future<Output = Result<Vec<M>>> + Send + 'a {
+        async move {
+            let sql = self.sql();
+            let (executor, values) = self.into_parts();
+            executor.fetch_all(&sql, &values).await
+        }
     }
 
     /// The one matching row.
@@ -149,10 +152,12 @@ impl<'a, E: Executor, M: Model> Select<'a, E, M> {
     /// [`NotFound`](crate::ErrorKind::NotFound) for none,
     /// [`TooManyRows`](crate::ErrorKind::TooManyRows) for more than one; otherwise as
     /// [`all`](Self::all).
-    pub async fn one(self) -> Result<M> {
-        let sql = self.sql();
-        let (executor, values) = self.into_parts();
-        executor.fetch_one(&sql, &values).await
+    pub fn one(self) -> impl Future<Output = Result<M>> + Send + 'a {
+        async move {
+            let sql = self.sql();
+            let (executor, values) = self.into_parts();
+            executor.fetch_one(&sql, &values).await
+        }
     }
 
     /// The matching row, or `None`.
@@ -160,50 +165,56 @@ impl<'a, E: Executor, M: Model> Select<'a, E, M> {
     /// # Errors
     /// [`TooManyRows`](crate::ErrorKind::TooManyRows) for more than one; otherwise as
     /// [`all`](Self::all).
-    pub async fn optional(self) -> Result<Option<M>> {
-        let sql = self.sql();
-        let (executor, values) = self.into_parts();
-        executor.fetch_optional(&sql, &values).await
+    pub fn optional(self) -> impl Future<Output = Result<Option<M>>> + Send + 'a {
+        async move {
+            let sql = self.sql();
+            let (executor, values) = self.into_parts();
+            executor.fetch_optional(&sql, &values).await
+        }
     }
 
     /// The first matching row in the given order, or `None`.
     ///
     /// # Errors
     /// As [`all`](Self::all).
-    pub async fn first(self) -> Result<Option<M>> {
-        self.limit(1).optional().await
+    pub fn first(self) -> impl Future<Output = Result<Option<M>>> + Send + 'a {
+        async move { self.limit(1).optional().await }
     }
 
     /// The number of matching rows (within the limit and offset, when set).
     ///
     /// # Errors
     /// As [`all`](Self::all).
-    pub async fn count(self) -> Result<i64> {
-        let table = M::STATEMENTS.table;
-        let sql = if self.limit.is_some() || self.offset.is_some() {
-            format!(
-                "SELECT count(*) FROM (SELECT 1 FROM {table}{}) AS counted",
-                self.tail(true)
-            )
-        } else {
-            format!("SELECT count(*) FROM {table}{}", self.tail(false))
-        };
-        let (executor, values) = self.into_parts();
-        executor.scalar(&sql, &values).await
+    pub fn count(self) -> impl Future<Output = Result<i64>> + Send + 'a {
+        async move {
+            let table = M::STATEMENTS.table;
+            let sql = if self.limit.is_some() || self.offset.is_some() {
+                format!(
+                    "SELECT count(*) FROM (SELECT 1 FROM {table}{}) AS counted",
+                    self.tail(true)
+                )
+            } else {
+                format!("SELECT count(*) FROM {table}{}", self.tail(false))
+            };
+            let (executor, values) = self.into_parts();
+            executor.scalar(&sql, &values).await
+        }
     }
 
     /// Whether any row matches.
     ///
     /// # Errors
     /// As [`all`](Self::all).
-    pub async fn exists(self) -> Result<bool> {
-        let sql = format!(
-            "SELECT EXISTS (SELECT 1 FROM {}{})",
-            M::STATEMENTS.table,
-            self.tail(true)
-        );
-        let (executor, values) = self.into_parts();
-        executor.scalar(&sql, &values).await
+    pub fn exists(self) -> impl Future<Output = Result<bool>> + Send + 'a {
+        async move {
+            let sql = format!(
+                "SELECT EXISTS (SELECT 1 FROM {}{})",
+                M::STATEMENTS.table,
+                self.tail(true)
+            );
+            let (executor, values) = self.into_parts();
+            executor.scalar(&sql, &values).await
+        }
     }
 }
 
