@@ -1,1 +1,106 @@
-fn main() {}
+//! `coredb-bench`: coredb measured side by side with sqlx, deadpool-postgres, bb8 and plain
+//! tokio-postgres (and pgbench, libpq in C, as the reference), against one PostgreSQL server in
+//! one run.
+//!
+//! ```text
+//! cargo run --release -p coredb-bench -- [--quick] [--out docs/benchmarks.md] [--reps N]
+//! ```
+//!
+//! The server is the configured one when `DATABASE_URL` or `POSTGRES_HOST` is set (environment
+//! or `.env`), else a throwaway embedded server. The harness creates its own scratch database,
+//! runs every scenario with every contender interleaved per repetition, prints a Markdown table
+//! of medians and of ratios coredb/peer with each goal marked met or missed, and writes it
+//! (with a description of the machine) to `--out` when given. The full run writes
+//! `docs/benchmarks.md` by default; `--quick` (a smoke test for CI) writes nothing unless `--out`
+//! is given. Timings are never asserted.
+
+mod alloc_counter;
+mod contenders;
+mod machine;
+mod measure;
+mod options;
+mod pgbench;
+mod report;
+mod scenarios;
+mod server;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use options::{Command, Options};
+
+#[global_allocator]
+static ALLOCATOR: alloc_counter::CountingAllocator = alloc_counter::CountingAllocator;
+
+/// The error type of the harness: anything, with its message.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Result of the harness.
+pub type Result<T, E = BoxError> = std::result::Result<T, E>;
+
+fn main() -> ExitCode {
+    let command = match Options::from_args(std::env::args().skip(1)) {
+        Ok(command) => command,
+        Err(message) => {
+            eprintln!("coredb-bench: {message}\n\n{}", options::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command {
+        Command::Help => {
+            println!("{}", options::USAGE);
+            Ok(())
+        }
+        Command::MemoryProbe(probe) => scenarios::memory::run_probe(&probe),
+        Command::Run(options) => run(&options),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("coredb-bench: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(options: &Options) -> Result<()> {
+    let started = Instant::now();
+    let load_before = machine::load_average();
+    // The embedded server starts synchronously, before the runtime exists.
+    let server = server::Server::start()?;
+    eprintln!("coredb-bench: server: {}", server.describe());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(async {
+        let target = server.prepare().await?;
+        // On a worker thread, like a request handler: `block_on`'s own thread is not one.
+        let scenarios = tokio::spawn({
+            let options = options.clone();
+            let target = target.clone();
+            async move { scenarios::run_all(&options, &target).await }
+        });
+        let result = scenarios.await.map_err(BoxError::from).and_then(|r| r);
+        let dropped = server.cleanup(&target).await;
+        let report = result?;
+        dropped?;
+        Ok::<_, BoxError>((report, target))
+    });
+    drop(runtime);
+    let (tables, target) = outcome?;
+    let machine = machine::Machine::describe(&target.server_version, &load_before);
+    let document = report::render_document(options, &machine, &server.describe(), &tables);
+    println!("{document}");
+    if let Some(path) = &options.out {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, &document)?;
+        eprintln!("coredb-bench: wrote {}", path.display());
+    }
+    eprintln!(
+        "coredb-bench: done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

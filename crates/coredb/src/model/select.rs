@@ -51,6 +51,10 @@ pub struct Select<'a, E, M> {
     model: PhantomData<fn() -> M>,
 }
 
+// The run methods return `impl Future + Send` instead of being `async fn`s: rustc cannot yet
+// prove an `async fn`'s future `Send` for every executor lifetime (rust-lang/rust#100013),
+// and handlers and spawned tasks need it.
+#[allow(clippy::manual_async_fn)]
 impl<'a, E: Executor, M: Model> Select<'a, E, M> {
     pub(crate) fn new(executor: &'a mut E) -> Self {
         Select {
