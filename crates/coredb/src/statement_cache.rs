@@ -13,12 +13,16 @@ use tokio_postgres::Statement;
 /// only for a lookup, never across a round trip.
 pub(crate) struct StatementCache {
     cache: Option<Mutex<LruCache<Box<str>, Statement>>>,
+    capacity: usize,
 }
 
 impl StatementCache {
     pub(crate) fn new(capacity: usize) -> Self {
+        // Unbounded and trimmed by hand: a bounded LruCache reserves room for every entry
+        // up front, which idle connections would pay for in memory.
         StatementCache {
-            cache: NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c))),
+            cache: NonZeroUsize::new(capacity).map(|_| Mutex::new(LruCache::unbounded())),
+            capacity,
         }
     }
 
@@ -38,7 +42,13 @@ impl StatementCache {
 
     pub(crate) fn insert(&self, sql: &str, statement: &Statement) {
         // The evicted statement is closed on the server when its last clone drops.
-        self.with(|c| c.put(sql.into(), statement.clone()));
+        let capacity = self.capacity;
+        self.with(|c| {
+            c.put(sql.into(), statement.clone());
+            while c.len() > capacity {
+                c.pop_lru();
+            }
+        });
     }
 
     pub(crate) fn remove(&self, sql: &str) {

@@ -347,3 +347,25 @@ async fn statement_timeout_cancels_long_statements_on_the_server() {
     assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED));
     assert!(s.is_aborted());
 }
+
+#[tokio::test]
+async fn statement_cache_keeps_at_most_its_size_evicting_the_least_recently_used() {
+    let db = TestDatabase::with_config(|b| b.statement_cache_size(3))
+        .await
+        .unwrap();
+    let mut conn = db.manager().get_connection().await.unwrap();
+    for i in 0..6 {
+        let sql = format!("SELECT {i}::int4 + $1");
+        let _: i32 = conn.scalar(&sql, (1,)).await.unwrap();
+    }
+    let kept: Vec<(String,)> = conn
+        .fetch_all(
+            "SELECT statement FROM pg_prepared_statements WHERE statement LIKE 'SELECT %::int4 + $1' ORDER BY statement",
+            (),
+        )
+        .await
+        .unwrap();
+    let kept: Vec<String> = kept.into_iter().map(|(s,)| s).collect();
+    // The inspecting statement is prepared and cached too, taking the third place.
+    assert_eq!(kept, ["SELECT 4::int4 + $1", "SELECT 5::int4 + $1"]);
+}

@@ -155,15 +155,20 @@ impl<M: Manage> Pool<M> {
         if shared.closed.load(Ordering::Acquire) {
             return Err(Error::pool_closed());
         }
-        let start = Instant::now();
-        let deadline = start + limit;
-        let permit = match shared.semaphore.try_acquire() {
-            Ok(permit) => permit,
+        // The clock is read only when there is something to time: the fast path takes a
+        // free permit without looking at it.
+        let deadline = match shared.semaphore.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                None
+            }
             Err(TryAcquireError::Closed) => return Err(Error::pool_closed()),
             Err(TryAcquireError::NoPermits) => {
+                let start = Instant::now();
+                let deadline = start + limit;
                 let _waiting = Gauge::up(&shared.waiting);
                 match tokio::time::timeout_at(deadline, shared.semaphore.acquire()).await {
-                    Ok(Ok(permit)) => permit,
+                    Ok(Ok(permit)) => permit.forget(),
                     Ok(Err(_)) => return Err(Error::pool_closed()),
                     Err(_) => {
                         Counters::bump(&shared.counters.timeouts);
@@ -175,16 +180,16 @@ impl<M: Manage> Pool<M> {
                         ));
                     }
                 }
+                shared
+                    .counters
+                    .wait_nanos
+                    .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                Some(deadline)
             }
         };
-        permit.forget();
         // Gives the permit back if this future is dropped before the object is handed out.
         let permit = PermitGuard(shared);
-        shared
-            .counters
-            .wait_nanos
-            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        self.checkout(permit, deadline).await
+        self.checkout(permit, deadline, limit).await
     }
 
     /// Checks out an object only if one can be had without waiting for another caller to
@@ -197,24 +202,34 @@ impl<M: Manage> Pool<M> {
             Err(TryAcquireError::NoPermits) => return Ok(None),
         }
         let permit = PermitGuard(shared);
-        let deadline = Instant::now() + shared.options.timeout;
-        self.checkout(permit, deadline).await.map(Some)
+        self.checkout(permit, None, shared.options.timeout)
+            .await
+            .map(Some)
     }
 
     /// Hands out an idle object (checked) or a new one, for a caller holding a permit.
-    async fn checkout(&self, permit: PermitGuard<'_, M>, deadline: Instant) -> Result<Pooled<M>> {
+    /// `deadline` is known when the caller waited; otherwise it is `limit` from now.
+    async fn checkout(
+        &self,
+        permit: PermitGuard<'_, M>,
+        deadline: Option<Instant>,
+        limit: Duration,
+    ) -> Result<Pooled<M>> {
         let shared = &self.shared;
+        let now = Instant::now();
+        let deadline = deadline.unwrap_or(now + limit);
 
         while let Some(slot) = self.pop_idle() {
             if shared.manager.is_broken(&slot.object) {
                 shared.retire(slot, CloseReason::Broken);
                 continue;
             }
-            if slot.expires.is_some_and(|t| t <= Instant::now()) {
+            if slot.expires.is_some_and(|t| t <= now) {
                 shared.retire(slot, CloseReason::Recycled);
                 continue;
             }
-            if shared.options.pre_ping && slot.idle_since.elapsed() >= shared.options.pre_ping_idle
+            if shared.options.pre_ping
+                && now.saturating_duration_since(slot.idle_since) >= shared.options.pre_ping_idle
             {
                 Counters::bump(&shared.counters.pings);
                 // The slot is retired if this future is dropped mid-ping.
