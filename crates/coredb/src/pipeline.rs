@@ -12,8 +12,10 @@
 //!   statements; when its last user is gone it is closed and the abandoned statement cancelled,
 //!   so a long query nobody waits for never delays the statements after it for long;
 //! - a lane whose connection died is dropped at once; the pool opens a new one when needed;
-//! - lanes take at most half of `pool_size` connections, and a lane goes back to the pool as
-//!   soon as nothing is in flight on it, so sessions never wait behind a quiet lane.
+//! - lanes take at most half of `pool_size` connections (and no more than the machine has
+//!   cores: deeper pipelines on fewer connections do more per round trip), and a lane goes back
+//!   to the pool as soon as nothing is in flight on it, so sessions never wait behind a quiet
+//!   lane.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,7 +32,7 @@ use crate::pool::Pooled;
 use crate::query::{Output, Want};
 
 /// Statements in flight on a lane before another lane is opened.
-const LANE_DEPTH: usize = 8;
+const LANE_DEPTH: usize = 32;
 
 /// The shared connections of one engine.
 pub(crate) struct Pipeline {
@@ -105,7 +107,8 @@ impl Drop for Unset<'_> {
 
 impl Pipeline {
     pub(crate) fn new(pool_size: usize) -> Self {
-        let max_lanes = (pool_size / 2).max(1);
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let max_lanes = (pool_size / 2).clamp(1, cores);
         Pipeline {
             lanes: Mutex::new(Vec::with_capacity(max_lanes)),
             max_lanes,
