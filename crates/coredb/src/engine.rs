@@ -123,6 +123,13 @@ impl Engine {
         self.close_within(self.inner.config.pool_timeout).await
     }
 
+    /// Like [`close`](Self::close) without waiting: checkouts fail from now on, idle
+    /// connections close now and checked-out ones when they come back.
+    pub fn close_now(&self) {
+        self.inner.pipeline.clear();
+        self.inner.pool.close_idle();
+    }
+
     /// Like [`close`](Self::close), waiting at most `wait`.
     pub async fn close_within(&self, wait: Duration) -> bool {
         tracing::debug!(target: "coredb", url = %self.inner.config.database_url(), "closing the pool");

@@ -28,7 +28,6 @@ use crate::config::DatabaseConfig;
 use crate::embedded::EmbeddedServer;
 use crate::error::{Error, ErrorKind, Result};
 use crate::manager::DatabaseManager;
-use crate::query::Executor;
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
@@ -60,23 +59,9 @@ impl TestDatabase {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let admin_db = DatabaseManager::from_config(&admin)?;
-        let mut conn = admin_db.get_connection().await?;
-        let version: String = conn.scalar("SHOW server_version_num", ()).await?;
-        // FILE_COPY (PostgreSQL 15+) copies the template's files instead of WAL-logging every
-        // page: several times faster for a small template.
-        let strategy = if version.parse::<u32>().unwrap_or(0) >= 150_000 {
-            " STRATEGY = FILE_COPY"
-        } else {
-            ""
-        };
-        conn.execute(
-            &format!("CREATE DATABASE {name} TEMPLATE template1{strategy}"),
-            (),
-        )
-        .await?;
-        drop(conn);
-        admin_db.close().await;
+        AdminThread::get()
+            .run(&admin, AdminJob::Create(name.clone()))
+            .await?;
         let config = adjust(admin.to_builder().dbname(&name)).build()?;
         Ok(TestDatabase {
             manager: DatabaseManager::from_config(&config)?,
@@ -109,28 +94,126 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let admin = self.admin.clone();
         let name = std::mem::take(&mut self.name);
-        let manager = self.manager.clone();
-        // Drop cannot await, and the test's runtime may be shutting down: use a thread of its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async move {
-                manager.close_within(Duration::from_secs(1)).await;
-                let admin = DatabaseManager::from_config(&admin).ok()?;
-                let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                let result = admin.execute(&sql, ()).await;
-                admin.close().await;
-                result.ok()
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Some(_))) {
+        self.manager.engine().close_now();
+        // Drop cannot await, and the test's runtime may be shutting down: the admin thread,
+        // which has a runtime of its own, drops the database; this waits for it (bounded).
+        let (reply, done) = std::sync::mpsc::channel();
+        AdminThread::get().send(&self.admin, AdminJob::Drop(name), move |result| {
+            let _ = reply.send(result);
+        });
+        if !matches!(done.recv_timeout(Duration::from_secs(30)), Ok(Ok(()))) {
             tracing::debug!(target: "coredb", "a test database could not be dropped; it goes with its server");
         }
+    }
+}
+
+/// What the admin thread does on the maintenance database.
+enum AdminJob {
+    Create(String),
+    Drop(String),
+}
+
+type Reply = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// One thread per process, with a runtime and maintenance connections of its own, that creates
+/// and drops test databases: tests' runtimes come and go, and opening a maintenance connection
+/// per test would cost more than the `CREATE DATABASE` itself.
+struct AdminThread {
+    jobs: tokio::sync::mpsc::UnboundedSender<(DatabaseConfig, AdminJob, Reply)>,
+}
+
+impl AdminThread {
+    fn get() -> &'static AdminThread {
+        static ADMIN: std::sync::OnceLock<AdminThread> = std::sync::OnceLock::new();
+        ADMIN.get_or_init(|| {
+            let (jobs, mut queue) =
+                tokio::sync::mpsc::unbounded_channel::<(DatabaseConfig, AdminJob, Reply)>();
+            std::thread::Builder::new()
+                .name("coredb-testkit-admin".into())
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a tokio runtime for the test database admin");
+                    runtime.block_on(async move {
+                        let mut managers: Vec<(DatabaseConfig, DatabaseManager)> = Vec::new();
+                        while let Some((config, job, reply)) = queue.recv().await {
+                            let manager = match managers.iter().find(|(c, _)| *c == config) {
+                                Some((_, m)) => m.clone(),
+                                None => match DatabaseManager::from_config(&config) {
+                                    Ok(m) => {
+                                        managers.push((config, m.clone()));
+                                        m
+                                    }
+                                    Err(e) => {
+                                        reply(Err(e));
+                                        continue;
+                                    }
+                                },
+                            };
+                            // Jobs run side by side: tests create databases in parallel.
+                            tokio::spawn(async move { reply(admin_job(&manager, job).await) });
+                        }
+                    });
+                })
+                .expect("the test database admin thread");
+            AdminThread { jobs }
+        })
+    }
+
+    fn send(
+        &self,
+        config: &DatabaseConfig,
+        job: AdminJob,
+        reply: impl FnOnce(Result<()>) + Send + 'static,
+    ) {
+        if let Err(e) = self.jobs.send((config.clone(), job, Box::new(reply))) {
+            let (_, _, reply) = e.0;
+            reply(Err(Error::new(
+                ErrorKind::Embedded,
+                "the test database admin thread is gone",
+            )));
+        }
+    }
+
+    async fn run(&self, config: &DatabaseConfig, job: AdminJob) -> Result<()> {
+        let (reply, done) = tokio::sync::oneshot::channel();
+        self.send(config, job, move |result| {
+            let _ = reply.send(result);
+        });
+        done.await.unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Embedded,
+                "the test database admin thread is gone",
+            ))
+        })
+    }
+}
+
+async fn admin_job(admin: &DatabaseManager, job: AdminJob) -> Result<()> {
+    match job {
+        AdminJob::Create(name) => {
+            let version: String = admin.scalar("SHOW server_version_num", ()).await?;
+            // FILE_COPY (PostgreSQL 15+) copies the template's files instead of WAL-logging
+            // every page: several times faster for a small template.
+            let strategy = if version.parse::<u32>().unwrap_or(0) >= 150_000 {
+                " STRATEGY = FILE_COPY"
+            } else {
+                ""
+            };
+            admin
+                .execute(
+                    &format!("CREATE DATABASE {name} TEMPLATE template1{strategy}"),
+                    (),
+                )
+                .await
+                .map(drop)
+        }
+        AdminJob::Drop(name) => admin
+            .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), ())
+            .await
+            .map(drop),
     }
 }
 

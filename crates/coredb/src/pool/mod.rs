@@ -342,11 +342,9 @@ impl<M: Manage> Pool<M> {
         self.shared.closed.load(Ordering::Acquire)
     }
 
-    /// Closes the pool: new checkouts fail with `PoolClosed`, idle objects are closed at once,
-    /// and checked-out ones are closed as they come back. Waits up to `wait` for them.
-    ///
-    /// Returns true when every object came back in time.
-    pub async fn close(&self, wait: Duration) -> bool {
+    /// Like [`close`](Self::close) without waiting: new checkouts fail, idle objects are closed
+    /// now, checked-out ones when they come back.
+    pub fn close_idle(&self) {
         let s = &self.shared;
         s.closed.store(true, Ordering::Release);
         s.semaphore.close();
@@ -354,6 +352,15 @@ impl<M: Manage> Pool<M> {
         for slot in idle {
             s.retire(slot, CloseReason::PoolClosed);
         }
+    }
+
+    /// Closes the pool: new checkouts fail with `PoolClosed`, idle objects are closed at once,
+    /// and checked-out ones are closed as they come back. Waits up to `wait` for them.
+    ///
+    /// Returns true when every object came back in time.
+    pub async fn close(&self, wait: Duration) -> bool {
+        self.close_idle();
+        let s = &self.shared;
         let deadline = Instant::now() + wait;
         loop {
             let notified = s.returned.notified();
