@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
-use crate::config::{DatabaseConfig, SslMode};
+use crate::config::DatabaseConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::Manage;
 use crate::statement_cache::StatementCache;
@@ -28,23 +28,53 @@ pub(crate) struct PgConn {
 pub(crate) struct PgManager {
     driver: tokio_postgres::Config,
     config: DatabaseConfig,
+    #[cfg(feature = "tls")]
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+/// Runs a connection's I/O until it ends; a lost connection is worth a warning.
+async fn drive<F>(connection: F)
+where
+    F: std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>>,
+{
+    if let Err(err) = connection.await {
+        tracing::warn!(target: "coredb", error = %err, "connection to PostgreSQL lost");
+    }
 }
 
 impl PgManager {
     pub(crate) fn new(config: &DatabaseConfig) -> Result<Self> {
+        #[cfg(feature = "tls")]
+        let tls = crate::tls::connector(config)?;
+        #[cfg(not(feature = "tls"))]
         if matches!(
             config.ssl_mode,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+            crate::SslMode::Require | crate::SslMode::VerifyCa | crate::SslMode::VerifyFull
         ) {
             return Err(Error::config(format!(
-                "POSTGRES_SSLMODE={:?}: this build of coredb speaks no TLS; allowed here: disable, prefer (connect through a TLS-terminating proxy such as PgBouncer or stunnel for encrypted links)",
+                "POSTGRES_SSLMODE={:?}: this build of coredb has no TLS (the `tls` feature is off); allowed here: disable, prefer",
                 config.ssl_mode.as_str()
             )));
         }
         Ok(PgManager {
             driver: config.to_driver_config(),
             config: config.clone(),
+            #[cfg(feature = "tls")]
+            tls,
         })
+    }
+
+    /// Connects with TLS when configured, and runs the connection on a task of its own.
+    async fn connect(&self) -> std::result::Result<Client, tokio_postgres::Error> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            let (client, connection) = self.driver.connect(tls.clone()).await?;
+            tokio::spawn(drive(connection));
+            return Ok(client);
+        }
+        let (client, connection) = self.driver.connect(NoTls).await?;
+        tokio::spawn(drive(connection));
+        Ok(client)
     }
 
     fn target(&self) -> String {
@@ -99,6 +129,26 @@ impl PgManager {
                 .with_code(code)
                 .with_source(err);
         }
+        if err.to_string().contains("TLS") {
+            let cause = innermost_cause(&err);
+            let certificate = cause.to_lowercase().contains("certificate");
+            let message = format!(
+                "TLS with {target} failed: {cause}; check POSTGRES_SSLMODE ({}){}",
+                c.ssl_mode.as_str(),
+                if certificate {
+                    " and POSTGRES_SSLROOTCERT"
+                } else {
+                    ""
+                }
+            );
+            let error = Error::new(ErrorKind::Connect, message).with_source(err);
+            // A certificate the client does not accept stays unaccepted.
+            return if certificate {
+                error.permanent()
+            } else {
+                error
+            };
+        }
         let io = find_io_error(&err);
         let message = match io.map(std::io::Error::kind) {
             Some(std::io::ErrorKind::ConnectionRefused) => format!(
@@ -115,6 +165,17 @@ impl PgManager {
         };
         Error::new(ErrorKind::Connect, message).with_source(err)
     }
+}
+
+/// The text of the deepest error in `err`'s source chain (the actual cause).
+fn innermost_cause(err: &tokio_postgres::Error) -> String {
+    let mut text = err.to_string();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(s) = source {
+        text = s.to_string();
+        source = s.source();
+    }
+    text
 }
 
 fn find_io_error(err: &tokio_postgres::Error) -> Option<&std::io::Error> {
@@ -135,9 +196,8 @@ impl Manage for PgManager {
         // The driver applies connect_timeout per host; this guards the whole handshake too.
         let limit =
             self.config.connect_timeout * self.config.hosts.len() as u32 + Duration::from_secs(1);
-        let connected = tokio::time::timeout(limit, self.driver.connect(NoTls)).await;
-        let (client, connection) = match connected {
-            Ok(Ok(pair)) => pair,
+        let client = match tokio::time::timeout(limit, self.connect()).await {
+            Ok(Ok(client)) => client,
             Ok(Err(err)) => return Err(self.connect_error(err)),
             Err(_) => {
                 return Err(Error::new(
@@ -150,11 +210,6 @@ impl Manage for PgManager {
                 ))
             }
         };
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::warn!(target: "coredb", error = %err, "connection to PostgreSQL lost");
-            }
-        });
         tracing::debug!(target: "coredb", target_hosts = %self.target(), "opened connection");
         Ok(PgConn {
             client,

@@ -92,6 +92,8 @@ struct Inner {
     db: Option<DbErrorInfo>,
     statement: Option<String>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    /// Known not to go away by retrying (e.g. a certificate the client does not trust).
+    permanent: bool,
 }
 
 impl Error {
@@ -105,6 +107,7 @@ impl Error {
                 db: None,
                 statement: None,
                 source: None,
+                permanent: false,
             }),
         }
     }
@@ -251,6 +254,9 @@ impl Error {
     /// shutdown (`57P01`), too many connections (`53300`), any `08` connection exception, and
     /// pool timeouts.
     pub fn is_transient(&self) -> bool {
+        if self.inner.permanent {
+            return false;
+        }
         match self.inner.kind {
             ErrorKind::ConnectionLost | ErrorKind::PoolTimeout => true,
             ErrorKind::Connect => self.inner.code.as_ref().is_none_or(is_transient_code),
@@ -262,6 +268,12 @@ impl Error {
     /// True for a unique-constraint violation (`23505`).
     pub fn is_unique_violation(&self) -> bool {
         self.inner.code.as_ref() == Some(&SqlState::UNIQUE_VIOLATION)
+    }
+
+    /// Marks an error that retrying cannot fix.
+    pub(crate) fn permanent(mut self) -> Self {
+        self.inner.permanent = true;
+        self
     }
 
     /// Adds the SQLSTATE and server details to a connect error.

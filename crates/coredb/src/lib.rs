@@ -55,6 +55,8 @@ mod session;
 mod statement_cache;
 #[cfg(all(feature = "testkit", target_os = "linux"))]
 pub mod testkit;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use config::{DatabaseConfig, DatabaseConfigBuilder, Password, SslMode, TargetSessionAttrs};
 pub use connection::Connection;

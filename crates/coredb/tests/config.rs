@@ -200,12 +200,17 @@ fn builder_validates_with_builder_names() {
 }
 
 #[test]
-fn tls_only_modes_are_refused_by_a_build_without_tls() {
-    let c = vars(&[("POSTGRES_SSLMODE", "verify-full")]).unwrap();
+fn unreadable_root_certificate_is_a_config_error_naming_the_file() {
+    let c = vars(&[
+        ("POSTGRES_SSLMODE", "verify-full"),
+        ("POSTGRES_SSLROOTCERT", "/nonexistent/root.pem"),
+    ])
+    .unwrap();
     let err = c.create_engine().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(
-        err.to_string().contains("allowed here: disable, prefer"),
+        err.to_string()
+            .contains("POSTGRES_SSLROOTCERT=\"/nonexistent/root.pem\""),
         "{err}"
     );
 }
