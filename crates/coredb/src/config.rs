@@ -132,6 +132,9 @@ pub struct DatabaseConfig {
     pub(crate) keepalive_idle: Duration,
     pub(crate) pipeline_autocommit: bool,
     pub(crate) ssl_root_cert: Option<std::path::PathBuf>,
+    pub(crate) read_replicas: Vec<(String, u16)>,
+    /// Spread connections over the hosts at random (used for replicas).
+    pub(crate) load_balance: bool,
 }
 
 impl Default for DatabaseConfig {
@@ -159,6 +162,8 @@ impl Default for DatabaseConfig {
             keepalive_idle: Duration::from_secs(60),
             pipeline_autocommit: true,
             ssl_root_cert: None,
+            read_replicas: Vec::new(),
+            load_balance: false,
         }
     }
 }
@@ -394,6 +399,13 @@ impl DatabaseConfig {
                 Err(what) => problems.push("POSTGRES_SSLMODE", &raw, &what),
             }
         }
+        if let Some(raw) = get("POSTGRES_READ_HOSTS") {
+            let default_port = config.ports.first().copied().unwrap_or(5432);
+            match parse_replicas(&raw, default_port) {
+                Ok(replicas) => config.read_replicas = replicas,
+                Err(what) => problems.push("POSTGRES_READ_HOSTS", &raw, &what),
+            }
+        }
         if let Some(path) = get("POSTGRES_SSLROOTCERT") {
             config.ssl_root_cert = Some(path.into());
         }
@@ -602,6 +614,26 @@ impl DatabaseConfig {
     pub fn ssl_mode(&self) -> SslMode {
         self.ssl_mode
     }
+    /// Read replicas as `(host, port)`; empty when reads go to the primary.
+    pub fn read_replicas(&self) -> &[(String, u16)] {
+        &self.read_replicas
+    }
+
+    /// The configuration of the replica pool: the same settings on the replica hosts, one
+    /// picked at random per connection. `None` without replicas.
+    pub fn replica_config(&self) -> Option<DatabaseConfig> {
+        if self.read_replicas.is_empty() {
+            return None;
+        }
+        let mut replica = self.clone();
+        replica.hosts = self.read_replicas.iter().map(|(h, _)| h.clone()).collect();
+        replica.ports = self.read_replicas.iter().map(|(_, p)| *p).collect();
+        replica.read_replicas = Vec::new();
+        replica.target_session_attrs = TargetSessionAttrs::Any;
+        replica.load_balance = true;
+        Some(replica)
+    }
+
     /// PEM file of trusted authorities for `verify-ca` / `verify-full`, when set.
     pub fn ssl_root_cert(&self) -> Option<&std::path::Path> {
         self.ssl_root_cert.as_deref()
@@ -661,6 +693,9 @@ impl DatabaseConfig {
             TargetSessionAttrs::Any => tokio_postgres::config::TargetSessionAttrs::Any,
             TargetSessionAttrs::ReadWrite => tokio_postgres::config::TargetSessionAttrs::ReadWrite,
         });
+        if self.load_balance {
+            pg.load_balance_hosts(tokio_postgres::config::LoadBalanceHosts::Random);
+        }
         if let Some(t) = self.statement_timeout {
             pg.options(format!("-c statement_timeout={}", t.as_millis().max(1)));
         }
@@ -686,6 +721,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("statement_cache_size", &self.statement_cache_size)
             .field("pipeline_autocommit", &self.pipeline_autocommit)
             .field("ssl_root_cert", &self.ssl_root_cert)
+            .field("read_replicas", &self.read_replicas)
             .finish()
     }
 }
@@ -761,6 +797,8 @@ impl DatabaseConfigBuilder {
         target_session_attrs: TargetSessionAttrs => |c, v| c.target_session_attrs = v;
         /// Idle time before TCP keepalive probes start.
         keepalive_idle: Duration => |c, v| c.keepalive_idle = v;
+        /// Read replicas, `(host, port)`, for [`DatabaseManager::reader`](crate::DatabaseManager::reader).
+        read_replicas: Vec<(String, u16)> => |c, v| c.read_replicas = v;
         /// PEM file of the authorities trusted by `verify-ca` / `verify-full`.
         ssl_root_cert: impl Into<std::path::PathBuf> => |c, v| c.ssl_root_cert = Some(v.into());
         /// Send the manager's autocommit statements over shared, pipelined connections.
@@ -797,6 +835,29 @@ fn parse_ports(raw: &str) -> std::result::Result<Vec<u16>, String> {
             Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
             Ok(_) => Err("port out of range; allowed 1-65535".to_owned()),
             Err(_) => Err("not a port number; allowed 1-65535 (or a comma list)".to_owned()),
+        })
+        .collect()
+}
+
+fn parse_replicas(raw: &str, default_port: u16) -> std::result::Result<Vec<(String, u16)>, String> {
+    raw.split(',')
+        .map(|entry| {
+            let entry = entry.trim();
+            let (host, port) = match entry.rsplit_once(':') {
+                Some((host, port)) => match port.parse::<u16>() {
+                    Ok(p) if p > 0 => (host, p),
+                    _ => return Err(format!(
+                        "{entry:?} has no valid port; expected host or host:port, comma-separated"
+                    )),
+                },
+                None => (entry, default_port),
+            };
+            if host.is_empty() {
+                return Err(
+                    "a replica host is empty; expected host or host:port, comma-separated".into(),
+                );
+            }
+            Ok((host.to_owned(), port))
         })
         .collect()
 }

@@ -42,12 +42,17 @@ use crate::session::{Session, SessionOptions};
 #[derive(Clone, Debug)]
 pub struct DatabaseManager {
     engine: Engine,
+    /// The pool on the read replicas, when configured.
+    replica: Option<Engine>,
 }
 
 impl DatabaseManager {
     /// Wraps an engine.
     pub fn new(engine: Engine) -> Self {
-        DatabaseManager { engine }
+        DatabaseManager {
+            engine,
+            replica: None,
+        }
     }
 
     /// Creates the engine for `config` (no connection is opened yet).
@@ -55,7 +60,24 @@ impl DatabaseManager {
     /// # Errors
     /// A [`Config`](ErrorKind::Config) error when this build cannot honour a setting.
     pub fn from_config(config: &DatabaseConfig) -> Result<Self> {
-        Ok(Self::new(config.create_engine()?))
+        Ok(DatabaseManager {
+            engine: config.create_engine()?,
+            replica: config
+                .replica_config()
+                .map(|c| c.create_engine())
+                .transpose()?,
+        })
+    }
+
+    /// The manager for reads: on the read replicas (`POSTGRES_READ_HOSTS`) when configured,
+    /// each connection on one of them at random; otherwise this manager itself.
+    ///
+    /// Replicas lag the primary a little: read what must be current on the primary.
+    pub fn reader(&self) -> DatabaseManager {
+        match &self.replica {
+            Some(replica) => DatabaseManager::new(replica.clone()),
+            None => self.clone(),
+        }
     }
 
     /// Like [`from_config`](Self::from_config) with [`DatabaseConfig::from_env`].
@@ -278,13 +300,21 @@ impl DatabaseManager {
         self.engine.metrics()
     }
 
-    /// Closes the pool (see [`Engine::close`]).
+    /// Closes the pool (see [`Engine::close`]), and the replica pool.
     pub async fn close(&self) -> bool {
-        self.engine.close().await
+        let replica_closed = match &self.replica {
+            Some(replica) => replica.close().await,
+            None => true,
+        };
+        self.engine.close().await && replica_closed
     }
 
     /// Like [`close`](Self::close), waiting at most `wait` for checked-out connections.
     pub async fn close_within(&self, wait: Duration) -> bool {
-        self.engine.close_within(wait).await
+        let replica_closed = match &self.replica {
+            Some(replica) => replica.close_within(wait).await,
+            None => true,
+        };
+        self.engine.close_within(wait).await && replica_closed
     }
 }
