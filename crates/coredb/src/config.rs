@@ -846,9 +846,11 @@ fn parse_replicas(raw: &str, default_port: u16) -> std::result::Result<Vec<(Stri
             let (host, port) = match entry.rsplit_once(':') {
                 Some((host, port)) => match port.parse::<u16>() {
                     Ok(p) if p > 0 => (host, p),
-                    _ => return Err(format!(
+                    _ => {
+                        return Err(format!(
                         "{entry:?} has no valid port; expected host or host:port, comma-separated"
-                    )),
+                    ))
+                    }
                 },
                 None => (entry, default_port),
             };

@@ -129,26 +129,7 @@ pub(crate) async fn run_on(
     if !conn.statements.is_enabled() {
         return run_unprepared(conn, text, values, want).await;
     }
-    let statement = match conn.statements.get(sql) {
-        Some(statement) => statement,
-        None => {
-            let statement = conn
-                .client
-                .prepare(sql)
-                .await
-                .map_err(|e| Error::from_driver(e, Some(sql)))?;
-            conn.statements.insert(sql, &statement);
-            statement
-        }
-    };
-    if statement.params().len() != values.len() {
-        return Err(Error::params(format!(
-            "the statement takes {} parameter(s) but {} were given",
-            statement.params().len(),
-            values.len()
-        ))
-        .with_statement(sql));
-    }
+    let statement = prepared(conn, text, values).await?;
     let result = match want {
         Want::Rows => conn
             .client
@@ -194,6 +175,37 @@ pub(crate) fn echo(
     }
 }
 
+/// The connection's prepared statement for `text` (prepared now if not cached), checked
+/// against the number of values.
+pub(crate) async fn prepared(
+    conn: &PgConn,
+    text: &SqlText<'_>,
+    values: &[SqlParam<'_>],
+) -> Result<tokio_postgres::Statement> {
+    let sql = text.as_str();
+    let statement = match conn.statements.get(sql) {
+        Some(statement) => statement,
+        None => {
+            let statement = conn
+                .client
+                .prepare(sql)
+                .await
+                .map_err(|e| Error::from_driver(e, Some(sql)))?;
+            conn.statements.insert(sql, &statement);
+            statement
+        }
+    };
+    if statement.params().len() != values.len() {
+        return Err(Error::params(format!(
+            "the statement takes {} parameter(s) but {} were given",
+            statement.params().len(),
+            values.len()
+        ))
+        .with_statement(sql));
+    }
+    Ok(statement)
+}
+
 /// Runs a statement as an unnamed one in a single round trip, with the parameter types taken
 /// from the Rust values (the statement cache is off, e.g. behind PgBouncer).
 async fn run_unprepared(
@@ -218,7 +230,7 @@ async fn run_unprepared(
 }
 
 /// Finds which parameter cannot be sent as the type the server expects, and says so by name.
-fn describe_wrong_parameter(
+pub(crate) fn describe_wrong_parameter(
     statement: &tokio_postgres::Statement,
     text: &SqlText<'_>,
     values: &[SqlParam<'_>],
