@@ -91,11 +91,15 @@ impl HealthReport {
             Err(err) => {
                 tracing::warn!(target: "coredb", error = %err, "database health check failed");
                 HealthReport {
+                    // Connected means a connection was had; the query itself failed.
                     connected: !matches!(
                         err.kind(),
-                        ErrorKind::Connect | ErrorKind::PoolTimeout | ErrorKind::PoolClosed
-                    ) && err.kind() != ErrorKind::Timeout
-                        && err.kind() != ErrorKind::ConnectionLost,
+                        ErrorKind::Connect
+                            | ErrorKind::PoolTimeout
+                            | ErrorKind::PoolClosed
+                            | ErrorKind::Timeout
+                            | ErrorKind::ConnectionLost
+                    ),
                     pool,
                     ..HealthReport::failed(url, &err)
                 }
