@@ -130,28 +130,18 @@ pub(crate) async fn run_on(
         return run_unprepared(conn, text, values, want).await;
     }
     let statement = prepared(conn, text, values).await?;
-    let result = match want {
-        Want::Rows => conn
-            .client
-            .query(&statement, values)
-            .await
-            .map(Output::Rows),
-        Want::Count => conn
-            .client
-            .execute(&statement, values)
-            .await
-            .map(Output::Count),
-    };
-    result.map_err(|err| {
-        // A cached plan may be stale after DDL; prepare afresh next time.
-        conn.statements.remove(sql);
-        let error = Error::from_driver(err, Some(sql));
-        if error.kind() == ErrorKind::Params {
-            describe_wrong_parameter(&statement, text, values).unwrap_or(error)
-        } else {
-            error
-        }
-    })
+    run_prepared(&conn.client, &statement, values, want)
+        .await
+        .map_err(|err| {
+            // A cached plan may be stale after DDL; prepare afresh next time.
+            conn.statements.remove(sql);
+            let error = Error::from_driver(err, Some(sql));
+            if error.kind() == ErrorKind::Params {
+                describe_wrong_parameter(&statement, text, values).unwrap_or(error)
+            } else {
+                error
+            }
+        })
 }
 
 /// Logs a finished statement with its duration (the seed's echo).
@@ -172,6 +162,19 @@ pub(crate) fn echo(
         tracing::info!(target: "coredb", sql, params = ?values, duration_ms, outcome, "statement");
     } else {
         tracing::info!(target: "coredb", sql, duration_ms, outcome, "statement");
+    }
+}
+
+/// Runs a prepared statement, giving rows or the count as asked.
+pub(crate) async fn run_prepared(
+    client: &tokio_postgres::Client,
+    statement: &tokio_postgres::Statement,
+    values: &[SqlParam<'_>],
+    want: Want,
+) -> std::result::Result<Output, tokio_postgres::Error> {
+    match want {
+        Want::Rows => client.query(statement, values).await.map(Output::Rows),
+        Want::Count => client.execute(statement, values).await.map(Output::Count),
     }
 }
 

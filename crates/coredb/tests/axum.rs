@@ -162,6 +162,17 @@ async fn panicking_handler_is_rolled_back_and_frees_its_connection() {
     assert_eq!(db.manager().status().in_use, 0);
 }
 
+/// Sessions of the test's database that sit inside an open transaction.
+async fn idle_in_transaction(db: &TestDatabase) -> i64 {
+    db.manager()
+        .scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction'",
+            (),
+        )
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn client_going_away_mid_request_rolls_back() {
     let (db, app) = setup().await;
@@ -172,15 +183,7 @@ async fn client_going_away_mid_request_rolls_back() {
         .unwrap();
     let task = tokio::spawn(app.clone().oneshot(request));
     for _ in 0..200 {
-        let seen: i64 = db
-            .manager()
-            .scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction'",
-                (),
-            )
-            .await
-            .unwrap();
-        if seen == 1 {
+        if idle_in_transaction(&db).await == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -190,14 +193,7 @@ async fn client_going_away_mid_request_rolls_back() {
     assert!(names(&db).await.is_empty());
     let mut open = 1i64;
     for _ in 0..200 {
-        open = db
-            .manager()
-            .scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction'",
-                (),
-            )
-            .await
-            .unwrap();
+        open = idle_in_transaction(&db).await;
         if open == 0 {
             break;
         }
