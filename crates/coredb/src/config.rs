@@ -532,6 +532,14 @@ impl DatabaseConfig {
         }
     }
 
+    /// Each host with its port (one port for all hosts, or one per host).
+    pub(crate) fn host_ports(&self) -> impl Iterator<Item = (&str, u16)> {
+        self.hosts.iter().enumerate().map(|(i, h)| {
+            let port = self.ports.get(i).or(self.ports.first()).copied();
+            (h.as_str(), port.unwrap_or(5432))
+        })
+    }
+
     /// The URL with the password masked: `postgres://user:***@host:5432/db`.
     pub fn database_url(&self) -> String {
         let auth = match &self.password {
@@ -539,16 +547,8 @@ impl DatabaseConfig {
             None => self.user.clone(),
         };
         let hosts = self
-            .hosts
-            .iter()
-            .enumerate()
-            .map(|(i, h)| {
-                let port = self
-                    .ports
-                    .get(i)
-                    .or(self.ports.first())
-                    .copied()
-                    .unwrap_or(5432);
+            .host_ports()
+            .map(|(h, port)| {
                 if h.starts_with('/') {
                     h.replace('/', "%2F")
                 } else if h.contains(':') {

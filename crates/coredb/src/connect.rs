@@ -78,14 +78,9 @@ impl PgManager {
     }
 
     fn target(&self) -> String {
-        let c = &self.config;
-        c.hosts
-            .iter()
-            .enumerate()
-            .map(|(i, h)| {
-                let port = c.ports.get(i).or(c.ports.first()).copied().unwrap_or(5432);
-                format!("{h}:{port}")
-            })
+        self.config
+            .host_ports()
+            .map(|(h, port)| format!("{h}:{port}"))
             .collect::<Vec<_>>()
             .join(", ")
     }

@@ -302,11 +302,7 @@ impl DatabaseManager {
 
     /// Closes the pool (see [`Engine::close`]), and the replica pool.
     pub async fn close(&self) -> bool {
-        let replica_closed = match &self.replica {
-            Some(replica) => replica.close().await,
-            None => true,
-        };
-        self.engine.close().await && replica_closed
+        self.close_within(self.config().pool_timeout()).await
     }
 
     /// Like [`close`](Self::close), waiting at most `wait` for checked-out connections.

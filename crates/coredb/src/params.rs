@@ -233,7 +233,8 @@ impl RewriteCache {
         params: ParamList<'p>,
     ) -> Result<(SqlText<'s>, Vec<SqlParam<'p>>)> {
         // Only statements with a ':' can hold names; the rest skip the cache.
-        if !sql.as_bytes().contains(&b':') {
+        let rewritten = sql.as_bytes().contains(&b':').then(|| self.get(sql));
+        let Some(rewritten) = rewritten.filter(|r| !r.names.is_empty()) else {
             return match params {
                 ParamList::Positional(values) => Ok((SqlText::Borrowed(sql), values)),
                 ParamList::Named(values) if values.is_empty() => {
@@ -241,17 +242,7 @@ impl RewriteCache {
                 }
                 ParamList::Named(values) => Err(no_placeholders(&values)),
             };
-        }
-        let rewritten = self.get(sql);
-        if rewritten.names.is_empty() {
-            return match params {
-                ParamList::Positional(values) => Ok((SqlText::Borrowed(sql), values)),
-                ParamList::Named(values) if values.is_empty() => {
-                    Ok((SqlText::Borrowed(sql), Vec::new()))
-                }
-                ParamList::Named(values) => Err(no_placeholders(&values)),
-            };
-        }
+        };
         let wanted = list_names(rewritten.names.iter().map(String::as_str));
         if rewritten.max_positional > 0 {
             return Err(Error::params(format!(
