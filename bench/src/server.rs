@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use coredb::embedded::EmbeddedServer;
+use coredb_embedded::EmbeddedServer;
 use coredb::{DatabaseConfig, DatabaseManager, SslMode};
 
 use crate::Result;

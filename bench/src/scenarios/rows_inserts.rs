@@ -187,7 +187,7 @@ impl Bench {
         coredb
             .execute("DROP TABLE IF EXISTS users, users_new", ())
             .await?;
-        coredb.client().batch_execute(SCHEMA).await?;
+        coredb.execute_script(SCHEMA).await?;
         let (client, connection) = target.pg_config().connect(NoTls).await?;
         tokio::spawn(connection);
         let batch_sql = multi_row_insert(BATCH);

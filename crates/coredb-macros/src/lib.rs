@@ -1,6 +1,6 @@
 //! The macros of [coredb](https://docs.rs/coredb): `#[derive(FromRow)]`, `#[coredb::model]` and
 //! `#[derive(SqlEnum)]`. Use them through `coredb`, which re-exports them; the code they write
-//! refers to `::coredb`.
+//! refers to `::coredb` (and `#[test]`'s to `::coredb_testkit`).
 
 #![warn(missing_docs)]
 
@@ -99,11 +99,12 @@ pub fn model(args: TokenStream, item: TokenStream) -> TokenStream {
         .into()
 }
 
-/// An async test with a fresh database of its own (coredb's `testkit` feature): the function
-/// may take a `TestDatabase` or a `DatabaseManager`; the database is dropped afterwards.
+/// An async test with a fresh database of its own; use it as `#[coredb_testkit::test]` (the
+/// code it writes runs on `coredb-testkit`). The function may take a `TestDatabase` or a
+/// `DatabaseManager`; the database is dropped afterwards.
 ///
 /// ```ignore
-/// #[coredb::test]
+/// #[coredb_testkit::test]
 /// async fn counts_users(db: coredb::DatabaseManager) -> coredb::Result<()> {
 ///     db.execute("CREATE TABLE users (name text)", ()).await?;
 ///     assert_eq!(db.scalar::<i64, _>("SELECT count(*) FROM users", ()).await?, 0);

@@ -1,4 +1,4 @@
-//! `#[coredb::test]`: an async test that gets a fresh database of its own.
+//! `#[coredb_testkit::test]`: an async test that gets a fresh database of its own.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -8,21 +8,21 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
     if !args.is_empty() {
         return Err(syn::Error::new_spanned(
             args,
-            "#[coredb::test] takes no arguments",
+            "#[coredb_testkit::test] takes no arguments",
         ));
     }
     let mut function: ItemFn = syn::parse2(item)?;
     if function.sig.asyncness.is_none() {
         return Err(syn::Error::new_spanned(
             function.sig.fn_token,
-            "#[coredb::test] functions must be `async fn`",
+            "#[coredb_testkit::test] functions must be `async fn`",
         ));
     }
     let inputs = std::mem::take(&mut function.sig.inputs);
     if inputs.len() > 1 {
         return Err(syn::Error::new_spanned(
             inputs,
-            "#[coredb::test] functions take at most one argument: a `TestDatabase` or a `DatabaseManager`",
+            "#[coredb_testkit::test] functions take at most one argument: a `TestDatabase` or a `DatabaseManager`",
         ));
     }
     let binding = match inputs.first() {
@@ -48,7 +48,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
                 _ => {
                     return Err(syn::Error::new_spanned(
                         &arg.ty,
-                        "the argument of a #[coredb::test] function must be a `TestDatabase` or a `DatabaseManager`",
+                        "the argument of a #[coredb_testkit::test] function must be a `TestDatabase` or a `DatabaseManager`",
                     ))
                 }
             }
@@ -56,7 +56,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
         Some(FnArg::Receiver(r)) => {
             return Err(syn::Error::new_spanned(
                 r,
-                "#[coredb::test] functions cannot take self",
+                "#[coredb_testkit::test] functions cannot take self",
             ))
         }
     };
@@ -69,10 +69,10 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
         #[::core::prelude::v1::test]
         #(#attrs)*
         #vis #sig {
-            ::coredb::testkit::__private::block_on(async move {
-                let __coredb_test_database = ::coredb::testkit::TestDatabase::new()
+            ::coredb_testkit::__private::block_on(async move {
+                let __coredb_test_database = ::coredb_testkit::TestDatabase::new()
                     .await
-                    .expect("#[coredb::test] could not create the test's database");
+                    .expect("#[coredb_testkit::test] could not create the test's database");
                 #binding
                 #body
             })

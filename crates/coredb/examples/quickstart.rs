@@ -18,7 +18,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
 
     // 1. Configuration: the environment, or the embedded server when nothing is configured.
-    let (config, embedded) = coredb::embedded::config_or_embedded()?;
+    let (config, embedded) = coredb_testkit::config_or_embedded()?;
     match &embedded {
         Some(server) => println!(
             "No database configured: using an embedded PostgreSQL {} on 127.0.0.1:{} (stopped on exit)",

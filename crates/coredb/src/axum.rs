@@ -45,7 +45,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::health::HealthReport;
 use crate::manager::DatabaseManager;
 use crate::params::ParamList;
-use crate::query::{Executor, Output, Want};
+use crate::exec::{Output, Want};
+use crate::query::sealed::{self, Sealed as _};
+use crate::query::Executor;
 use crate::session::Session;
 
 /// The request's transaction, shared between the [`TxLayer`] and the [`Tx`] extractor.
@@ -168,7 +170,9 @@ impl Tx {
     }
 }
 
-impl Executor for Tx {
+impl Executor for Tx {}
+
+impl sealed::Sealed for Tx {
     fn run_statement<'a>(
         &'a mut self,
         sql: &'a str,

@@ -1,17 +1,17 @@
 //! A pooled connection checked out by the caller, returned to the pool when dropped.
 
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::BytesMut;
 use tokio_postgres::NoTls;
 
-use crate::connect::{PgConn, PgManager};
-use crate::engine::Engine;
-use crate::error::{Error, ErrorKind, Result};
-use crate::params::{ParamList, SqlParam, SqlText};
-use crate::pipeline::is_shareable;
+use crate::conn::{Disposal, Event, PgConn, PgManager};
+use crate::error::Result;
+use crate::exec::{self, Context, Output, Want};
+use crate::params::ParamList;
 use crate::pool::Pooled;
-use crate::query::{Executor, Output, Want};
+use crate::query::{sealed, Executor};
 
 /// How long a connection returned inside a transaction may take to roll back before it is closed.
 const ROLLBACK_LIMIT: Duration = Duration::from_secs(5);
@@ -20,19 +20,19 @@ const ROLLBACK_LIMIT: Duration = Duration::from_secs(5);
 ///
 /// Dropping it returns it to the pool. A connection dropped in the middle of a statement (its
 /// future was cancelled) is closed instead, and its statement cancelled on the server; one
-/// dropped inside a transaction is rolled back first; one that ran a statement changing
-/// session state (`SET`, `LISTEN`, `BEGIN` sent as a statement, ...) is closed, so the next
+/// dropped inside a transaction is rolled back first; one that ran a statement that may change
+/// session state (`SET`, `LISTEN`, a cursor, a temporary table, ...) is closed, so the next
 /// user never inherits it.
 pub struct Connection {
     pooled: Option<Pooled<PgManager>>,
-    engine: Engine,
+    context: Arc<Context>,
 }
 
 impl Connection {
-    pub(crate) fn new(pooled: Pooled<PgManager>, engine: Engine) -> Self {
+    pub(crate) fn new(pooled: Pooled<PgManager>, context: Arc<Context>) -> Self {
         Connection {
             pooled: Some(pooled),
-            engine,
+            context,
         }
     }
 
@@ -40,243 +40,61 @@ impl Connection {
         self.pooled.as_mut().expect("set until drop")
     }
 
-    /// The driver's client, for what coredb does not wrap (COPY, notifications, ...).
+    /// Runs `sql` with the simple protocol: no parameters, and it may hold several statements
+    /// separated by `;` (a schema script, say). The connection is closed rather than reused
+    /// afterwards, unless every statement was proven to leave no session state.
     ///
-    /// Statements sent through it bypass coredb's bookkeeping; do not begin transactions with it.
-    pub fn client(&self) -> &tokio_postgres::Client {
-        &self.pooled.as_ref().expect("set until drop").client
+    /// # Errors
+    /// The server's error for the first statement that failed; the ones before it stay done.
+    ///
+    /// # Cancel safety
+    /// Dropping the future closes the connection instead of returning it to the pool.
+    pub async fn execute_script(&mut self, sql: &str) -> Result<()> {
+        let leaves_state = !crate::sql::classify(sql).is_shareable();
+        exec::run_simple(self.pg(), sql, Event::Sent { leaves_state }).await
     }
 
-    /// The engine this connection belongs to.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// Runs transaction control or savepoint text (`BEGIN`, `COMMIT`, `SAVEPOINT ...`),
+    /// recording what it does to the connection.
+    pub(crate) async fn control(&mut self, sql: &str, sent: Event) -> Result<()> {
+        exec::run_simple(self.pg(), sql, sent).await
     }
 
-    /// Runs `sql` (no parameters, simple protocol; may hold several statements) while tracking
-    /// that an operation is in flight.
-    pub(crate) async fn batch(&mut self, sql: &str) -> Result<()> {
-        let conn = self.pg();
-        conn.busy = true;
-        let result = conn.client.batch_execute(sql).await;
-        conn.busy = false;
-        result.map_err(|e| Error::from_driver(e, Some(sql)))
-    }
-
+    /// Binds and runs one statement.
     pub(crate) async fn run(
         &mut self,
         sql: &str,
         params: ParamList<'_>,
         want: Want,
     ) -> Result<Output> {
-        let (text, values) = self.engine.inner().rewrites.bind(sql, params)?;
-        self.run_bound(&text, &values, want).await
+        let bound = self.context.bind(sql, params)?;
+        let context = Arc::clone(&self.context);
+        exec::run(self.pg(), &context.settings, &bound, want).await
     }
-
-    /// Runs a statement whose parameters were already matched to it.
-    pub(crate) async fn run_bound(
-        &mut self,
-        text: &SqlText<'_>,
-        values: &[SqlParam<'_>],
-        want: Want,
-    ) -> Result<Output> {
-        let started = self.engine.config().echo.then(Instant::now);
-        let guard = self.engine.config().statement_guard();
-        let conn = self.pg();
-        conn.busy = true;
-        conn.dirty |= !is_shareable(text.as_str());
-        let result = guarded(guard, run_on(conn, text, values, want)).await;
-        // A statement cut off by the guard leaves `busy` set: the connection is discarded.
-        conn.busy = result
-            .as_ref()
-            .is_err_and(|e| e.kind() == ErrorKind::Timeout);
-        if let Some(started) = started {
-            echo(
-                self.engine.config(),
-                text.as_str(),
-                values,
-                started,
-                &result,
-            );
-        }
-        result
-    }
-}
-
-/// Runs `work` under the client-side guard, when there is one.
-pub(crate) async fn guarded(
-    limit: Option<Duration>,
-    work: impl std::future::Future<Output = Result<Output>>,
-) -> Result<Output> {
-    match limit {
-        None => work.await,
-        Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-            Err(Error::timeout(
-                "the statement (no reply from the server)",
-                limit,
-            ))
-        }),
-    }
-}
-
-/// Prepares (or reuses) the statement and runs it; shared by exclusive and pipelined use.
-pub(crate) async fn run_on(
-    conn: &PgConn,
-    text: &SqlText<'_>,
-    values: &[SqlParam<'_>],
-    want: Want,
-) -> Result<Output> {
-    let sql = text.as_str();
-    if !conn.statements.is_enabled() {
-        return run_unprepared(conn, text, values, want).await;
-    }
-    let statement = prepared(conn, text, values).await?;
-    run_prepared(&conn.client, &statement, values, want)
-        .await
-        .map_err(|err| {
-            // A cached plan may be stale after DDL; prepare afresh next time.
-            conn.statements.remove(sql);
-            let error = Error::from_driver(err, Some(sql));
-            if error.kind() == ErrorKind::Params {
-                describe_wrong_parameter(&statement, text, values).unwrap_or(error)
-            } else {
-                error
-            }
-        })
-}
-
-/// Logs a finished statement with its duration (the seed's echo).
-pub(crate) fn echo(
-    config: &crate::DatabaseConfig,
-    sql: &str,
-    values: &[SqlParam<'_>],
-    started: Instant,
-    result: &Result<Output>,
-) {
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let outcome = match result {
-        Ok(Output::Rows(rows)) => format!("{} row(s)", rows.len()),
-        Ok(Output::Count(n)) => format!("{n} row(s) affected"),
-        Err(e) => format!("error: {}", e.message()),
-    };
-    if config.echo_params {
-        tracing::info!(target: "coredb", sql, params = ?values, duration_ms, outcome, "statement");
-    } else {
-        tracing::info!(target: "coredb", sql, duration_ms, outcome, "statement");
-    }
-}
-
-/// Runs a prepared statement, giving rows or the count as asked.
-pub(crate) async fn run_prepared(
-    client: &tokio_postgres::Client,
-    statement: &tokio_postgres::Statement,
-    values: &[SqlParam<'_>],
-    want: Want,
-) -> std::result::Result<Output, tokio_postgres::Error> {
-    match want {
-        Want::Rows => client.query(statement, values).await.map(Output::Rows),
-        Want::Count => client.execute(statement, values).await.map(Output::Count),
-    }
-}
-
-/// The connection's prepared statement for `text` (prepared now if not cached), checked
-/// against the number of values.
-pub(crate) async fn prepared(
-    conn: &PgConn,
-    text: &SqlText<'_>,
-    values: &[SqlParam<'_>],
-) -> Result<tokio_postgres::Statement> {
-    let sql = text.as_str();
-    let statement = match conn.statements.get(sql) {
-        Some(statement) => statement,
-        None => {
-            let statement = conn
-                .client
-                .prepare(sql)
-                .await
-                .map_err(|e| Error::from_driver(e, Some(sql)))?;
-            conn.statements.insert(sql, &statement);
-            statement
-        }
-    };
-    if statement.params().len() != values.len() {
-        return Err(Error::params(format!(
-            "the statement takes {} parameter(s) but {} were given",
-            statement.params().len(),
-            values.len()
-        ))
-        .with_statement(sql));
-    }
-    Ok(statement)
-}
-
-/// Runs a statement as an unnamed one in a single round trip, with the parameter types taken
-/// from the Rust values (the statement cache is off, e.g. behind PgBouncer).
-async fn run_unprepared(
-    conn: &PgConn,
-    text: &SqlText<'_>,
-    values: &[SqlParam<'_>],
-    want: Want,
-) -> Result<Output> {
-    let sql = text.as_str();
-    let types = crate::param_types::infer(text, values)?;
-    let typed: Vec<(SqlParam<'_>, postgres_types::Type)> =
-        values.iter().copied().zip(types).collect();
-    let result = match want {
-        Want::Rows => conn.client.query_typed(sql, &typed).await.map(Output::Rows),
-        Want::Count => conn
-            .client
-            .execute_typed(sql, &typed)
-            .await
-            .map(Output::Count),
-    };
-    result.map_err(|e| Error::from_driver(e, Some(sql)))
-}
-
-/// Finds which parameter cannot be sent as the type the server expects, and says so by name.
-pub(crate) fn describe_wrong_parameter(
-    statement: &tokio_postgres::Statement,
-    text: &SqlText<'_>,
-    values: &[SqlParam<'_>],
-) -> Option<Error> {
-    let mut scratch = BytesMut::new();
-    for (i, (value, ty)) in values.iter().zip(statement.params()).enumerate() {
-        scratch.clear();
-        if let Err(err) = value.to_sql_checked(ty, &mut scratch) {
-            let name = match text.name_of(i) {
-                Some(name) => format!(":{name} (${})", i + 1),
-                None => format!("${}", i + 1),
-            };
-            return Some(
-                Error::params(format!(
-                    "parameter {name} cannot be sent as PostgreSQL type {ty}: {err}"
-                ))
-                .with_statement(text.as_str()),
-            );
-        }
-    }
-    None
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let pg = self.pooled.as_ref();
         f.debug_struct("Connection")
-            .field("url", &self.engine.config().database_url())
-            .field("in_transaction", &pg.map(|c| c.in_transaction))
+            .field("in_transaction", &pg.map(|c| c.state().in_transaction()))
+            .field("state", &pg.map(|c| c.state()))
             .finish()
     }
 }
 
-impl Executor for Connection {
+impl sealed::Sealed for Connection {
     fn run_statement<'a>(
         &'a mut self,
         sql: &'a str,
         params: ParamList<'a>,
         want: Want,
-    ) -> impl std::future::Future<Output = Result<Output>> + Send + 'a {
+    ) -> impl Future<Output = Result<Output>> + Send + 'a {
         self.run(sql, params, want)
     }
 }
+
+impl Executor for Connection {}
 
 impl Drop for Connection {
     fn drop(&mut self) {
@@ -284,38 +102,38 @@ impl Drop for Connection {
             return;
         };
         let runtime = tokio::runtime::Handle::try_current().ok();
-        if pooled.client.is_closed() {
-            // Dead already: nothing to roll back or cancel.
-            pooled.mark_broken();
-        } else if pooled.busy {
-            // Abandoned mid-statement: the reply may still be on its way, so the connection is
-            // closed, and the server is asked to stop the work nobody waits for.
-            tracing::debug!(target: "coredb", "connection dropped mid-statement; closing it");
-            if let Some(runtime) = runtime {
-                let token = pooled.client.cancel_token();
-                runtime.spawn(async move {
-                    let _ = token.cancel_query(NoTls).await;
-                });
+        match pooled.disposal() {
+            Disposal::Reuse => {}
+            Disposal::Close => {
+                tracing::debug!(target: "coredb", state = ?pooled.state(), "connection may carry session state or is broken; closing it");
+                pooled.mark_broken();
             }
-            pooled.mark_broken();
-        } else if pooled.dirty {
-            tracing::debug!(target: "coredb", "connection ran a statement that changes session state; closing it");
-            pooled.mark_broken();
-        } else if pooled.in_transaction {
-            match runtime {
+            Disposal::CancelAndClose => {
+                // Abandoned mid-statement: the reply may still be on its way, so the connection
+                // is closed, and the server is asked to stop the work nobody waits for.
+                tracing::debug!(target: "coredb", "connection dropped mid-statement; closing it");
+                if let Some(runtime) = runtime {
+                    let token = pooled.client.cancel_token();
+                    runtime.spawn(async move {
+                        let _ = token.cancel_query(NoTls).await;
+                    });
+                }
+                pooled.mark_broken();
+            }
+            Disposal::RollBack => match runtime {
                 Some(runtime) => {
                     // The slot stays taken until the rollback is done, so pool counts stay true.
                     runtime.spawn(async move {
-                        let rollback = pooled.client.batch_execute("ROLLBACK");
-                        match tokio::time::timeout(ROLLBACK_LIMIT, rollback).await {
-                            Ok(Ok(())) => pooled.in_transaction = false,
-                            _ => pooled.mark_broken(),
+                        let rollback = exec::run_simple(&mut pooled, "ROLLBACK", Event::EndSent);
+                        let rolled_back = tokio::time::timeout(ROLLBACK_LIMIT, rollback).await;
+                        if !matches!(rolled_back, Ok(Ok(()))) {
+                            pooled.mark_broken();
                         }
                         drop(pooled);
                     });
                 }
                 None => pooled.mark_broken(),
-            }
+            },
         }
     }
 }

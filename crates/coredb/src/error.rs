@@ -34,8 +34,6 @@ pub enum ErrorKind {
     TooManyRows,
     /// An operation did not finish within its time limit.
     Timeout,
-    /// The embedded PostgreSQL server could not be found, started or stopped.
-    Embedded,
 }
 
 impl ErrorKind {
@@ -52,7 +50,6 @@ impl ErrorKind {
             ErrorKind::NotFound => "no row returned",
             ErrorKind::TooManyRows => "more than one row returned",
             ErrorKind::Timeout => "operation timed out",
-            ErrorKind::Embedded => "embedded PostgreSQL failed",
         }
     }
 }
@@ -346,9 +343,3 @@ impl std::error::Error for Error {
     }
 }
 
-#[cfg(all(feature = "embedded", target_os = "linux"))]
-impl From<crate::embedded::EmbeddedError> for Error {
-    fn from(err: crate::embedded::EmbeddedError) -> Self {
-        Error::new(ErrorKind::Embedded, err.to_string()).with_source(err)
-    }
-}

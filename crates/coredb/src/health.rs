@@ -1,13 +1,11 @@
-//! Health reports (the seed's `check_database_health()`).
+//! Health reports (`check_database_health()` in core.db).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Engine;
 use crate::error::{Error, ErrorKind};
 use crate::pool::PoolStatus;
-use crate::query::Executor;
 
 /// `"healthy"` or `"unhealthy"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,50 +58,38 @@ impl HealthReport {
         }
     }
 
-    /// Checks `engine`: a query round trip within the connect timeout, never longer.
-    pub(crate) async fn check(engine: &Engine) -> Self {
-        let limit = engine.config().connect_timeout();
-        let started = Instant::now();
-        // The driver's own connect timeout fires first and gives the better message.
-        let outcome = tokio::time::timeout(limit + Duration::from_millis(500), async {
-            let mut conn = engine
-                .get_connection_within(limit + Duration::from_millis(250))
-                .await?;
-            let version: String = conn
-                .scalar("SELECT current_setting('server_version')", ())
-                .await?;
-            Ok::<_, Error>(version)
-        })
-        .await
-        .unwrap_or_else(|_| Err(Error::timeout("the health check", limit)));
-        let url = engine.config().database_url();
-        let pool = Some(engine.status());
-        match outcome {
-            Ok(version) => HealthReport {
-                status: HealthStatus::Healthy,
-                connected: true,
-                database_url: url,
-                latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
-                server_version: Some(version),
-                pool,
-                error: None,
-            },
-            Err(err) => {
-                tracing::warn!(target: "coredb", error = %err, "database health check failed");
-                HealthReport {
-                    // Connected means a connection was had; the query itself failed.
-                    connected: !matches!(
-                        err.kind(),
-                        ErrorKind::Connect
-                            | ErrorKind::PoolTimeout
-                            | ErrorKind::PoolClosed
-                            | ErrorKind::Timeout
-                            | ErrorKind::ConnectionLost
-                    ),
-                    pool,
-                    ..HealthReport::failed(url, &err)
-                }
-            }
+    /// The report of a check that succeeded.
+    pub(crate) fn healthy(
+        database_url: String,
+        latency: Duration,
+        server_version: String,
+        pool: PoolStatus,
+    ) -> Self {
+        HealthReport {
+            status: HealthStatus::Healthy,
+            connected: true,
+            database_url,
+            latency_ms: Some(latency.as_secs_f64() * 1000.0),
+            server_version: Some(server_version),
+            pool: Some(pool),
+            error: None,
+        }
+    }
+
+    /// The report of a check that failed with `error`.
+    pub(crate) fn unhealthy(database_url: String, error: &Error, pool: Option<PoolStatus>) -> Self {
+        HealthReport {
+            // Connected means a connection was had; the query itself failed.
+            connected: !matches!(
+                error.kind(),
+                ErrorKind::Connect
+                    | ErrorKind::PoolTimeout
+                    | ErrorKind::PoolClosed
+                    | ErrorKind::Timeout
+                    | ErrorKind::ConnectionLost
+            ),
+            pool,
+            ..HealthReport::failed(database_url, error)
         }
     }
 }

@@ -23,44 +23,62 @@
 //! # let _ = (one, rows); Ok(()) }
 //! ```
 //!
-//! Layers, bottom up: [`config`] and [`error`] (leaves), [`pool`], [`Engine`] (pool +
-//! statement caches), [`Connection`] / [`Session`] with the [`Executor`] query API,
-//! [`DatabaseManager`] and the seed's process-wide functions.
+//! ## Which handle do I use?
+//!
+//! - [`DatabaseManager`] is the handle a service keeps (cheap to clone; `Engine` is core.db's
+//!   name for the same type). Its query methods run in autocommit.
+//! - The process-wide functions ([`initialize_database`], [`get_session_context`],
+//!   [`check_database_health`], ...) are core.db's names for one `DatabaseManager` per process.
+//! - [`Session`] is a transaction; [`Connection`] is a checked-out connection in autocommit.
+//!   Both implement [`Executor`], so helpers can take `&mut impl Executor`.
+//!
+//! ## Layers
+//!
+//! The modules are layered; each uses only those below it, and no two use each other
+//! (`tests/layering.rs` checks it; `ARCHITECTURE.md` explains it):
+//!
+//! ```text
+//! global, axum, model             the process-wide functions and the integrations
+//! manager                         DatabaseManager (= Engine): pools, sessions, autocommit
+//! health                          the health report
+//! session                         transactions and savepoints
+//! connection, pipeline            a checked-out connection; shared autocommit lanes
+//! query                           the sealed Executor trait
+//! exec                            runs one bound statement on a connection
+//! conn                            opening connections, TLS, statement cache, state
+//! pool                            the generic pool
+//! params, row, retry              values in, rows out, backoff
+//! config, sql                     settings; pure SQL text (rewriter, classifier)
+//! error                           the one error type
+//! ```
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 #[cfg(feature = "axum")]
 pub mod axum;
-pub mod config;
-mod connect;
+mod config;
+mod conn;
 mod connection;
-#[cfg(all(feature = "embedded", target_os = "linux"))]
-pub mod embedded;
-mod engine;
-pub mod error;
+mod error;
+mod exec;
 mod global;
 mod health;
 mod manager;
 #[cfg(feature = "models")]
 pub mod model;
-mod named_params;
-mod param_types;
 mod params;
 mod pipeline;
 pub mod pool;
 mod query;
-pub mod retry;
+mod retry;
 mod row;
 mod session;
-mod statement_cache;
-#[cfg(all(feature = "testkit", target_os = "linux"))]
-pub mod testkit;
-#[cfg(feature = "tls")]
-mod tls;
+#[path = "sql_shim.rs"]
+mod sql;
 
 pub use config::{DatabaseConfig, DatabaseConfigBuilder, Password, SslMode, TargetSessionAttrs};
 pub use connection::Connection;
-pub use engine::Engine;
 pub use error::{DbErrorInfo, Error, ErrorKind, Result};
 pub use global::{
     check_database_health, close_database, database_lifespan, database_lifespan_with,
@@ -68,21 +86,19 @@ pub use global::{
     DatabaseLifespan,
 };
 pub use health::{HealthReport, HealthStatus};
-pub use manager::DatabaseManager;
+pub use manager::{DatabaseManager, Engine};
 pub use params::{NamedParams, ParamList, Params, SqlParam};
-pub use pool::{PoolMetrics, PoolStatus};
 pub use query::Executor;
-pub use retry::{RetryPolicy, TransientError};
-pub use row::{column, named_column, FromRow, Row};
+pub use retry::{Backoff, RetryPolicy, TransientError};
+#[doc(hidden)]
+pub use row::named_column;
+pub use row::{ColumnIndex, FromRow, Row};
 pub use session::{IsolationLevel, Savepoint, Session, SessionOptions};
 // The model macros; their runtime side is the `model` module.
 #[cfg(feature = "models")]
 pub use coredb_macros::{model, FromRow, SqlEnum};
 
-/// `#[coredb::test]`: an async test with a fresh database of its own.
-#[cfg(all(feature = "testkit", target_os = "linux"))]
-pub use coredb_macros::test;
-/// The driver's types, for custom `ToSql`/`FromSql` implementations.
+/// The driver's traits and types, for custom `ToSql`/`FromSql` implementations.
 pub use postgres_types as types;
 /// SQLSTATE codes, e.g. `SqlState::UNIQUE_VIOLATION`, to match [`Error::code`].
 pub use tokio_postgres::error::SqlState;

@@ -1,21 +1,71 @@
-//! [`DatabaseManager`]: the handle a service keeps (the seed's `DatabaseManager`).
+//! [`DatabaseManager`]: the handle a service keeps (`DatabaseManager` and `create_engine()`'s
+//! engine in core.db; here they are one type).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postgres_types::FromSqlOwned;
 
 use crate::config::DatabaseConfig;
+use crate::conn::PgManager;
 use crate::connection::Connection;
-use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
+use crate::exec::{Context, Output, Want};
 use crate::health::HealthReport;
 use crate::params::{ParamList, Params};
-use crate::pipeline::is_shareable;
-use crate::pool::{PoolMetrics, PoolStatus};
-use crate::query::{Output, Want};
-use crate::retry::{is_read_only_statement, RetryPolicy, TransientError};
+use crate::pipeline::Pipeline;
+use crate::pool::{Pool, PoolMetrics, PoolOptions, PoolStatus};
+use crate::query::Executor;
+use crate::retry::{RetryPolicy, TransientError};
 use crate::row::{FromRow, Row};
 use crate::session::{Session, SessionOptions};
+use crate::sql::classify;
+
+/// core.db's name for what [`DatabaseConfig::create_engine`] returns: the same handle as
+/// [`DatabaseManager`], so code written either way works with the other.
+pub type Engine = DatabaseManager;
+
+/// How many times a session start is retried on a connection found dead at `BEGIN`.
+const BEGIN_ATTEMPTS: usize = 3;
+
+/// One database: its configuration, pool, shared pipeline and statement context.
+struct Database {
+    config: DatabaseConfig,
+    pool: Pool<PgManager>,
+    context: Arc<Context>,
+    pipeline: Pipeline,
+}
+
+impl Database {
+    fn new(config: DatabaseConfig) -> Result<Self> {
+        let options = PoolOptions {
+            pool_size: config.pool_size(),
+            max_overflow: config.max_overflow(),
+            timeout: config.pool_timeout(),
+            recycle: config.pool_recycle(),
+            pre_ping: config.pool_pre_ping(),
+            pre_ping_idle: config.pre_ping_idle,
+        };
+        Ok(Database {
+            pool: Pool::new(PgManager::new(&config)?, options),
+            context: Arc::new(Context::new(config.exec_settings())),
+            pipeline: Pipeline::new(config.pool_size()),
+            config,
+        })
+    }
+}
+
+impl DatabaseConfig {
+    /// Creates the engine: the pool and its statement caches; no connection is opened until
+    /// first use. The same as [`DatabaseManager::from_config`].
+    ///
+    /// # Errors
+    /// A [`Config`](ErrorKind::Config) error when this build cannot honour a setting
+    /// (e.g. `sslmode=require` without the `tls` feature).
+    pub fn create_engine(&self) -> Result<Engine> {
+        DatabaseManager::from_config(self)
+    }
+}
 
 /// Connections, sessions, raw SQL and health for one database; cheap to clone.
 ///
@@ -39,32 +89,25 @@ use crate::session::{Session, SessionOptions};
 ///     .await?;
 /// # let _ = (adults, total); Ok(()) }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct DatabaseManager {
-    engine: Engine,
-    /// The pool on the read replicas, when configured.
-    replica: Option<Engine>,
+    db: Arc<Database>,
+    /// The read replicas, when configured.
+    replica: Option<Arc<Database>>,
 }
 
 impl DatabaseManager {
-    /// Wraps an engine.
-    pub fn new(engine: Engine) -> Self {
-        DatabaseManager {
-            engine,
-            replica: None,
-        }
-    }
-
-    /// Creates the engine for `config` (no connection is opened yet).
+    /// Creates the pool for `config` (no connection is opened yet), and the one for its read
+    /// replicas when `POSTGRES_READ_HOSTS` is set.
     ///
     /// # Errors
     /// A [`Config`](ErrorKind::Config) error when this build cannot honour a setting.
     pub fn from_config(config: &DatabaseConfig) -> Result<Self> {
         Ok(DatabaseManager {
-            engine: config.create_engine()?,
+            db: Arc::new(Database::new(config.clone())?),
             replica: config
                 .replica_config()
-                .map(|c| c.create_engine())
+                .map(|c| Database::new(c).map(Arc::new))
                 .transpose()?,
         })
     }
@@ -75,7 +118,10 @@ impl DatabaseManager {
     /// Replicas lag the primary a little: read what must be current on the primary.
     pub fn reader(&self) -> DatabaseManager {
         match &self.replica {
-            Some(replica) => DatabaseManager::new(replica.clone()),
+            Some(replica) => DatabaseManager {
+                db: Arc::clone(replica),
+                replica: None,
+            },
             None => self.clone(),
         }
     }
@@ -85,29 +131,65 @@ impl DatabaseManager {
         Self::from_config(&DatabaseConfig::from_env()?)
     }
 
-    /// The engine behind it.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// The configuration in use.
     pub fn config(&self) -> &DatabaseConfig {
-        self.engine.config()
+        &self.db.config
     }
 
-    /// Checks out a connection in autocommit mode; it goes back to the pool when dropped.
+    /// Checks out a connection in autocommit mode, waiting up to the pool timeout; it goes
+    /// back to the pool when dropped.
+    ///
+    /// # Errors
+    /// [`PoolTimeout`](ErrorKind::PoolTimeout), [`PoolClosed`](ErrorKind::PoolClosed), or a
+    /// [`Connect`](ErrorKind::Connect) error when a new connection cannot be opened.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped call leaves its place in the queue and takes no connection.
     pub async fn get_connection(&self) -> Result<Connection> {
-        self.engine.get_connection().await
+        let pooled = self.db.pool.get().await?;
+        Ok(Connection::new(pooled, Arc::clone(&self.db.context)))
     }
 
-    /// Begins a transaction (the seed's `get_session_context()`); commit it explicitly.
+    /// Like [`get_connection`](Self::get_connection), waiting at most `limit`.
+    ///
+    /// # Errors
+    /// As [`get_connection`](Self::get_connection).
+    pub async fn get_connection_within(&self, limit: Duration) -> Result<Connection> {
+        let pooled = self.db.pool.get_within(limit).await?;
+        Ok(Connection::new(pooled, Arc::clone(&self.db.context)))
+    }
+
+    /// Begins a transaction (`get_session_context()` in core.db); commit it explicitly.
+    ///
+    /// # Errors
+    /// As [`get_connection`](Self::get_connection), or the server's error for `BEGIN`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a call dropped during `BEGIN` closes its connection instead of returning
+    /// it to the pool with a transaction open.
     pub async fn session(&self) -> Result<Session> {
-        self.engine.session().await
+        self.session_with(SessionOptions::default()).await
     }
 
     /// Like [`session`](Self::session), with an isolation level or read-only mode.
+    ///
+    /// A connection that turns out dead at `BEGIN` (e.g. terminated while idle) is replaced
+    /// without the caller seeing it: nothing was done on it yet.
+    ///
+    /// # Errors
+    /// As [`session`](Self::session).
     pub async fn session_with(&self, options: SessionOptions) -> Result<Session> {
-        self.engine.session_with(options).await
+        let mut attempt = 1;
+        loop {
+            let conn = self.get_connection().await?;
+            match Session::begin(conn, &options).await {
+                Err(e) if e.kind() == ErrorKind::ConnectionLost && attempt < BEGIN_ATTEMPTS => {
+                    tracing::debug!(target: "coredb", error = %e, "connection dead at BEGIN; taking another");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Runs `f` in a transaction: committed when it returns `Ok`, rolled back when it returns
@@ -204,9 +286,28 @@ impl DatabaseManager {
         self.health_report().await.is_healthy()
     }
 
-    /// A full [`HealthReport`]; never hangs past the connect timeout.
+    /// A full [`HealthReport`]: a query round trip within the connect timeout, never longer.
     pub async fn health_report(&self) -> HealthReport {
-        HealthReport::check(&self.engine).await
+        let limit = self.config().connect_timeout();
+        let started = Instant::now();
+        // The driver's own connect timeout fires first and gives the better message.
+        let outcome = tokio::time::timeout(limit + Duration::from_millis(500), async {
+            let mut conn = self
+                .get_connection_within(limit + Duration::from_millis(250))
+                .await?;
+            conn.scalar::<String, _>("SELECT current_setting('server_version')", ())
+                .await
+        })
+        .await
+        .unwrap_or_else(|_| Err(Error::timeout("the health check", limit)));
+        let url = self.config().database_url();
+        match outcome {
+            Ok(version) => HealthReport::healthy(url, started.elapsed(), version, self.status()),
+            Err(err) => {
+                tracing::warn!(target: "coredb", error = %err, "database health check failed");
+                HealthReport::unhealthy(url, &err, Some(self.status()))
+            }
+        }
     }
 
     /// Runs raw SQL with `:name` (or `$n`) parameters in autocommit and returns the rows
@@ -216,21 +317,22 @@ impl DatabaseManager {
     }
 
     async fn autocommit(&self, sql: &str, params: ParamList<'_>, want: Want) -> Result<Output> {
+        let db = &*self.db;
         // Parameters are checked before a connection is taken.
-        let engine = self.engine.inner();
-        let (text, values) = engine.rewrites.bind(sql, params)?;
-        let shared = engine.config.pipeline_autocommit && is_shareable(sql);
+        let bound = db.context.bind(sql, params)?;
+        let class = classify(sql);
+        let shared = db.config.pipeline_autocommit() && class.is_shareable();
         let once = async || {
             if shared {
-                engine.pipeline.run(engine, &text, &values, want).await
+                db.pipeline.run(&db.pool, &db.context, &bound, want).await
             } else {
                 let mut conn = self.get_connection().await?;
-                conn.run_bound(&text, &values, want).await
+                crate::exec::run(conn.pg(), &db.context.settings, &bound, want).await
             }
         };
         match once().await {
             // A read cannot apply anything twice: one more try on a fresh connection.
-            Err(e) if e.kind() == ErrorKind::ConnectionLost && is_read_only_statement(sql) => {
+            Err(e) if e.kind() == ErrorKind::ConnectionLost && class.is_read_only() => {
                 tracing::debug!(target: "coredb", error = %e, "connection lost during a read; retrying once");
                 once().await
             }
@@ -292,15 +394,27 @@ impl DatabaseManager {
 
     /// The pool's current state.
     pub fn status(&self) -> PoolStatus {
-        self.engine.status()
+        self.db.pool.status()
     }
 
-    /// The pool's counters.
+    /// The pool's counters since creation.
     pub fn metrics(&self) -> PoolMetrics {
-        self.engine.metrics()
+        self.db.pool.metrics()
     }
 
-    /// Closes the pool (see [`Engine::close`]), and the replica pool.
+    /// True once [`close`](Self::close) (or [`close_now`](Self::close_now)) was called.
+    pub fn is_closed(&self) -> bool {
+        self.db.pool.is_closed()
+    }
+
+    /// Closes the pool, and the replicas' pool: new checkouts fail with
+    /// [`PoolClosed`](ErrorKind::PoolClosed); waits up to the pool timeout for checked-out
+    /// connections to come back, and closes every connection.
+    ///
+    /// Returns true when all came back in time.
+    ///
+    /// # Cancel safety
+    /// The pool is closed from the first poll; dropping the future only stops the waiting.
     pub async fn close(&self) -> bool {
         self.close_within(self.config().pool_timeout()).await
     }
@@ -308,9 +422,34 @@ impl DatabaseManager {
     /// Like [`close`](Self::close), waiting at most `wait` for checked-out connections.
     pub async fn close_within(&self, wait: Duration) -> bool {
         let replica_closed = match &self.replica {
-            Some(replica) => replica.close_within(wait).await,
+            Some(replica) => close_within(replica, wait).await,
             None => true,
         };
-        self.engine.close_within(wait).await && replica_closed
+        close_within(&self.db, wait).await && replica_closed
+    }
+
+    /// Like [`close`](Self::close) without waiting: checkouts fail from now on, idle
+    /// connections close now and checked-out ones when they come back.
+    pub fn close_now(&self) {
+        for db in std::iter::once(&self.db).chain(&self.replica) {
+            db.pipeline.clear();
+            db.pool.close_idle();
+        }
+    }
+}
+
+async fn close_within(db: &Database, wait: Duration) -> bool {
+    tracing::debug!(target: "coredb", url = %db.config.database_url(), "closing the pool");
+    db.pipeline.clear();
+    db.pool.close(wait).await
+}
+
+impl std::fmt::Debug for DatabaseManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseManager")
+            .field("url", &self.config().database_url())
+            .field("status", &self.status())
+            .field("read_replicas", &self.replica.is_some())
+            .finish()
     }
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use postgres_types::ToSql;
 
 use crate::error::{Error, Result};
-use crate::named_params::{rewrite, RewrittenSql};
+use crate::sql::{rewrite, RewrittenSql};
 
 /// A parameter value as the driver takes it.
 pub type SqlParam<'a> = &'a (dyn ToSql + Sync);
@@ -175,6 +175,14 @@ macro_rules! params {
     };
 }
 
+/// A statement with its values matched to its placeholders, ready to send.
+pub(crate) struct Bound<'s, 'p> {
+    /// The text as sent (`:name` rewritten to `$n`).
+    pub(crate) text: SqlText<'s>,
+    /// The values for `$1`, `$2`, ...
+    pub(crate) values: Vec<SqlParam<'p>>,
+}
+
 /// The statement as sent, borrowed from the caller or rewritten from `:name` form.
 pub(crate) enum SqlText<'s> {
     Borrowed(&'s str),
@@ -231,15 +239,19 @@ impl RewriteCache {
         &self,
         sql: &'s str,
         params: ParamList<'p>,
-    ) -> Result<(SqlText<'s>, Vec<SqlParam<'p>>)> {
+    ) -> Result<Bound<'s, 'p>> {
         // Only statements with a ':' can hold names; the rest skip the cache.
         let rewritten = sql.as_bytes().contains(&b':').then(|| self.get(sql));
         let Some(rewritten) = rewritten.filter(|r| !r.names.is_empty()) else {
             return match params {
-                ParamList::Positional(values) => Ok((SqlText::Borrowed(sql), values)),
-                ParamList::Named(values) if values.is_empty() => {
-                    Ok((SqlText::Borrowed(sql), Vec::new()))
-                }
+                ParamList::Positional(values) => Ok(Bound {
+                    text: SqlText::Borrowed(sql),
+                    values,
+                }),
+                ParamList::Named(values) if values.is_empty() => Ok(Bound {
+                    text: SqlText::Borrowed(sql),
+                    values: Vec::new(),
+                }),
                 ParamList::Named(values) => Err(no_placeholders(&values)),
             };
         };
@@ -306,7 +318,10 @@ impl RewriteCache {
                     .expect("every name was checked above")
             })
             .collect();
-        Ok((SqlText::Rewritten(rewritten), values))
+        Ok(Bound {
+            text: SqlText::Rewritten(rewritten),
+            values,
+        })
     }
 }
 
@@ -327,7 +342,7 @@ fn no_placeholders(values: &[(&str, SqlParam<'_>)]) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ErrorKind;
+    use crate::error::ErrorKind;
 
     fn bind_err(sql: &str, params: &dyn Params) -> String {
         let cache = RewriteCache::new();
@@ -344,7 +359,7 @@ mod tests {
     fn named_values_are_ordered_by_first_use() {
         let cache = RewriteCache::new();
         let p = params! { "b" => 2i32, "a" => 1i32 };
-        let (sql, values) = cache
+        let Bound { text: sql, values } = cache
             .bind("SELECT :a + :b + :a", p.param_list())
             .expect("binds");
         assert_eq!(sql.as_str(), "SELECT $1 + $2 + $1");
@@ -395,7 +410,7 @@ mod tests {
     #[test]
     fn statement_without_colon_is_sent_unchanged() {
         let cache = RewriteCache::new();
-        let (sql, values) = cache.bind("SELECT $1", (5,).param_list()).expect("binds");
+        let Bound { text: sql, values } = cache.bind("SELECT $1", (5,).param_list()).expect("binds");
         assert!(matches!(sql, SqlText::Borrowed("SELECT $1")));
         assert_eq!(values.len(), 1);
     }

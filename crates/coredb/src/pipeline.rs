@@ -10,7 +10,8 @@
 //! parameters first, so the dispatcher owns everything it runs.
 //!
 //! Rules that keep it safe:
-//! - only statements that leave no state on the connection are shared (see [`is_shareable`]);
+//! - only statements the classifier proves leave no state on the connection are shared
+//!   (`sql::classify(..).is_shareable()`);
 //!   transactions, `SET`, `LISTEN`, cursors and the like take a connection of their own;
 //! - a lane whose statement was abandoned half-way (its future dropped) takes no new
 //!   statements; when no caller waits on it any more the abandoned work is cancelled on the
@@ -23,23 +24,16 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use postgres_types::{to_sql_checked, Format, IsNull, ToSql, Type};
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::Statement;
+use tokio_postgres::{NoTls, Statement};
 
-use tokio_postgres::NoTls;
-
-use crate::connect::PgManager;
-use crate::connection::{describe_wrong_parameter, echo, guarded, prepared, run_on};
-use crate::engine::EngineInner;
-use crate::error::{ErrorKind, Result};
-use crate::params::{SqlParam, SqlText};
-use crate::pool::Pooled;
-use crate::query::{Output, Want};
+use crate::conn::PgManager;
+use crate::error::{Error, ErrorKind, Result};
+use crate::exec::{self, Context, Encoded, Output, Want};
+use crate::params::{Bound, SqlParam};
+use crate::pool::{Pool, Pooled};
 
 /// Statements in flight on a lane before another lane is opened.
 const LANE_DEPTH: usize = 32;
@@ -68,71 +62,6 @@ struct Job {
     values: Vec<Encoded>,
     want: Want,
     reply: oneshot::Sender<std::result::Result<Output, tokio_postgres::Error>>,
-}
-
-/// A parameter value encoded for its statement's type by the caller.
-#[derive(Debug)]
-struct Encoded {
-    bytes: Option<Bytes>,
-    format: Format,
-}
-
-impl ToSql for Encoded {
-    fn to_sql(
-        &self,
-        _ty: &Type,
-        out: &mut BytesMut,
-    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        match &self.bytes {
-            Some(bytes) => {
-                out.extend_from_slice(bytes);
-                Ok(IsNull::No)
-            }
-            None => Ok(IsNull::Yes),
-        }
-    }
-
-    /// Checked by the caller when it encoded the value.
-    fn accepts(_ty: &Type) -> bool {
-        true
-    }
-
-    fn encode_format(&self, _ty: &Type) -> Format {
-        self.format
-    }
-
-    to_sql_checked!();
-}
-
-/// Encodes `values` for `statement`'s parameter types.
-fn encode(
-    statement: &Statement,
-    text: &SqlText<'_>,
-    values: &[SqlParam<'_>],
-) -> Result<Vec<Encoded>> {
-    let mut encoded = Vec::with_capacity(values.len());
-    for (value, ty) in values.iter().zip(statement.params()) {
-        let mut out = BytesMut::new();
-        match value.to_sql_checked(ty, &mut out) {
-            Ok(IsNull::No) => encoded.push(Encoded {
-                bytes: Some(out.freeze()),
-                format: value.encode_format(ty),
-            }),
-            Ok(IsNull::Yes) => encoded.push(Encoded {
-                bytes: None,
-                format: value.encode_format(ty),
-            }),
-            Err(err) => {
-                return Err(
-                    describe_wrong_parameter(statement, text, values).unwrap_or_else(|| {
-                        crate::Error::params(format!("a parameter cannot be sent: {err}"))
-                            .with_statement(text.as_str())
-                    }),
-                )
-            }
-        }
-    }
-    Ok(encoded)
 }
 
 /// Runs a lane's statements on one task, starting every queued statement in the same poll:
@@ -281,20 +210,20 @@ impl Pipeline {
         lane
     }
 
-    async fn lane(&self, engine: &EngineInner) -> Result<Arc<Lane>> {
+    async fn lane(&self, pool: &Pool<PgManager>) -> Result<Arc<Lane>> {
         let (best, grow) = self.pick();
         match best {
             None => {
                 let _opening = self.opening.lock().await;
                 match self.pick().0 {
                     Some(lane) => Ok(lane),
-                    None => Ok(self.add(engine.pool.get().await?)),
+                    None => Ok(self.add(pool.get().await?)),
                 }
             }
             Some(best) if grow && !self.growing.swap(true, Ordering::AcqRel) => {
                 let _unset = Unset(&self.growing);
                 // Never wait for a connection while a lane is usable.
-                match engine.pool.try_get().await {
+                match pool.try_get().await {
                     Ok(Some(pooled)) => Ok(self.add(pooled)),
                     _ => Ok(best),
                 }
@@ -306,13 +235,13 @@ impl Pipeline {
     /// Runs one bound statement on a shared lane.
     pub(crate) async fn run(
         &self,
-        engine: &EngineInner,
-        text: &SqlText<'_>,
-        values: &[SqlParam<'_>],
+        pool: &Pool<PgManager>,
+        context: &Context,
+        bound: &Bound<'_, '_>,
         want: Want,
     ) -> Result<Output> {
         let mut in_flight = loop {
-            let mut in_flight = InFlight::start(self.lane(engine).await?);
+            let mut in_flight = InFlight::start(self.lane(pool).await?);
             // A lane tainted between picking and starting may be about to cancel its work.
             if !in_flight.lane.tainted.load(Ordering::Acquire) {
                 break in_flight;
@@ -320,12 +249,7 @@ impl Pipeline {
             in_flight.finished = true;
         };
         let lane = in_flight.lane.clone();
-        let started = engine.config.echo.then(Instant::now);
-        let result = guarded(
-            engine.config.statement_guard(),
-            run_on_lane(&lane, text, values, want),
-        )
-        .await;
+        let result = exec::observe(&context.settings, bound, run_on_lane(&lane, bound, want)).await;
         // A statement cut off by the guard is abandoned like a dropped one.
         in_flight.finished = !matches!(&result, Err(e) if e.kind() == ErrorKind::Timeout);
         if matches!(&result, Err(e) if e.kind() == ErrorKind::ConnectionLost) {
@@ -339,9 +263,6 @@ impl Pipeline {
                 .unwrap_or_else(|e| e.into_inner())
                 .retain(|l| !Arc::ptr_eq(l, &lane));
         }
-        if let Some(started) = started {
-            echo(&engine.config, text.as_str(), values, started, &result);
-        }
         result
     }
 
@@ -353,130 +274,30 @@ impl Pipeline {
 
 /// Runs a statement through the lane's dispatcher (or directly when statements are not
 /// prepared, e.g. behind PgBouncer).
-async fn run_on_lane(
-    lane: &Lane,
-    text: &SqlText<'_>,
-    values: &[SqlParam<'_>],
-    want: Want,
-) -> Result<Output> {
+async fn run_on_lane(lane: &Lane, bound: &Bound<'_, '_>, want: Want) -> Result<Output> {
     if !lane.pooled.statements.is_enabled() {
-        return run_on(&lane.pooled, text, values, want).await;
+        return exec::run_on(&lane.pooled, bound, want).await;
     }
-    let statement = prepared(&lane.pooled, text, values).await?;
-    let encoded = encode(&statement, text, values)?;
+    let statement = exec::prepare(&lane.pooled, bound).await?;
+    let encoded = exec::encode(&statement, bound)?;
     let (reply, answer) = oneshot::channel();
     let job = Job {
-        statement,
+        statement: statement.clone(),
         values: encoded,
         want,
         reply,
     };
-    let sql = text.as_str();
     if lane.jobs.send(job).is_err() {
-        return Err(crate::Error::new(
+        return Err(Error::new(
             ErrorKind::ConnectionLost,
             "the shared connection closed before the statement was sent",
         ));
     }
     match answer.await {
-        Ok(result) => result.map_err(|err| {
-            // A cached plan may be stale after DDL; prepare afresh next time.
-            lane.pooled.statements.remove(sql);
-            crate::Error::from_driver(err, Some(sql))
-        }),
-        Err(_) => Err(crate::Error::new(
+        Ok(result) => result.map_err(|err| exec::query_failed(&lane.pooled, err, bound, &statement)),
+        Err(_) => Err(Error::new(
             ErrorKind::ConnectionLost,
             "the shared connection closed before the statement finished",
         )),
-    }
-}
-
-/// True for statements that leave no state on the connection once they finish, so they may
-/// share it and return it to the pool as it was: not transaction control, `SET`/`RESET`,
-/// `LISTEN`, cursors, `PREPARE`, `LOCK`, `COPY`, `DO`/`CALL`, temporary objects, or
-/// `set_config`. Cheap: no allocation.
-pub(crate) fn is_shareable(sql: &str) -> bool {
-    let mut words = sql
-        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-        .filter(|w| !w.is_empty());
-    let Some(first) = words.next() else {
-        return false;
-    };
-    const STATEFUL: &[&str] = &[
-        "BEGIN",
-        "START",
-        "COMMIT",
-        "END",
-        "ROLLBACK",
-        "ABORT",
-        "SAVEPOINT",
-        "RELEASE",
-        "PREPARE",
-        "DEALLOCATE",
-        "DISCARD",
-        "SET",
-        "RESET",
-        "LISTEN",
-        "UNLISTEN",
-        "DECLARE",
-        "FETCH",
-        "MOVE",
-        "CLOSE",
-        "LOCK",
-        "COPY",
-        "DO",
-        "CALL",
-    ];
-    if first.eq_ignore_ascii_case("SET") {
-        // SET LOCAL ends with the transaction.
-        return words
-            .next()
-            .is_some_and(|w| w.eq_ignore_ascii_case("LOCAL"));
-    }
-    if STATEFUL.iter().any(|w| first.eq_ignore_ascii_case(w)) {
-        return false;
-    }
-    if first.eq_ignore_ascii_case("CREATE") {
-        if let Some(second) = words.next() {
-            if second.eq_ignore_ascii_case("TEMP") || second.eq_ignore_ascii_case("TEMPORARY") {
-                return false;
-            }
-        }
-    }
-    // set_config(..., false) changes the session.
-    !sql.as_bytes()
-        .windows(b"set_config".len())
-        .any(|w| w.eq_ignore_ascii_case(b"set_config"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_shareable;
-
-    #[test]
-    fn statements_that_leave_session_state_are_not_shared() {
-        for sql in [
-            "BEGIN",
-            "start transaction",
-            "SET search_path = x",
-            "LISTEN chan",
-            "DECLARE c CURSOR FOR SELECT 1",
-            "CREATE TEMP TABLE t (x int)",
-            "SELECT set_config('a.b', '1', false)",
-            "DO $$ BEGIN END $$",
-            "",
-        ] {
-            assert!(!is_shareable(sql), "{sql}");
-        }
-        for sql in [
-            "SELECT 1",
-            "INSERT INTO t VALUES (1)",
-            "UPDATE t SET x = 1",
-            "CREATE TABLE t (x int)",
-            "WITH a AS (SELECT 1) SELECT * FROM a",
-            "SET LOCAL statement_timeout = 5",
-        ] {
-            assert!(is_shareable(sql), "{sql}");
-        }
     }
 }

@@ -6,74 +6,30 @@ use std::future::Future;
 
 use postgres_types::FromSqlOwned;
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::params::{ParamList, Params};
-use crate::row::{column, FromRow, Row};
+use crate::error::Result;
+use crate::exec::Want;
+use crate::params::Params;
+use crate::row::{FromRow, Row};
 
-/// What a statement should give back.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Want {
-    /// The rows.
-    Rows,
-    /// The number of rows affected.
-    Count,
-}
+/// Keeps [`Executor`] implemented by coredb's own types only, so its methods can grow without
+/// breaking anyone (as tokio-postgres's `GenericClient`). The module is private: the trait and
+/// the types in its signature cannot be named outside the crate.
+pub(crate) mod sealed {
+    use std::future::Future;
 
-/// What a statement gave back.
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum Output {
-    /// The rows.
-    Rows(Vec<Row>),
-    /// The number of rows affected.
-    Count(u64),
-}
+    use crate::error::Result;
+    use crate::exec::{Output, Want};
+    use crate::params::ParamList;
 
-impl Output {
-    pub(crate) fn count(self) -> u64 {
-        match self {
-            Output::Count(n) => n,
-            Output::Rows(rows) => rows.len() as u64,
-        }
-    }
-
-    pub(crate) fn rows(self) -> Vec<Row> {
-        match self {
-            Output::Rows(rows) => rows,
-            Output::Count(_) => Vec::new(),
-        }
-    }
-
-    pub(crate) fn all<T: FromRow>(self) -> Result<Vec<T>> {
-        self.rows().into_iter().map(T::from_owned_row).collect()
-    }
-
-    pub(crate) fn optional<T: FromRow>(self) -> Result<Option<T>> {
-        let mut rows = self.rows();
-        if rows.len() > 1 {
-            return Err(Error::new(
-                ErrorKind::TooManyRows,
-                format!("expected at most one row, got {}", rows.len()),
-            ));
-        }
-        rows.pop().map(T::from_owned_row).transpose()
-    }
-
-    pub(crate) fn one<T: FromRow>(self) -> Result<T> {
-        self.optional()?
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, "expected one row, got none"))
-    }
-
-    pub(crate) fn scalar<T: FromSqlOwned>(self) -> Result<T> {
-        let rows = self.rows();
-        let row = rows.first().ok_or_else(|| {
-            Error::new(
-                ErrorKind::NotFound,
-                "expected a row with a value, got no rows",
-            )
-        })?;
-        column(row, 0)
+    /// The one method every executor implements; [`Executor`](super::Executor)'s are built on it.
+    pub trait Sealed {
+        /// Runs one statement.
+        fn run_statement<'a>(
+            &'a mut self,
+            sql: &'a str,
+            params: ParamList<'a>,
+            want: Want,
+        ) -> impl Future<Output = Result<Output>> + Send + 'a;
     }
 }
 
@@ -87,16 +43,9 @@ impl Output {
 /// should return `impl Future<Output = ...> + Send + 'a` (with an `async move` body) rather
 /// than be an `async fn`: rustc cannot yet prove an `async fn`'s future `Send` for every
 /// executor lifetime (rust-lang/rust#100013).
-pub trait Executor: Send {
-    /// Runs one statement; the methods below are built on it.
-    #[doc(hidden)]
-    fn run_statement<'a>(
-        &'a mut self,
-        sql: &'a str,
-        params: ParamList<'a>,
-        want: Want,
-    ) -> impl Future<Output = Result<Output>> + Send + 'a;
-
+///
+/// The trait is sealed: only coredb's types implement it.
+pub trait Executor: sealed::Sealed + Send {
     /// Runs a statement and returns the number of rows it affected.
     fn execute<'a, P: Params + 'a>(
         &'a mut self,
@@ -136,7 +85,7 @@ pub trait Executor: Send {
     /// Runs a query that must return exactly one row.
     ///
     /// # Errors
-    /// [`NotFound`](ErrorKind::NotFound) for no row, [`TooManyRows`](ErrorKind::TooManyRows)
+    /// [`NotFound`](crate::ErrorKind::NotFound) for no row, [`TooManyRows`](crate::ErrorKind::TooManyRows)
     /// for more than one.
     fn fetch_one<'a, T: FromRow, P: Params + 'a>(
         &'a mut self,
@@ -152,7 +101,7 @@ pub trait Executor: Send {
     /// Runs a query that returns at most one row.
     ///
     /// # Errors
-    /// [`TooManyRows`](ErrorKind::TooManyRows) for more than one row.
+    /// [`TooManyRows`](crate::ErrorKind::TooManyRows) for more than one row.
     fn fetch_optional<'a, T: FromRow, P: Params + 'a>(
         &'a mut self,
         sql: &'a str,
@@ -168,7 +117,7 @@ pub trait Executor: Send {
     /// use `Option<T>` for a value that may be NULL.
     ///
     /// # Errors
-    /// [`NotFound`](ErrorKind::NotFound) when there is no row.
+    /// [`NotFound`](crate::ErrorKind::NotFound) when there is no row.
     fn scalar<'a, T: FromSqlOwned + Send, P: Params + 'a>(
         &'a mut self,
         sql: &'a str,

@@ -79,56 +79,9 @@ impl RetryPolicy {
     }
 }
 
-/// True for statements that only read, so running one again after a lost connection cannot
-/// apply anything twice: the first keyword is `SELECT`, `VALUES`, `TABLE` or `SHOW`.
-pub(crate) fn is_read_only_statement(sql: &str) -> bool {
-    let mut rest = sql.trim_start();
-    loop {
-        if let Some(r) = rest.strip_prefix("--") {
-            rest = r
-                .split_once('\n')
-                .map_or("", |(_, after)| after)
-                .trim_start();
-        } else if let Some(r) = rest.strip_prefix('(') {
-            rest = r.trim_start();
-        } else {
-            break;
-        }
-    }
-    let word: String = rest
-        .chars()
-        .take_while(char::is_ascii_alphabetic)
-        .collect::<String>()
-        .to_ascii_uppercase();
-    matches!(word.as_str(), "SELECT" | "VALUES" | "TABLE" | "SHOW")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_plain_reads_count_as_read_only() {
-        for sql in [
-            "SELECT 1",
-            "  select * from t",
-            "(SELECT 1) UNION (SELECT 2)",
-            "-- c\nSHOW x",
-            "VALUES (1)",
-            "TABLE t",
-        ] {
-            assert!(is_read_only_statement(sql), "{sql}");
-        }
-        for sql in [
-            "INSERT INTO t VALUES (1)",
-            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
-            "UPDATE t SET x = 1",
-            "BEGIN",
-            "",
-        ] {
-            assert!(!is_read_only_statement(sql), "{sql}");
-        }
-    }
 
     #[test]
     fn delays_double_up_to_the_cap_with_jitter_in_the_upper_half() {

@@ -6,8 +6,149 @@ use postgres_types::{FromSql, FromSqlOwned};
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// A row returned by the server (the driver's row type).
-pub use tokio_postgres::Row;
+/// A row returned by the server.
+///
+/// Its getters return a [`Result`]: a missing column, a `NULL` in a non-`Option` type or a
+/// type mismatch is a [`Decode`](ErrorKind::Decode) error naming the column, the Rust type
+/// and the PostgreSQL type, never a panic.
+///
+/// ```no_run
+/// # async fn demo(db: coredb::DatabaseManager) -> coredb::Result<()> {
+/// for row in db.query("SELECT name, age FROM users", ()).await? {
+///     let name: String = row.get("name")?;
+///     let age: Option<i32> = row.get(1)?;
+///     println!("{name} {age:?}");
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Row(tokio_postgres::Row);
+
+impl From<tokio_postgres::Row> for Row {
+    fn from(row: tokio_postgres::Row) -> Self {
+        Row(row)
+    }
+}
+
+/// A column of a [`Row`]: by position (`0`, `1`, ...) or by name (`"email"`).
+///
+/// Implemented for `usize` and `&str` only.
+pub trait ColumnIndex: sealed::Sealed {
+    /// The position of the column in `row`, or the error naming what was asked.
+    #[doc(hidden)]
+    fn position(&self, row: &Row, rust_type: &str) -> Result<usize>;
+}
+
+mod sealed {
+    /// Keeps [`ColumnIndex`](super::ColumnIndex) to coredb's implementations.
+    pub trait Sealed {}
+    impl Sealed for usize {}
+    impl Sealed for &str {}
+}
+
+impl ColumnIndex for usize {
+    fn position(&self, row: &Row, rust_type: &str) -> Result<usize> {
+        if *self < row.len() {
+            return Ok(*self);
+        }
+        Err(Error::new(
+            ErrorKind::Decode,
+            format!(
+                "the result has {} column(s); there is no column at index {self} for Rust type {rust_type}",
+                row.len()
+            ),
+        ))
+    }
+}
+
+impl ColumnIndex for &str {
+    fn position(&self, row: &Row, rust_type: &str) -> Result<usize> {
+        let columns = row.0.columns();
+        match columns.iter().position(|c| c.name() == *self) {
+            Some(index) => Ok(index),
+            None => Err(Error::new(
+                ErrorKind::Decode,
+                format!(
+                    "the result has no column {self:?} for Rust type {rust_type} (columns: {})",
+                    columns
+                        .iter()
+                        .map(|c| c.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    }
+}
+
+impl Row {
+    /// Reads a column (by position or name) as `T`; use `Option<T>` for a column that may be
+    /// `NULL`.
+    ///
+    /// # Errors
+    /// A [`Decode`](ErrorKind::Decode) error naming the column, the Rust type and the
+    /// PostgreSQL type when the column is missing, `NULL` for a non-`Option` type, or of
+    /// another type.
+    pub fn get<'a, T: FromSql<'a>>(&'a self, column: impl ColumnIndex) -> Result<T> {
+        let index = column.position(self, type_name::<T>())?;
+        let col = &self.0.columns()[index];
+        self.0.try_get::<_, T>(index).map_err(|err| {
+            use std::error::Error as _;
+            let source = err.source();
+            let message = if source.is_some_and(|s| s.is::<postgres_types::WasNull>()) {
+                format!(
+                    "column {:?} is NULL, which Rust type {} cannot hold; declare the field as an Option",
+                    col.name(),
+                    type_name::<T>()
+                )
+            } else if source.is_some_and(|s| s.is::<postgres_types::WrongType>()) {
+                format!(
+                    "column {:?} has PostgreSQL type {}, which cannot be read as Rust type {}",
+                    col.name(),
+                    col.type_(),
+                    type_name::<T>()
+                )
+            } else {
+                format!(
+                    "column {:?} (PostgreSQL type {}) could not be read as Rust type {}: {}",
+                    col.name(),
+                    col.type_(),
+                    type_name::<T>(),
+                    source.map_or_else(|| err.to_string(), |s| s.to_string())
+                )
+            };
+            Error::new(ErrorKind::Decode, message)
+        })
+    }
+
+    /// The number of columns.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when the row has no columns.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The columns' names, in order.
+    pub fn column_names(&self) -> impl Iterator<Item = &str> {
+        self.0.columns().iter().map(|c| c.name())
+    }
+
+    /// The PostgreSQL type of column `index` (e.g. `int4`, `text`), or `None` past the end.
+    pub fn column_type(&self, index: usize) -> Option<&str> {
+        self.0.columns().get(index).map(|c| c.type_().name())
+    }
+}
+
+impl std::fmt::Debug for Row {
+    /// The column names and types, never the values (they may be personal data).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.columns().iter().map(|c| (c.name(), c.type_().name())))
+            .finish()
+    }
+}
 
 /// Builds a value from one row; implemented for [`Row`] itself, for tuples of up to 16 columns,
 /// and by `#[derive(FromRow)]` for structs.
@@ -40,64 +181,10 @@ impl FromRow for Row {
     }
 }
 
-/// Reads column `index` as `T`, with an error that names the column and both types.
-pub fn column<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T> {
-    let Some(col) = row.columns().get(index) else {
-        return Err(Error::new(
-            ErrorKind::Decode,
-            format!(
-                "the result has {} column(s); there is no column at index {index} for Rust type {}",
-                row.len(),
-                type_name::<T>()
-            ),
-        ));
-    };
-    row.try_get::<_, T>(index).map_err(|err| {
-        use std::error::Error as _;
-        let source = err.source();
-        let message = if source.is_some_and(|s| s.is::<postgres_types::WasNull>()) {
-            format!(
-                "column {:?} is NULL, which Rust type {} cannot hold; declare the field as an Option",
-                col.name(),
-                type_name::<T>()
-            )
-        } else if source.is_some_and(|s| s.is::<postgres_types::WrongType>()) {
-            format!(
-                "column {:?} has PostgreSQL type {}, which cannot be read as Rust type {}",
-                col.name(),
-                col.type_(),
-                type_name::<T>()
-            )
-        } else {
-            format!(
-                "column {:?} (PostgreSQL type {}) could not be read as Rust type {}: {}",
-                col.name(),
-                col.type_(),
-                type_name::<T>(),
-                source.map_or_else(|| err.to_string(), |s| s.to_string())
-            )
-        };
-        Error::new(ErrorKind::Decode, message)
-    })
-}
-
-/// Reads the column called `name` as `T`; like [`column`].
+/// Reads the column called `name` as `T`; what `#[derive(FromRow)]` and models write.
+#[doc(hidden)]
 pub fn named_column<'a, T: FromSql<'a>>(row: &'a Row, name: &str) -> Result<T> {
-    match row.columns().iter().position(|c| c.name() == name) {
-        Some(index) => column(row, index),
-        None => Err(Error::new(
-            ErrorKind::Decode,
-            format!(
-                "the result has no column {name:?} for Rust type {} (columns: {})",
-                type_name::<T>(),
-                row.columns()
-                    .iter()
-                    .map(|c| c.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )),
-    }
+    row.get(name)
 }
 
 macro_rules! tuple_from_row {
@@ -110,7 +197,7 @@ macro_rules! tuple_from_row {
                         format!("the result has {} column(s) but the tuple has {}", row.len(), $n),
                     ));
                 }
-                Ok(($(column::<$name>(row, $idx)?,)+))
+                Ok(($(row.get::<$name>($idx as usize)?,)+))
             }
         }
     };

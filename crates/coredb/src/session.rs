@@ -5,10 +5,13 @@ use std::future::Future;
 
 use tokio_postgres::error::SqlState;
 
+use crate::conn::Event;
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
+use crate::exec::{Output, Want};
 use crate::params::ParamList;
-use crate::query::{Executor, Output, Want};
+use crate::query::{sealed, Executor};
+
 
 /// Transaction isolation levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +83,7 @@ pub struct Session {
 impl Session {
     /// Begins a transaction on `conn`.
     pub(crate) async fn begin(mut conn: Connection, options: &SessionOptions) -> Result<Self> {
-        conn.pg().in_transaction = true;
-        conn.batch(&options.begin_sql()).await?;
+        conn.control(&options.begin_sql(), Event::BeginSent).await?;
         Ok(Session {
             conn,
             depth: 0,
@@ -112,15 +114,7 @@ impl Session {
     }
 
     async fn end(&mut self, sql: &str) -> Result<()> {
-        let result = self.conn.batch(sql).await;
-        // After a reply to COMMIT or ROLLBACK the server has ended the transaction either way.
-        if result
-            .as_ref()
-            .map_or_else(|e| e.kind() != ErrorKind::ConnectionLost, |_| true)
-        {
-            self.conn.pg().in_transaction = false;
-        }
-        result
+        self.conn.control(sql, Event::EndSent).await
     }
 
     /// Begins a nested transaction (a savepoint); it rolls back on drop unless committed.
@@ -129,7 +123,7 @@ impl Session {
         self.check_not_aborted()?;
         let level = self.depth + 1;
         let sql = format!("SAVEPOINT coredb_sp_{level}");
-        if let Err(e) = self.conn.batch(&sql).await {
+        if let Err(e) = self.conn.control(&sql, Event::TRANSACTION_SCOPED).await {
             self.record_failure(&e);
             return Err(e);
         }
@@ -194,7 +188,7 @@ impl Session {
     async fn rollback_to(&mut self, level: u32) -> Result<()> {
         let sql =
             format!("ROLLBACK TO SAVEPOINT coredb_sp_{level}; RELEASE SAVEPOINT coredb_sp_{level}");
-        self.conn.batch(&sql).await?;
+        self.conn.control(&sql, Event::TRANSACTION_SCOPED).await?;
         self.depth = level - 1;
         if self.failed_at.is_some_and(|at| at >= level) {
             self.failed_at = None;
@@ -224,7 +218,9 @@ impl std::fmt::Debug for Session {
     }
 }
 
-impl Executor for Session {
+impl Executor for Session {}
+
+impl sealed::Sealed for Session {
     fn run_statement<'a>(
         &'a mut self,
         sql: &'a str,
@@ -258,7 +254,7 @@ impl Savepoint<'_> {
             return Err(err);
         }
         let sql = format!("RELEASE SAVEPOINT coredb_sp_{}", self.level);
-        self.session.conn.batch(&sql).await?;
+        self.session.conn.control(&sql, Event::TRANSACTION_SCOPED).await?;
         self.session.depth = self.level - 1;
         Ok(())
     }
@@ -276,7 +272,9 @@ impl Savepoint<'_> {
     }
 }
 
-impl Executor for Savepoint<'_> {
+impl Executor for Savepoint<'_> {}
+
+impl sealed::Sealed for Savepoint<'_> {
     fn run_statement<'a>(
         &'a mut self,
         sql: &'a str,

@@ -1,6 +1,6 @@
 //! Multi-host configuration: hosts are tried in order until one answers.
 
-use coredb::testkit::TestDatabase;
+use coredb_testkit::TestDatabase;
 use coredb::{DatabaseManager, TargetSessionAttrs};
 
 fn unused_port() -> u16 {
@@ -63,8 +63,8 @@ async fn every_host_down_names_all_of_them_in_the_error() {
     );
 }
 
-async fn server() -> coredb::embedded::EmbeddedServer {
-    tokio::task::spawn_blocking(coredb::embedded::EmbeddedServer::start)
+async fn server() -> coredb_embedded::EmbeddedServer {
+    tokio::task::spawn_blocking(coredb_embedded::EmbeddedServer::start)
         .await
         .unwrap()
         .unwrap()

@@ -1,6 +1,6 @@
 //! The seed's process-wide functions, in the seed's order. One test: they share global state.
 
-use coredb::testkit::TestDatabase;
+use coredb_testkit::TestDatabase;
 use coredb::{ErrorKind, Executor};
 
 #[tokio::test]
@@ -45,7 +45,7 @@ async fn seed_quick_start_lifecycle_works_end_to_end() {
 
     // close_database waits, closes, forgets.
     coredb::close_database().await;
-    assert!(manager.engine().is_closed());
+    assert!(manager.is_closed());
     assert_eq!(
         manager.get_connection().await.unwrap_err().kind(),
         ErrorKind::PoolClosed
@@ -63,5 +63,5 @@ async fn seed_quick_start_lifecycle_works_end_to_end() {
     assert_eq!(n, 2, "both the autocommit and the session insert were kept");
     let service = lifespan.manager().clone();
     lifespan.shutdown().await;
-    assert!(service.engine().is_closed());
+    assert!(service.is_closed());
 }

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use coredb::testkit::TestDatabase;
+use coredb_testkit::TestDatabase;
 use coredb::{DatabaseConfig, DatabaseManager, HealthStatus};
 
 #[tokio::test]

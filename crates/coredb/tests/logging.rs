@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use coredb::testkit::TestDatabase;
+use coredb_testkit::TestDatabase;
 use coredb::{params, DatabaseManager, Executor};
 use tracing_subscriber::fmt::MakeWriter;
 

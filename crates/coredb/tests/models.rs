@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use coredb::model::{self, CopyIn, Crud, Metadata, Model, UuidVersion};
-use coredb::testkit::TestDatabase;
+use coredb_testkit::TestDatabase;
 use coredb::{params, Connection, ErrorKind, Executor, SqlState};
 use rust_decimal::Decimal;
 use uuid::Uuid;

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coredb::embedded::EmbeddedServer;
+use coredb_embedded::EmbeddedServer;
 use coredb::{params, DatabaseConfig, DatabaseManager, Executor};
 
 /// A PgBouncer in transaction mode in front of `server`; stopped when dropped.
@@ -41,14 +41,14 @@ impl Bouncer {
         std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
         // PgBouncer refuses to run as root; it drops to `postgres` when asked.
         let mut command = Command::new(binary);
-        if unsafe { libc::geteuid() } == 0 {
+        if let Some(user) = coredb_embedded::server_user().unwrap() {
             Command::new("chmod")
                 .arg("-R")
                 .arg("a+rwX")
                 .arg(&dir)
                 .status()
                 .unwrap();
-            command.arg("-u").arg("postgres");
+            command.arg("-u").arg(user);
         }
         let child = command
             .arg(dir.join("pgbouncer.ini"))

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use coredb::testkit::TestDatabase;
+use coredb_testkit::TestDatabase;
 
 #[tokio::test]
 async fn concurrent_autocommit_statements_share_few_connections_and_get_their_own_answers() {

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use coredb::testkit::TestDatabase;
+use coredb_testkit::TestDatabase;
 use coredb::{Connection, DatabaseManager, ErrorKind, Executor};
 
 async fn pid(conn: &mut Connection) -> i32 {
@@ -299,7 +299,7 @@ async fn close_refuses_new_checkouts_and_waits_for_checked_out_connections() {
         let m = m.clone();
         async move { m.close().await }
     });
-    assert!(eventually(|| m.engine().is_closed()).await);
+    assert!(eventually(|| m.is_closed()).await);
     let err = m.get_connection().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PoolClosed);
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -25,9 +25,9 @@ use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use coredb::axum::Tx;
-use coredb::embedded::EmbeddedServer;
+use coredb_embedded::EmbeddedServer;
 use coredb::model::Uuid;
-use coredb::testkit::TestDatabase;
+use coredb_testkit::TestDatabase;
 use coredb::{DatabaseConfig, DatabaseManager, SslMode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -799,7 +799,7 @@ async fn shutdown_lets_in_flight_requests_finish_then_closes_the_pool() {
         !service.task.is_finished(),
         "serve returned before the request finished"
     );
-    assert!(!service.db.engine().is_closed());
+    assert!(!service.db.is_closed());
 
     release.notify_one();
     let reply = tokio::time::timeout(PATIENCE, in_flight)
@@ -816,7 +816,7 @@ async fn shutdown_lets_in_flight_requests_finish_then_closes_the_pool() {
         .unwrap()
         .unwrap();
     assert!(
-        service.db.engine().is_closed(),
+        service.db.is_closed(),
         "the pool is closed after serving"
     );
     assert_eq!(service.db.status().in_use, 0);

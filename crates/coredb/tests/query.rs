@@ -1,6 +1,6 @@
 //! The query API against a real server: rows, scalars, named parameters and server errors.
 
-use coredb::testkit::TestDatabase;
+use coredb_testkit::TestDatabase;
 use coredb::{params, ErrorKind, Executor, Row, SqlState};
 
 async fn users(db: &TestDatabase) {
@@ -39,7 +39,7 @@ async fn execute_raw_sql_binds_named_parameters() {
         )
         .await
         .unwrap();
-    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let names: Vec<String> = rows.iter().map(|r| r.get(0).unwrap()).collect();
     assert_eq!(names, ["ada", "cy"]);
 }
 

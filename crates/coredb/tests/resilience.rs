@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use coredb::embedded::{EmbeddedServer, EmbeddedServerBuilder};
+use coredb_embedded::{EmbeddedServer, EmbeddedServerBuilder};
 use coredb::{
     DatabaseConfig, DatabaseConfigBuilder, DatabaseManager, Error, ErrorKind, Executor,
     IsolationLevel, RetryPolicy, SessionOptions,
@@ -33,7 +33,7 @@ async fn start(builder: EmbeddedServerBuilder) -> Arc<EmbeddedServer> {
 /// Runs a blocking server operation (stop, kill, restart) off the runtime.
 async fn on_server(
     server: &Arc<EmbeddedServer>,
-    op: fn(&EmbeddedServer) -> Result<(), coredb::embedded::EmbeddedError>,
+    op: fn(&EmbeddedServer) -> Result<(), coredb_embedded::EmbeddedError>,
 ) {
     let server = server.clone();
     tokio::task::spawn_blocking(move || op(&server))

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coredb::testkit::TestDatabase;
+use coredb_testkit::TestDatabase;
 use coredb::{Error, ErrorKind, Executor, IsolationLevel, RetryPolicy, SessionOptions, SqlState};
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! Sessions: commit, rollback, rollback on drop and on error, savepoints, options, closures.
 
-use coredb::testkit::TestDatabase;
+use coredb_testkit::TestDatabase;
 use coredb::{params, Error, ErrorKind, Executor, IsolationLevel, SessionOptions, SqlState};
 
 async fn accounts() -> TestDatabase {

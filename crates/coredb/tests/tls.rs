@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use coredb::embedded::EmbeddedServer;
+use coredb_embedded::EmbeddedServer;
 use coredb::{DatabaseConfig, DatabaseManager, ErrorKind, SslMode};
 
 /// A certificate authority and a server certificate it signed, in a directory of their own.
@@ -76,21 +76,8 @@ impl Certificates {
             "ext.cnf",
         ]);
         // The server reads its key as its own user and insists on 0600.
-        if unsafe { libc::geteuid() } == 0 {
-            let owner = unsafe { libc::getpwnam(c"postgres".as_ptr()) };
-            let uid = if owner.is_null() {
-                65534
-            } else {
-                unsafe { (*owner).pw_uid }
-            };
-            let gid = if owner.is_null() {
-                65534
-            } else {
-                unsafe { (*owner).pw_gid }
-            };
-            for f in ["server.key", "server.pem"] {
-                std::os::unix::fs::chown(dir.join(f), Some(uid), Some(gid)).unwrap();
-            }
+        for f in ["server.key", "server.pem"] {
+            coredb_embedded::give_to_server_user(&dir.join(f)).unwrap();
         }
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(

@@ -32,7 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Starting an embedded server blocks (initdb copy, waiting for readiness).
     let (config, embedded) =
-        tokio::task::spawn_blocking(coredb::embedded::config_or_embedded).await??;
+        tokio::task::spawn_blocking(coredb_testkit::config_or_embedded).await??;
     match &embedded {
         Some(server) => println!(
             "No database configured: using an embedded PostgreSQL {} on 127.0.0.1:{} (removed on exit)",

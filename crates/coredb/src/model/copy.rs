@@ -1,18 +1,15 @@
 //! Bulk inserts with `COPY .. FROM STDIN BINARY`: [`CopyIn`].
 
 use std::future::Future;
-use std::pin::pin;
 
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::Client;
-
+use crate::conn::Event;
 use crate::connection::Connection;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::query::Executor;
 use crate::session::Session;
-use crate::statement_cache::StatementCache;
 
 use super::Model;
+
 
 /// Loads many models with PostgreSQL's `COPY`, the fastest way in (several times the rows per
 /// second of multi-row INSERTs for big batches).
@@ -63,55 +60,33 @@ impl CopyIn for Session {
         // aborted transaction, which COPY on the raw client would not notice.
         self.execute("SELECT 1", ()).await?;
         let conn = self.connection();
-        conn.batch("SAVEPOINT coredb_copy").await?;
+        conn.control("SAVEPOINT coredb_copy", Event::TRANSACTION_SCOPED).await?;
         match copy_tracked(conn, models).await {
             Ok(rows) => {
-                conn.batch("RELEASE SAVEPOINT coredb_copy").await?;
+                conn.control("RELEASE SAVEPOINT coredb_copy", Event::TRANSACTION_SCOPED)
+                    .await?;
                 Ok(rows)
             }
             Err(err) => {
-                conn.batch("ROLLBACK TO SAVEPOINT coredb_copy; RELEASE SAVEPOINT coredb_copy")
-                    .await?;
+                conn.control(
+                    "ROLLBACK TO SAVEPOINT coredb_copy; RELEASE SAVEPOINT coredb_copy",
+                    Event::TRANSACTION_SCOPED,
+                )
+                .await?;
                 Err(err)
             }
         }
     }
 }
 
-/// Copies while the connection is marked busy, so a copy abandoned half-way (its future
-/// dropped) closes the connection instead of returning it to the pool mid-COPY.
+/// Copies through the statement path, which keeps the connection's state.
 async fn copy_tracked<M: Model>(conn: &mut Connection, models: &[M]) -> Result<u64> {
-    let pg = conn.pg();
-    pg.busy = true;
-    let result = copy_rows(&pg.client, &pg.statements, models).await;
-    pg.busy = false;
-    result
-}
-
-async fn copy_rows<M: Model>(client: &Client, cache: &StatementCache, models: &[M]) -> Result<u64> {
     let statements = M::STATEMENTS;
-    // The one-row INSERT takes exactly the copied columns as parameters, in order: its
-    // prepared form tells their types (and is usually cached already).
-    let insert = match cache.get(statements.insert) {
-        Some(statement) => statement,
-        None => {
-            let statement = client
-                .prepare(statements.insert)
-                .await
-                .map_err(|e| Error::from_driver(e, Some(statements.insert)))?;
-            cache.insert(statements.insert, &statement);
-            statement
-        }
-    };
-    let copy_error = |e| Error::from_driver(e, Some(statements.copy));
-    let sink = client.copy_in(statements.copy).await.map_err(copy_error)?;
-    let mut writer = pin!(BinaryCopyInWriter::new(sink, insert.params()));
-    for model in models {
-        writer
-            .as_mut()
-            .write(&model.insert_values())
-            .await
-            .map_err(copy_error)?;
-    }
-    writer.finish().await.map_err(copy_error)
+    crate::exec::copy_in(
+        conn.pg(),
+        statements.copy,
+        statements.insert,
+        models.iter().map(Model::insert_values),
+    )
+    .await
 }

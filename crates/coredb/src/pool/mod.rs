@@ -43,6 +43,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 
+use crate::config::defaults;
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::Backoff;
 use status::Counters;
@@ -67,12 +68,12 @@ pub struct PoolOptions {
 impl Default for PoolOptions {
     fn default() -> Self {
         PoolOptions {
-            pool_size: 5,
-            max_overflow: 10,
-            timeout: Duration::from_secs(30),
-            recycle: Some(Duration::from_secs(1800)),
-            pre_ping: true,
-            pre_ping_idle: Duration::from_secs(1),
+            pool_size: defaults::POOL_SIZE,
+            max_overflow: defaults::MAX_OVERFLOW,
+            timeout: defaults::POOL_TIMEOUT,
+            recycle: defaults::POOL_RECYCLE,
+            pre_ping: defaults::POOL_PRE_PING,
+            pre_ping_idle: defaults::PRE_PING_IDLE,
         }
     }
 }

@@ -2,5 +2,4 @@
 
 #![allow(dead_code)]
 
-pub mod embedded_probe;
 pub mod proxy;

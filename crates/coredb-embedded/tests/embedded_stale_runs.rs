@@ -9,7 +9,7 @@ use std::process::{Child, Command};
 use std::thread;
 use std::time::Duration;
 
-use coredb::embedded::EmbeddedServer;
+use coredb_embedded::EmbeddedServer;
 use support::embedded_probe::{
     eventually, init_tracing, is_alive, run_helper, server_processes, HELPER_ENV,
 };

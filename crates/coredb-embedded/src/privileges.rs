@@ -112,3 +112,25 @@ pub(crate) fn check_traversable(dir: &Path, user: &RunAs) -> Result<(), Embedded
     }
     Ok(())
 }
+
+/// Gives `path` to the user PostgreSQL runs as (when this process is root), so a server started
+/// by this crate can read files made for it, such as a TLS key that must be its own and
+/// mode `0600`. Does nothing for an ordinary user, who runs the server as itself.
+///
+/// # Errors
+/// When no unprivileged user exists (as root), or the file's owner cannot be changed.
+pub fn give_to_server_user(path: &Path) -> Result<(), EmbeddedError> {
+    let user = unprivileged_user()?;
+    chown(path, user.as_ref())
+        .map_err(|e| EmbeddedError::io(format!("giving {} to the server's user", path.display()), e))
+}
+
+/// The name of the user PostgreSQL runs as when this process is root (`postgres`, else
+/// `nobody`); `None` for an ordinary user, who runs the server as itself. Tools that also refuse
+/// to run as root (PgBouncer, say) can run as the same user.
+///
+/// # Errors
+/// As root, when no unprivileged user exists.
+pub fn server_user() -> Result<Option<String>, EmbeddedError> {
+    Ok(unprivileged_user()?.map(|user| user.name))
+}

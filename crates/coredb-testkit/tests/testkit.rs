@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coredb::embedded::EmbeddedServer;
-use coredb::testkit::TestDatabase;
+use coredb_embedded::EmbeddedServer;
+use coredb_testkit::TestDatabase;
 use coredb::{DatabaseConfig, DatabaseManager, Executor};
 
 #[tokio::test]
@@ -95,7 +95,7 @@ async fn dedicated_server() -> (Arc<EmbeddedServer>, DatabaseManager) {
 
 async fn blocking(
     server: &Arc<EmbeddedServer>,
-    op: fn(&EmbeddedServer) -> Result<(), coredb::embedded::EmbeddedError>,
+    op: fn(&EmbeddedServer) -> Result<(), coredb_embedded::EmbeddedError>,
 ) {
     let server = server.clone();
     tokio::task::spawn_blocking(move || op(&server))
@@ -147,7 +147,7 @@ async fn checkout_retries_with_backoff_until_the_server_is_back() {
     assert!(m.metrics().connect_failures >= 2, "{:?}", m.metrics());
 }
 
-#[coredb::test]
+#[coredb_testkit::test]
 async fn test_attribute_hands_a_fresh_database_manager(db: DatabaseManager) -> coredb::Result<()> {
     db.execute("CREATE TABLE fresh (x int)", ()).await?;
     let n: i64 = db.scalar("SELECT count(*) FROM fresh", ()).await?;
@@ -157,7 +157,7 @@ async fn test_attribute_hands_a_fresh_database_manager(db: DatabaseManager) -> c
     Ok(())
 }
 
-#[coredb::test]
+#[coredb_testkit::test]
 async fn test_attribute_can_hand_the_test_database_itself(db: TestDatabase) {
     let n: i32 = db.manager().scalar("SELECT 1", ()).await.unwrap();
     assert_eq!(n, 1);

@@ -1,15 +1,23 @@
-//! Test harness: a fresh database per test, on the configured server or the embedded one.
+//! Test harness for coredb: a fresh database per test, on the configured server or a throwaway
+//! embedded one. Use it as a dev-dependency.
 //!
 //! ```no_run
-//! use coredb::testkit::TestDatabase;
+//! use coredb_testkit::TestDatabase;
 //!
 //! #[tokio::test]
-//! async fn inserts_are_visible() -> coredb::Result<()> {
+//! async fn inserts_are_visible() -> Result<(), Box<dyn std::error::Error>> {
 //!     let db = TestDatabase::new().await?;
 //!     db.manager().execute("CREATE TABLE t (x int)", ()).await?;
 //!     db.manager().execute("INSERT INTO t VALUES (1)", ()).await?;
 //!     assert_eq!(db.manager().scalar::<i64, _>("SELECT count(*) FROM t", ()).await?, 1);
 //!     Ok(())
+//! }
+//!
+//! // The same with the attribute: the database comes as the argument.
+//! #[coredb_testkit::test]
+//! async fn counts_start_at_zero(db: coredb::DatabaseManager) {
+//!     db.execute("CREATE TABLE t (x int)", ()).await.unwrap();
+//!     assert_eq!(db.scalar::<i64, _>("SELECT count(*) FROM t", ()).await.unwrap(), 0);
 //! }
 //! ```
 //!
@@ -21,13 +29,24 @@
 //! starts its own embedded server from a cached cluster (well under a second); no server is
 //! shared between processes, so none can outlive the run.
 
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::config::DatabaseConfig;
-use crate::embedded::EmbeddedServer;
-use crate::error::{Error, ErrorKind, Result};
-use crate::manager::DatabaseManager;
+mod error;
+mod fallback;
+
+use coredb::{DatabaseConfig, DatabaseConfigBuilder, DatabaseManager, SslMode};
+use coredb_embedded::EmbeddedServer;
+
+pub use coredb_embedded;
+/// `#[coredb_testkit::test]`: an async test with a fresh database of its own, given as its
+/// argument (a [`TestDatabase`] or a `coredb::DatabaseManager`), or none.
+pub use coredb_macros::test;
+pub use error::{Error, Result};
+pub use fallback::config_or_embedded;
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
@@ -51,7 +70,7 @@ impl TestDatabase {
 
     /// Like [`new`](Self::new), letting the test change pool or session settings.
     pub async fn with_config(
-        adjust: impl FnOnce(crate::DatabaseConfigBuilder) -> crate::DatabaseConfigBuilder,
+        adjust: impl FnOnce(DatabaseConfigBuilder) -> DatabaseConfigBuilder,
     ) -> Result<Self> {
         let (admin, server) = admin_config().await?;
         let name = format!(
@@ -95,7 +114,7 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let name = std::mem::take(&mut self.name);
-        self.manager.engine().close_now();
+        self.manager.close_now();
         // Drop cannot await, and the test's runtime may be shutting down: the admin thread,
         // which has a runtime of its own, drops the database; this waits for it (bounded).
         let (reply, done) = std::sync::mpsc::channel();
@@ -147,7 +166,7 @@ impl AdminThread {
                                         m
                                     }
                                     Err(e) => {
-                                        reply(Err(e));
+                                        reply(Err(e.into()));
                                         continue;
                                     }
                                 },
@@ -170,10 +189,7 @@ impl AdminThread {
     ) {
         if let Err(e) = self.jobs.send((config.clone(), job, Box::new(reply))) {
             let (_, _, reply) = e.0;
-            reply(Err(Error::new(
-                ErrorKind::Embedded,
-                "the test database admin thread is gone",
-            )));
+            reply(Err(Error::AdminGone));
         }
     }
 
@@ -182,12 +198,7 @@ impl AdminThread {
         self.send(config, job, move |result| {
             let _ = reply.send(result);
         });
-        done.await.unwrap_or_else(|_| {
-            Err(Error::new(
-                ErrorKind::Embedded,
-                "the test database admin thread is gone",
-            ))
-        })
+        done.await.unwrap_or(Err(Error::AdminGone))
     }
 }
 
@@ -207,19 +218,21 @@ async fn admin_job(admin: &DatabaseManager, job: AdminJob) -> Result<()> {
                     &format!("CREATE DATABASE {name} TEMPLATE template1{strategy}"),
                     (),
                 )
-                .await
-                .map(drop)
+                .await?;
+            Ok(())
         }
-        AdminJob::Drop(name) => admin
-            .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), ())
-            .await
-            .map(drop),
+        AdminJob::Drop(name) => {
+            admin
+                .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), ())
+                .await?;
+            Ok(())
+        }
     }
 }
 
 /// The maintenance database of the server tests run on.
 async fn admin_config() -> Result<(DatabaseConfig, Option<&'static EmbeddedServer>)> {
-    let tuned = |b: crate::DatabaseConfigBuilder| {
+    let tuned = |b: DatabaseConfigBuilder| {
         b.pool_timeout(Duration::from_secs(20))
             .connect_timeout(Duration::from_secs(5))
             .pool_size(5)
@@ -232,20 +245,15 @@ async fn admin_config() -> Result<(DatabaseConfig, Option<&'static EmbeddedServe
     }
     let server = tokio::task::spawn_blocking(EmbeddedServer::shared)
         .await
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Embedded,
-                format!("embedded server start panicked: {e}"),
-            )
-        })??;
+        .map_err(|e| Error::Panicked(e.to_string()))??;
     let config = DatabaseConfig::from_url(&server.url())?;
     let admin = tuned(config.to_builder())
-        .ssl_mode(crate::SslMode::Disable)
+        .ssl_mode(SslMode::Disable)
         .build()?;
     Ok((admin, Some(server)))
 }
 
-/// Used by the code `#[coredb::test]` generates.
+/// Used by the code `#[coredb_testkit::test]` generates.
 #[doc(hidden)]
 pub mod __private {
     /// Runs a test's future on a runtime of its own, as `#[tokio::test]` does.

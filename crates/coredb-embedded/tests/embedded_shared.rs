@@ -5,7 +5,7 @@ mod support;
 use std::path::PathBuf;
 use std::thread;
 
-use coredb::embedded::EmbeddedServer;
+use coredb_embedded::EmbeddedServer;
 use support::embedded_probe::{
     init_tracing, is_alive, run_helper, scalar, server_processes, HELPER_ENV,
 };

@@ -22,7 +22,35 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::Engine;
+
+/// The default of every setting that more than one layer needs, written once.
+pub(crate) mod defaults {
+    use std::time::Duration;
+
+    /// `POSTGRES_POOL_SIZE`.
+    pub(crate) const POOL_SIZE: usize = 5;
+    /// `POSTGRES_MAX_OVERFLOW`.
+    pub(crate) const MAX_OVERFLOW: usize = 10;
+    /// `POSTGRES_POOL_TIMEOUT`.
+    pub(crate) const POOL_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `POSTGRES_POOL_RECYCLE`.
+    pub(crate) const POOL_RECYCLE: Option<Duration> = Some(Duration::from_secs(1800));
+    /// `POSTGRES_POOL_PRE_PING`.
+    pub(crate) const POOL_PRE_PING: bool = true;
+    /// How long a connection must have sat idle to be pinged before reuse.
+    pub(crate) const PRE_PING_IDLE: Duration = Duration::from_secs(1);
+}
+
+/// What the statement path (`exec`) needs from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExecSettings {
+    /// Log each statement with its duration (`DEBUG` / `POSTGRES_ECHO`).
+    pub(crate) echo: bool,
+    /// Include parameter values in that log (`POSTGRES_ECHO_PARAMS`).
+    pub(crate) echo_params: bool,
+    /// The client-side limit of one statement, when there is a statement timeout.
+    pub(crate) statement_guard: Option<Duration>,
+}
 
 /// How the connection negotiates TLS, as libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -145,12 +173,12 @@ impl Default for DatabaseConfig {
             user: "postgres".into(),
             password: None,
             dbname: String::new(),
-            pool_size: 5,
-            max_overflow: 10,
-            pool_timeout: Duration::from_secs(30),
-            pool_recycle: Some(Duration::from_secs(1800)),
-            pool_pre_ping: true,
-            pre_ping_idle: Duration::from_secs(1),
+            pool_size: defaults::POOL_SIZE,
+            max_overflow: defaults::MAX_OVERFLOW,
+            pool_timeout: defaults::POOL_TIMEOUT,
+            pool_recycle: defaults::POOL_RECYCLE,
+            pool_pre_ping: defaults::POOL_PRE_PING,
+            pre_ping_idle: defaults::PRE_PING_IDLE,
             connect_timeout: Duration::from_secs(10),
             statement_timeout: None,
             ssl_mode: SslMode::Prefer,
@@ -464,15 +492,6 @@ impl DatabaseConfig {
         }
     }
 
-    /// Creates the engine (pool and statement caches); no connection is opened until first use.
-    ///
-    /// # Errors
-    /// A [`Config`](crate::ErrorKind::Config) error when this build cannot honour a setting
-    /// (e.g. `sslmode=require` without the `tls` feature).
-    pub fn create_engine(&self) -> Result<Engine> {
-        Engine::new(self.clone())
-    }
-
     fn check(&self, source: Source, problems: &mut Problems) {
         let hosts_name = source.name("POSTGRES_HOST", "host");
         if self.hosts.is_empty() || self.hosts.iter().any(|h| h.trim().is_empty()) {
@@ -659,11 +678,17 @@ impl DatabaseConfig {
         self.pipeline_autocommit
     }
 
-    /// The client-side limit of one statement: the server's `statement_timeout` plus a margin,
-    /// so a statement on a connection that went silent fails instead of hanging.
-    pub(crate) fn statement_guard(&self) -> Option<Duration> {
-        self.statement_timeout
-            .map(|t| t + Duration::from_secs(1).max(t / 2))
+    /// The settings of the statement path. The client-side guard is the server's
+    /// `statement_timeout` plus a margin, so a statement on a connection that went silent
+    /// fails instead of hanging.
+    pub(crate) fn exec_settings(&self) -> ExecSettings {
+        ExecSettings {
+            echo: self.echo,
+            echo_params: self.echo_params,
+            statement_guard: self
+                .statement_timeout
+                .map(|t| t + Duration::from_secs(1).max(t / 2)),
+        }
     }
 
     /// The driver's configuration for one connection.

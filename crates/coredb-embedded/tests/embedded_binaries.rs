@@ -1,7 +1,7 @@
 //! An explicit COREDB_PG_BINDIR without the binaries is an error naming it, not a silent fallback.
 //! Alone in its test binary because it changes the environment.
 
-use coredb::embedded::{EmbeddedErrorKind, EmbeddedServer};
+use coredb_embedded::{EmbeddedErrorKind, EmbeddedServer};
 
 #[test]
 fn explicit_bindir_without_binaries_is_an_error() {

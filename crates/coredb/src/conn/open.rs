@@ -5,24 +5,10 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
+use super::{PgConn, StatementCache};
 use crate::config::DatabaseConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::Manage;
-use crate::statement_cache::StatementCache;
-
-/// One open connection and what coredb tracks about it.
-pub(crate) struct PgConn {
-    pub(crate) client: Client,
-    pub(crate) statements: StatementCache,
-    /// A transaction was begun and not yet ended; it must be rolled back before reuse.
-    pub(crate) in_transaction: bool,
-    /// An operation started and has not finished; if the connection comes back like this its
-    /// future was dropped half-way.
-    pub(crate) busy: bool,
-    /// A statement may have left session state behind (`SET`, `LISTEN`, a `BEGIN` sent as a
-    /// statement, ...); the connection is closed instead of reused.
-    pub(crate) dirty: bool,
-}
 
 /// Makes [`PgConn`]s from a [`DatabaseConfig`].
 pub(crate) struct PgManager {
@@ -45,11 +31,11 @@ where
 impl PgManager {
     pub(crate) fn new(config: &DatabaseConfig) -> Result<Self> {
         #[cfg(feature = "tls")]
-        let tls = crate::tls::connector(config)?;
+        let tls = super::tls::connector(config)?;
         #[cfg(not(feature = "tls"))]
         if matches!(
             config.ssl_mode,
-            crate::SslMode::Require | crate::SslMode::VerifyCa | crate::SslMode::VerifyFull
+            crate::config::SslMode::Require | crate::config::SslMode::VerifyCa | crate::config::SslMode::VerifyFull
         ) {
             return Err(Error::config(format!(
                 "POSTGRES_SSLMODE={:?}: this build of coredb has no TLS (the `tls` feature is off); allowed here: disable, prefer",
@@ -206,13 +192,10 @@ impl Manage for PgManager {
             }
         };
         tracing::debug!(target: "coredb", target_hosts = %self.target(), "opened connection");
-        Ok(PgConn {
+        Ok(PgConn::new(
             client,
-            statements: StatementCache::new(self.config.statement_cache_size),
-            in_transaction: false,
-            busy: false,
-            dirty: false,
-        })
+            StatementCache::new(self.config.statement_cache_size),
+        ))
     }
 
     fn is_broken(&self, conn: &PgConn) -> bool {

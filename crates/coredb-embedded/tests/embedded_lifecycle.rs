@@ -6,7 +6,7 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use coredb::embedded::{EmbeddedErrorKind, EmbeddedServer};
+use coredb_embedded::{EmbeddedErrorKind, EmbeddedServer};
 use support::embedded_probe::{init_tracing, is_alive, scalar, server_processes, Conn};
 
 #[test]

@@ -1,0 +1,5 @@
+//! Shared pieces of the integration tests.
+
+#![allow(dead_code)]
+
+pub mod embedded_probe;

@@ -1,0 +1,298 @@
+//! Running one bound statement on a connection: the one path every statement takes.
+//!
+//! [`run`] is used on a connection of one's own (a [`Connection`](crate::Connection), a
+//! [`Session`](crate::Session), COPY's savepoints through [`run_simple`]); the pipeline runs
+//! statements on shared connections with the same pieces ([`observe`], [`prepare`],
+//! [`encode`], [`query_failed`]). Every step of the way lives here once: the prepared
+//! statement cache, the client-side guard, parameter encoding and its diagnostics, the echo
+//! log line, and the connection's state events.
+
+mod copy;
+mod encode;
+mod param_types;
+
+use std::future::Future;
+use std::time::Instant;
+
+use postgres_types::FromSqlOwned;
+use tokio_postgres::Statement;
+
+use crate::config::ExecSettings;
+use crate::conn::{Event, PgConn};
+use crate::error::{Error, ErrorKind, Result};
+use crate::params::{Bound, ParamList, RewriteCache, SqlParam};
+use crate::row::{FromRow, Row};
+use crate::sql::classify;
+
+pub(crate) use copy::copy_in;
+pub(crate) use encode::{encode, Encoded};
+
+/// What every statement of one database shares: the settings of the path and the cache of
+/// `:name` rewrites. Connections and the pipeline hold it; none of them needs the handle above.
+pub(crate) struct Context {
+    /// Echo and guard settings.
+    pub(crate) settings: ExecSettings,
+    /// Rewritten `:name` statements.
+    pub(crate) rewrites: RewriteCache,
+}
+
+impl Context {
+    /// The context for `settings`, with an empty rewrite cache.
+    pub(crate) fn new(settings: ExecSettings) -> Self {
+        Context {
+            settings,
+            rewrites: RewriteCache::new(),
+        }
+    }
+
+    /// Matches `params` to `sql`'s placeholders; nothing is sent when they do not match.
+    pub(crate) fn bind<'s, 'p>(&self, sql: &'s str, params: ParamList<'p>) -> Result<Bound<'s, 'p>> {
+        self.rewrites.bind(sql, params)
+    }
+}
+
+/// What a statement should give back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// The rows.
+    Rows,
+    /// The number of rows affected.
+    Count,
+}
+
+/// What a statement gave back.
+#[derive(Debug)]
+pub enum Output {
+    /// The rows.
+    Rows(Vec<tokio_postgres::Row>),
+    /// The number of rows affected.
+    Count(u64),
+}
+
+impl Output {
+    /// The number of rows affected (or returned).
+    pub(crate) fn count(self) -> u64 {
+        match self {
+            Output::Count(n) => n,
+            Output::Rows(rows) => rows.len() as u64,
+        }
+    }
+
+    /// The rows (none for a count).
+    pub(crate) fn rows(self) -> Vec<Row> {
+        match self {
+            Output::Rows(rows) => rows.into_iter().map(Row::from).collect(),
+            Output::Count(_) => Vec::new(),
+        }
+    }
+
+    /// Every row as `T`.
+    pub(crate) fn all<T: FromRow>(self) -> Result<Vec<T>> {
+        self.rows().into_iter().map(T::from_owned_row).collect()
+    }
+
+    /// At most one row as `T`.
+    pub(crate) fn optional<T: FromRow>(self) -> Result<Option<T>> {
+        let mut rows = self.rows();
+        if rows.len() > 1 {
+            return Err(Error::new(
+                ErrorKind::TooManyRows,
+                format!("expected at most one row, got {}", rows.len()),
+            ));
+        }
+        rows.pop().map(T::from_owned_row).transpose()
+    }
+
+    /// Exactly one row as `T`.
+    pub(crate) fn one<T: FromRow>(self) -> Result<T> {
+        self.optional()?
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, "expected one row, got none"))
+    }
+
+    /// The first column of the first row.
+    pub(crate) fn scalar<T: FromSqlOwned>(self) -> Result<T> {
+        let rows = self.rows();
+        let row = rows.first().ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                "expected a row with a value, got no rows",
+            )
+        })?;
+        row.get(0)
+    }
+}
+
+/// Runs one bound statement on a connection of the caller's own, recording on the connection
+/// that a request is in flight (so a future dropped half-way closes it) and whether the
+/// statement may leave session state (so the connection is not reused with it).
+pub(crate) async fn run(
+    conn: &mut PgConn,
+    settings: &ExecSettings,
+    bound: &Bound<'_, '_>,
+    want: Want,
+) -> Result<Output> {
+    let leaves_state = !classify(bound.text.as_str()).is_shareable();
+    conn.on(Event::Sent { leaves_state });
+    let result = observe(settings, bound, run_on(conn, bound, want)).await;
+    conn.on(settled(&result));
+    result
+}
+
+/// Runs `sql` with the simple protocol (no parameters; it may hold several statements), for
+/// transaction control and scripts. `sent` says what the text does to the connection.
+pub(crate) async fn run_simple(conn: &mut PgConn, sql: &str, sent: Event) -> Result<()> {
+    conn.on(sent);
+    let result = conn
+        .client
+        .batch_execute(sql)
+        .await
+        .map_err(|e| Error::from_driver(e, Some(sql)));
+    conn.on(match (&result, sent) {
+        (Err(e), _) if e.kind() == ErrorKind::ConnectionLost => Event::Lost,
+        // After a reply to COMMIT or ROLLBACK the server has ended the transaction either way.
+        (_, Event::EndSent) => Event::Ended,
+        _ => Event::Replied,
+    });
+    result
+}
+
+/// The event that ends a request, from its result.
+fn settled<T>(result: &Result<T>) -> Event {
+    match result {
+        Ok(_) => Event::Replied,
+        // Cut off by the guard: the server may still be running it.
+        Err(e) if e.kind() == ErrorKind::Timeout => Event::Abandoned,
+        Err(e) if e.kind() == ErrorKind::ConnectionLost => Event::Lost,
+        Err(_) => Event::Replied,
+    }
+}
+
+/// Runs `work` under the client-side guard, when there is one, and echoes the statement
+/// (`DEBUG` / `POSTGRES_ECHO`) with its duration and outcome.
+pub(crate) async fn observe(
+    settings: &ExecSettings,
+    bound: &Bound<'_, '_>,
+    work: impl Future<Output = Result<Output>>,
+) -> Result<Output> {
+    let started = settings.echo.then(Instant::now);
+    let result = match settings.statement_guard {
+        None => work.await,
+        Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Err(Error::timeout(
+                "the statement (no reply from the server)",
+                limit,
+            ))
+        }),
+    };
+    if let Some(started) = started {
+        echo(settings, bound, started, &result);
+    }
+    result
+}
+
+/// Logs a finished statement with its duration; parameter values only when asked.
+fn echo(settings: &ExecSettings, bound: &Bound<'_, '_>, started: Instant, result: &Result<Output>) {
+    let sql = bound.text.as_str();
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let outcome = match result {
+        Ok(Output::Rows(rows)) => format!("{} row(s)", rows.len()),
+        Ok(Output::Count(n)) => format!("{n} row(s) affected"),
+        Err(e) => format!("error: {}", e.message()),
+    };
+    if settings.echo_params {
+        let params = &bound.values;
+        tracing::info!(target: "coredb", sql, ?params, duration_ms, outcome, "statement");
+    } else {
+        tracing::info!(target: "coredb", sql, duration_ms, outcome, "statement");
+    }
+}
+
+/// Prepares (or takes from the cache) and runs the statement; unprepared, in one round trip,
+/// when the cache is off (e.g. behind PgBouncer). Needs only a shared borrow, so a pipelined
+/// connection can use it too.
+pub(crate) async fn run_on(conn: &PgConn, bound: &Bound<'_, '_>, want: Want) -> Result<Output> {
+    if !conn.statements.is_enabled() {
+        return run_unprepared(conn, bound, want).await;
+    }
+    let statement = prepare(conn, bound).await?;
+    let values = &bound.values;
+    let result = match want {
+        Want::Rows => conn
+            .client
+            .query(&statement, values)
+            .await
+            .map(Output::Rows),
+        Want::Count => conn
+            .client
+            .execute(&statement, values)
+            .await
+            .map(Output::Count),
+    };
+    result.map_err(|err| query_failed(conn, err, bound, &statement))
+}
+
+/// The connection's prepared statement for the text (prepared now if not cached), checked
+/// against the number of values.
+pub(crate) async fn prepare(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Statement> {
+    let sql = bound.text.as_str();
+    let statement = prepare_text(conn, sql).await?;
+    if statement.params().len() != bound.values.len() {
+        return Err(Error::params(format!(
+            "the statement takes {} parameter(s) but {} were given",
+            statement.params().len(),
+            bound.values.len()
+        ))
+        .with_statement(sql));
+    }
+    Ok(statement)
+}
+
+/// The connection's prepared statement for `sql`, from the cache or prepared now.
+async fn prepare_text(conn: &PgConn, sql: &str) -> Result<Statement> {
+    if let Some(statement) = conn.statements.get(sql) {
+        return Ok(statement);
+    }
+    let statement = conn
+        .client
+        .prepare(sql)
+        .await
+        .map_err(|e| Error::from_driver(e, Some(sql)))?;
+    conn.statements.insert(sql, &statement);
+    Ok(statement)
+}
+
+/// The error for a prepared statement that failed: its cached plan is dropped (it may be stale
+/// after DDL), and a value the server's type cannot take is named.
+pub(crate) fn query_failed(
+    conn: &PgConn,
+    err: tokio_postgres::Error,
+    bound: &Bound<'_, '_>,
+    statement: &Statement,
+) -> Error {
+    let sql = bound.text.as_str();
+    conn.statements.remove(sql);
+    let error = Error::from_driver(err, Some(sql));
+    if error.kind() == ErrorKind::Params {
+        encode::describe_wrong_parameter(statement, bound).unwrap_or(error)
+    } else {
+        error
+    }
+}
+
+/// Runs a statement as an unnamed one in a single round trip, with the parameter types taken
+/// from the Rust values.
+async fn run_unprepared(conn: &PgConn, bound: &Bound<'_, '_>, want: Want) -> Result<Output> {
+    let sql = bound.text.as_str();
+    let types = param_types::infer(&bound.text, &bound.values)?;
+    let typed: Vec<(SqlParam<'_>, postgres_types::Type)> =
+        bound.values.iter().copied().zip(types).collect();
+    let result = match want {
+        Want::Rows => conn.client.query_typed(sql, &typed).await.map(Output::Rows),
+        Want::Count => conn
+            .client
+            .execute_typed(sql, &typed)
+            .await
+            .map(Output::Count),
+    };
+    result.map_err(|e| Error::from_driver(e, Some(sql)))
+}
