@@ -49,7 +49,7 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 let name = rename
                     .as_ref()
                     .map_or_else(|| ident.unraw().to_string(), |r| r.value());
-                quote_spanned!(ty.span()=> ::coredb::named_column::<#ty>(row, #name)?)
+                quote_spanned!(ty.span()=> ::coredb::Row::get::<#ty>(row, #name)?)
             }
             _ => {
                 return Err(syn::Error::new(

@@ -90,8 +90,6 @@ pub use manager::{DatabaseManager, Engine};
 pub use params::{NamedParams, ParamList, Params, SqlParam};
 pub use query::Executor;
 pub use retry::{Backoff, RetryPolicy, TransientError};
-#[doc(hidden)]
-pub use row::named_column;
 pub use row::{ColumnIndex, FromRow, Row};
 pub use session::{IsolationLevel, Savepoint, Session, SessionOptions};
 // The model macros; their runtime side is the `model` module.

@@ -181,12 +181,6 @@ impl FromRow for Row {
     }
 }
 
-/// Reads the column called `name` as `T`; what `#[derive(FromRow)]` and models write.
-#[doc(hidden)]
-pub fn named_column<'a, T: FromSql<'a>>(row: &'a Row, name: &str) -> Result<T> {
-    row.get(name)
-}
-
 macro_rules! tuple_from_row {
     ($n:literal; $($name:ident : $idx:tt),+) => {
         impl<$($name: FromSqlOwned + Send),+> FromRow for ($($name,)+) {

@@ -6,7 +6,7 @@ use std::future::Future;
 use crate::error::{Error, ErrorKind, Result};
 use crate::params::SqlParam;
 use crate::query::Executor;
-use crate::row::{named_column, Row};
+use crate::row::Row;
 
 use super::schema::ColumnRole;
 use super::select::Select;
@@ -197,7 +197,7 @@ fn apply_returned_rows<M: Model>(models: &mut [M], rows: Vec<Row>) -> Result<()>
     let pk = M::TABLE.primary_key();
     let mut keyed: BTreeMap<M::Key, Row> = BTreeMap::new();
     for row in rows {
-        let key: M::Key = named_column(&row, pk.name)?;
+        let key: M::Key = row.get(pk.name)?;
         keyed.insert(key, row);
     }
     if pk.role == ColumnRole::Identity {

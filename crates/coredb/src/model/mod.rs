@@ -212,7 +212,7 @@ pub mod __private {
     /// Reads a column of a model. Bounded by `SqlType` alone, so an unsupported field type
     /// gives one clear error instead of one per missing driver trait.
     pub fn read<T: SqlType>(row: &Row, name: &str) -> crate::Result<T> {
-        crate::row::named_column(row, name)
+        row.get(name)
     }
 
     /// A model field as a statement parameter (bounded like [`read`]).
