@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use coredb_embedded::EmbeddedServer;
 use coredb::{DatabaseConfig, DatabaseManager, SslMode};
+use coredb_embedded::EmbeddedServer;
 
 use crate::Result;
 

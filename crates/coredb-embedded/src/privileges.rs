@@ -121,8 +121,9 @@ pub(crate) fn check_traversable(dir: &Path, user: &RunAs) -> Result<(), Embedded
 /// When no unprivileged user exists (as root), or the file's owner cannot be changed.
 pub fn give_to_server_user(path: &Path) -> Result<(), EmbeddedError> {
     let user = unprivileged_user()?;
-    chown(path, user.as_ref())
-        .map_err(|e| EmbeddedError::io(format!("giving {} to the server's user", path.display()), e))
+    chown(path, user.as_ref()).map_err(|e| {
+        EmbeddedError::io(format!("giving {} to the server's user", path.display()), e)
+    })
 }
 
 /// The name of the user PostgreSQL runs as when this process is root (`postgres`, else

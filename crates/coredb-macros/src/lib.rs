@@ -56,7 +56,7 @@ pub fn derive_from_row(input: TokenStream) -> TokenStream {
 /// `mixins(UuidMixin, TimestampMixin)`, `uuid = "v4"` (generated UUIDs are v7 by default), and
 /// `constructor = false` to write your own `new`.
 ///
-/// The mixins add fields to the struct, with the seed's columns:
+/// The mixins add fields to the struct, with core.db's columns:
 ///
 /// | mixin | fields | columns |
 /// |---|---|---|

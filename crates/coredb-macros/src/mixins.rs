@@ -1,4 +1,4 @@
-//! The six mixins and the columns each adds (the seed's `UUIDMixin` and friends).
+//! The six mixins and the columns each adds (core.db's `UUIDMixin` and friends).
 
 /// A column a mixin adds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

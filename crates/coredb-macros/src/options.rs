@@ -244,7 +244,7 @@ fn find_mixin(path: &Path) -> syn::Result<(&'static Mixin, Span)> {
         return Ok((mixin, path.span()));
     }
     let known = MIXINS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ");
-    // The seed spells them UUIDMixin, UUIDStringMixin, ...
+    // core.db spells them UUIDMixin, UUIDStringMixin, ...
     let message = match MIXINS.iter().find(|m| m.name.eq_ignore_ascii_case(&name)) {
         Some(close) => format!(
             "unknown mixin `{name}`; did you mean `{}`? The mixins are {known}",

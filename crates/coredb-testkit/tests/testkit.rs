@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use coredb::{DatabaseConfig, DatabaseManager, Executor};
 use coredb_embedded::EmbeddedServer;
 use coredb_testkit::TestDatabase;
-use coredb::{DatabaseConfig, DatabaseManager, Executor};
 
 #[tokio::test]
 async fn each_test_gets_its_own_isolated_database() {

@@ -1,4 +1,4 @@
-//! The seed's Quick Start in Rust: connect, `SELECT 1`, a session that commits, the health report.
+//! core.db's Quick Start in Rust: connect, `SELECT 1`, a session that commits, the health report.
 //!
 //! Uses the database named by `DATABASE_URL` / `POSTGRES_*` (environment or `.env`); with
 //! nothing configured it starts a throwaway PostgreSQL of its own and stops it on exit.

@@ -1,5 +1,5 @@
 //! axum integration (feature `axum`): a request-scoped transaction, an error type that maps to
-//! HTTP statuses, and a health route. The twin of the seed's FastAPI `Depends(get_async_session)`.
+//! HTTP statuses, and a health route. The twin of core.db's FastAPI `Depends(get_async_session)`.
 //!
 //! ```no_run
 //! use axum::{routing::{get, post}, Json, Router};
@@ -42,10 +42,10 @@ use ::axum::Json;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::exec::{Reply, Returns};
 use crate::health::HealthReport;
 use crate::manager::DatabaseManager;
 use crate::params::ParamList;
-use crate::exec::{Output, Want};
 use crate::query::sealed::{self, Sealed as _};
 use crate::query::Executor;
 use crate::session::Session;
@@ -165,7 +165,7 @@ impl Tx {
         &self.slot.manager
     }
 
-    async fn run(&mut self, sql: &str, params: ParamList<'_>, want: Want) -> Result<Output> {
+    async fn run(&mut self, sql: &str, params: ParamList<'_>, want: Returns) -> Result<Reply> {
         self.session().await?.run_statement(sql, params, want).await
     }
 }
@@ -177,8 +177,8 @@ impl sealed::Sealed for Tx {
         &'a mut self,
         sql: &'a str,
         params: ParamList<'a>,
-        want: Want,
-    ) -> impl Future<Output = Result<Output>> + Send + 'a {
+        want: Returns,
+    ) -> impl Future<Output = Result<Reply>> + Send + 'a {
         self.run(sql, params, want)
     }
 }

@@ -8,7 +8,7 @@ use tokio_postgres::NoTls;
 
 use crate::conn::{Disposal, Event, PgConn, PgManager};
 use crate::error::Result;
-use crate::exec::{self, Context, Output, Want};
+use crate::exec::{self, Context, Reply, Returns};
 use crate::params::ParamList;
 use crate::pool::Pooled;
 use crate::query::{sealed, Executor};
@@ -65,8 +65,8 @@ impl Connection {
         &mut self,
         sql: &str,
         params: ParamList<'_>,
-        want: Want,
-    ) -> Result<Output> {
+        want: Returns,
+    ) -> Result<Reply> {
         let bound = self.context.bind(sql, params)?;
         let context = Arc::clone(&self.context);
         exec::run(self.pg(), &context.settings, &bound, want).await
@@ -88,8 +88,8 @@ impl sealed::Sealed for Connection {
         &'a mut self,
         sql: &'a str,
         params: ParamList<'a>,
-        want: Want,
-    ) -> impl Future<Output = Result<Output>> + Send + 'a {
+        want: Returns,
+    ) -> impl Future<Output = Result<Reply>> + Send + 'a {
         self.run(sql, params, want)
     }
 }

@@ -1,4 +1,4 @@
-//! The seed's process-wide functions: one [`DatabaseManager`] per process, set up from the
+//! core.db's process-wide functions: one [`DatabaseManager`] per process, set up from the
 //! environment.
 //!
 //! ```no_run
@@ -90,7 +90,7 @@ pub async fn close_database() {
     }
 }
 
-/// Begins a transaction on the process-wide manager (the seed's `get_session_context()`).
+/// Begins a transaction on the process-wide manager (core.db's `get_session_context()`).
 ///
 /// # Errors
 /// As [`get_database_manager`] and [`DatabaseManager::session`].
@@ -111,7 +111,7 @@ pub async fn check_database_health() -> HealthReport {
     }
 }
 
-/// Sets up the process-wide database for the life of a service (the seed's
+/// Sets up the process-wide database for the life of a service (core.db's
 /// `database_lifespan()`); call [`shutdown`](DatabaseLifespan::shutdown) after the server stops.
 ///
 /// # Errors

@@ -74,7 +74,6 @@ mod query;
 mod retry;
 mod row;
 mod session;
-#[path = "sql_shim.rs"]
 mod sql;
 
 pub use config::{DatabaseConfig, DatabaseConfigBuilder, Password, SslMode, TargetSessionAttrs};

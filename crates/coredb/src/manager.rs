@@ -10,7 +10,7 @@ use crate::config::DatabaseConfig;
 use crate::conn::PgManager;
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
-use crate::exec::{Context, Output, Want};
+use crate::exec::{Context, Reply, Returns};
 use crate::health::HealthReport;
 use crate::params::{ParamList, Params};
 use crate::pipeline::Pipeline;
@@ -311,12 +311,12 @@ impl DatabaseManager {
     }
 
     /// Runs raw SQL with `:name` (or `$n`) parameters in autocommit and returns the rows
-    /// (the seed's `execute_raw_sql`).
+    /// (core.db's `execute_raw_sql`).
     pub async fn execute_raw_sql<P: Params>(&self, sql: &str, params: P) -> Result<Vec<Row>> {
         self.query(sql, params).await
     }
 
-    async fn autocommit(&self, sql: &str, params: ParamList<'_>, want: Want) -> Result<Output> {
+    async fn autocommit(&self, sql: &str, params: ParamList<'_>, want: Returns) -> Result<Reply> {
         let db = &*self.db;
         // Parameters are checked before a connection is taken.
         let bound = db.context.bind(sql, params)?;
@@ -343,7 +343,7 @@ impl DatabaseManager {
     /// Like [`Executor::execute`], in autocommit.
     pub async fn execute<P: Params>(&self, sql: &str, params: P) -> Result<u64> {
         Ok(self
-            .autocommit(sql, params.param_list(), Want::Count)
+            .autocommit(sql, params.param_list(), Returns::Count)
             .await?
             .count())
     }
@@ -351,21 +351,21 @@ impl DatabaseManager {
     /// Like [`Executor::query`], in autocommit.
     pub async fn query<P: Params>(&self, sql: &str, params: P) -> Result<Vec<Row>> {
         Ok(self
-            .autocommit(sql, params.param_list(), Want::Rows)
+            .autocommit(sql, params.param_list(), Returns::Rows)
             .await?
             .rows())
     }
 
     /// Like [`Executor::fetch_all`], in autocommit.
     pub async fn fetch_all<T: FromRow, P: Params>(&self, sql: &str, params: P) -> Result<Vec<T>> {
-        self.autocommit(sql, params.param_list(), Want::Rows)
+        self.autocommit(sql, params.param_list(), Returns::Rows)
             .await?
             .all()
     }
 
     /// Like [`Executor::fetch_one`], in autocommit.
     pub async fn fetch_one<T: FromRow, P: Params>(&self, sql: &str, params: P) -> Result<T> {
-        self.autocommit(sql, params.param_list(), Want::Rows)
+        self.autocommit(sql, params.param_list(), Returns::Rows)
             .await?
             .one()
     }
@@ -376,7 +376,7 @@ impl DatabaseManager {
         sql: &str,
         params: P,
     ) -> Result<Option<T>> {
-        self.autocommit(sql, params.param_list(), Want::Rows)
+        self.autocommit(sql, params.param_list(), Returns::Rows)
             .await?
             .optional()
     }
@@ -387,7 +387,7 @@ impl DatabaseManager {
         sql: &str,
         params: P,
     ) -> Result<T> {
-        self.autocommit(sql, params.param_list(), Want::Rows)
+        self.autocommit(sql, params.param_list(), Returns::Rows)
             .await?
             .scalar()
     }

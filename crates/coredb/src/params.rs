@@ -410,7 +410,8 @@ mod tests {
     #[test]
     fn statement_without_colon_is_sent_unchanged() {
         let cache = RewriteCache::new();
-        let Bound { text: sql, values } = cache.bind("SELECT $1", (5,).param_list()).expect("binds");
+        let Bound { text: sql, values } =
+            cache.bind("SELECT $1", (5,).param_list()).expect("binds");
         assert!(matches!(sql, SqlText::Borrowed("SELECT $1")));
         assert_eq!(values.len(), 1);
     }

@@ -31,7 +31,7 @@ use tokio_postgres::{NoTls, Statement};
 
 use crate::conn::PgManager;
 use crate::error::{Error, ErrorKind, Result};
-use crate::exec::{self, Context, Encoded, Output, Want};
+use crate::exec::{self, Context, Encoded, Reply, Returns};
 use crate::params::{Bound, SqlParam};
 use crate::pool::{Pool, Pooled};
 
@@ -60,8 +60,8 @@ struct Lane {
 struct Job {
     statement: Statement,
     values: Vec<Encoded>,
-    want: Want,
-    reply: oneshot::Sender<std::result::Result<Output, tokio_postgres::Error>>,
+    want: Returns,
+    reply: oneshot::Sender<std::result::Result<Reply, tokio_postgres::Error>>,
 }
 
 /// Runs a lane's statements on one task, starting every queued statement in the same poll:
@@ -90,14 +90,11 @@ async fn run_job(lane: Arc<Lane>, job: Job) {
     let values: Vec<SqlParam<'_>> = job.values.iter().map(|v| v as SqlParam<'_>).collect();
     let client = &lane.pooled.client;
     let result = match job.want {
-        Want::Rows => client
-            .query(&job.statement, &values)
-            .await
-            .map(Output::Rows),
-        Want::Count => client
+        Returns::Rows => client.query(&job.statement, &values).await.map(Reply::Rows),
+        Returns::Count => client
             .execute(&job.statement, &values)
             .await
-            .map(Output::Count),
+            .map(Reply::Count),
     };
     // The caller may have gone; its statement still ran to the end here.
     let _ = job.reply.send(result);
@@ -238,8 +235,8 @@ impl Pipeline {
         pool: &Pool<PgManager>,
         context: &Context,
         bound: &Bound<'_, '_>,
-        want: Want,
-    ) -> Result<Output> {
+        want: Returns,
+    ) -> Result<Reply> {
         let mut in_flight = loop {
             let mut in_flight = InFlight::start(self.lane(pool).await?);
             // A lane tainted between picking and starting may be about to cancel its work.
@@ -274,7 +271,7 @@ impl Pipeline {
 
 /// Runs a statement through the lane's dispatcher (or directly when statements are not
 /// prepared, e.g. behind PgBouncer).
-async fn run_on_lane(lane: &Lane, bound: &Bound<'_, '_>, want: Want) -> Result<Output> {
+async fn run_on_lane(lane: &Lane, bound: &Bound<'_, '_>, want: Returns) -> Result<Reply> {
     if !lane.pooled.statements.is_enabled() {
         return exec::run_on(&lane.pooled, bound, want).await;
     }
@@ -294,7 +291,9 @@ async fn run_on_lane(lane: &Lane, bound: &Bound<'_, '_>, want: Want) -> Result<O
         ));
     }
     match answer.await {
-        Ok(result) => result.map_err(|err| exec::query_failed(&lane.pooled, err, bound, &statement)),
+        Ok(result) => {
+            result.map_err(|err| exec::query_failed(&lane.pooled, err, bound, &statement))
+        }
         Err(_) => Err(Error::new(
             ErrorKind::ConnectionLost,
             "the shared connection closed before the statement finished",

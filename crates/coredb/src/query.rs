@@ -7,7 +7,7 @@ use std::future::Future;
 use postgres_types::FromSqlOwned;
 
 use crate::error::Result;
-use crate::exec::Want;
+use crate::exec::Returns;
 use crate::params::Params;
 use crate::row::{FromRow, Row};
 
@@ -18,7 +18,7 @@ pub(crate) mod sealed {
     use std::future::Future;
 
     use crate::error::Result;
-    use crate::exec::{Output, Want};
+    use crate::exec::{Reply, Returns};
     use crate::params::ParamList;
 
     /// The one method every executor implements; [`Executor`](super::Executor)'s are built on it.
@@ -28,8 +28,8 @@ pub(crate) mod sealed {
             &'a mut self,
             sql: &'a str,
             params: ParamList<'a>,
-            want: Want,
-        ) -> impl Future<Output = Result<Output>> + Send + 'a;
+            want: Returns,
+        ) -> impl Future<Output = Result<Reply>> + Send + 'a;
     }
 }
 
@@ -54,7 +54,7 @@ pub trait Executor: sealed::Sealed + Send {
     ) -> impl Future<Output = Result<u64>> + Send + 'a {
         async move {
             let list = params.param_list();
-            Ok(self.run_statement(sql, list, Want::Count).await?.count())
+            Ok(self.run_statement(sql, list, Returns::Count).await?.count())
         }
     }
 
@@ -66,7 +66,7 @@ pub trait Executor: sealed::Sealed + Send {
     ) -> impl Future<Output = Result<Vec<Row>>> + Send + 'a {
         async move {
             let list = params.param_list();
-            Ok(self.run_statement(sql, list, Want::Rows).await?.rows())
+            Ok(self.run_statement(sql, list, Returns::Rows).await?.rows())
         }
     }
 
@@ -78,7 +78,7 @@ pub trait Executor: sealed::Sealed + Send {
     ) -> impl Future<Output = Result<Vec<T>>> + Send + 'a {
         async move {
             let list = params.param_list();
-            self.run_statement(sql, list, Want::Rows).await?.all()
+            self.run_statement(sql, list, Returns::Rows).await?.all()
         }
     }
 
@@ -94,7 +94,7 @@ pub trait Executor: sealed::Sealed + Send {
     ) -> impl Future<Output = Result<T>> + Send + 'a {
         async move {
             let list = params.param_list();
-            self.run_statement(sql, list, Want::Rows).await?.one()
+            self.run_statement(sql, list, Returns::Rows).await?.one()
         }
     }
 
@@ -109,11 +109,13 @@ pub trait Executor: sealed::Sealed + Send {
     ) -> impl Future<Output = Result<Option<T>>> + Send + 'a {
         async move {
             let list = params.param_list();
-            self.run_statement(sql, list, Want::Rows).await?.optional()
+            self.run_statement(sql, list, Returns::Rows)
+                .await?
+                .optional()
         }
     }
 
-    /// Runs a query and returns the first column of its first row (the seed's `.scalar()`);
+    /// Runs a query and returns the first column of its first row (core.db's `.scalar()`);
     /// use `Option<T>` for a value that may be NULL.
     ///
     /// # Errors
@@ -125,7 +127,7 @@ pub trait Executor: sealed::Sealed + Send {
     ) -> impl Future<Output = Result<T>> + Send + 'a {
         async move {
             let list = params.param_list();
-            self.run_statement(sql, list, Want::Rows).await?.scalar()
+            self.run_statement(sql, list, Returns::Rows).await?.scalar()
         }
     }
 }

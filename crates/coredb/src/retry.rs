@@ -41,9 +41,9 @@ pub trait TransientError {
     fn is_transient(&self) -> bool;
 }
 
-impl TransientError for crate::Error {
+impl TransientError for crate::error::Error {
     fn is_transient(&self) -> bool {
-        crate::Error::is_transient(self)
+        crate::error::Error::is_transient(self)
     }
 }
 

@@ -145,7 +145,12 @@ impl std::fmt::Debug for Row {
     /// The column names and types, never the values (they may be personal data).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map()
-            .entries(self.0.columns().iter().map(|c| (c.name(), c.type_().name())))
+            .entries(
+                self.0
+                    .columns()
+                    .iter()
+                    .map(|c| (c.name(), c.type_().name())),
+            )
             .finish()
     }
 }

@@ -8,10 +8,9 @@ use tokio_postgres::error::SqlState;
 use crate::conn::Event;
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
-use crate::exec::{Output, Want};
+use crate::exec::{Reply, Returns};
 use crate::params::ParamList;
 use crate::query::{sealed, Executor};
-
 
 /// Transaction isolation levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +63,7 @@ impl SessionOptions {
     }
 }
 
-/// A database transaction on a pooled connection (the seed's session).
+/// A database transaction on a pooled connection (core.db's session).
 ///
 /// Nothing is committed until [`commit`](Self::commit); dropping the session, or returning an
 /// error from a [`transaction`](crate::DatabaseManager::transaction) closure, rolls it back.
@@ -197,7 +196,7 @@ impl Session {
         Ok(())
     }
 
-    async fn run(&mut self, sql: &str, params: ParamList<'_>, want: Want) -> Result<Output> {
+    async fn run(&mut self, sql: &str, params: ParamList<'_>, want: Returns) -> Result<Reply> {
         self.apply_pending_rollback().await?;
         self.check_not_aborted()?;
         let result = self.conn.run(sql, params, want).await;
@@ -225,8 +224,8 @@ impl sealed::Sealed for Session {
         &'a mut self,
         sql: &'a str,
         params: ParamList<'a>,
-        want: Want,
-    ) -> impl Future<Output = Result<Output>> + Send + 'a {
+        want: Returns,
+    ) -> impl Future<Output = Result<Reply>> + Send + 'a {
         self.run(sql, params, want)
     }
 }
@@ -254,7 +253,10 @@ impl Savepoint<'_> {
             return Err(err);
         }
         let sql = format!("RELEASE SAVEPOINT coredb_sp_{}", self.level);
-        self.session.conn.control(&sql, Event::TRANSACTION_SCOPED).await?;
+        self.session
+            .conn
+            .control(&sql, Event::TRANSACTION_SCOPED)
+            .await?;
         self.session.depth = self.level - 1;
         Ok(())
     }
@@ -279,8 +281,8 @@ impl sealed::Sealed for Savepoint<'_> {
         &'a mut self,
         sql: &'a str,
         params: ParamList<'a>,
-        want: Want,
-    ) -> impl Future<Output = Result<Output>> + Send + 'a {
+        want: Returns,
+    ) -> impl Future<Output = Result<Reply>> + Send + 'a {
         self.session.run(sql, params, want)
     }
 }

@@ -7,8 +7,8 @@ use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 use coredb::axum::{DbError, Tx, TxLayer};
-use coredb_testkit::TestDatabase;
 use coredb::{DatabaseManager, Executor};
+use coredb_testkit::TestDatabase;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 

@@ -1,7 +1,7 @@
 //! Multi-host configuration: hosts are tried in order until one answers.
 
-use coredb_testkit::TestDatabase;
 use coredb::{DatabaseManager, TargetSessionAttrs};
+use coredb_testkit::TestDatabase;
 
 fn unused_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -1,10 +1,10 @@
-//! The seed's process-wide functions, in the seed's order. One test: they share global state.
+//! core.db's process-wide functions, in core.db's order. One test: they share global state.
 
-use coredb_testkit::TestDatabase;
 use coredb::{ErrorKind, Executor};
+use coredb_testkit::TestDatabase;
 
 #[tokio::test]
-async fn seed_quick_start_lifecycle_works_end_to_end() {
+async fn core_db_quick_start_lifecycle_works_end_to_end() {
     let db = TestDatabase::new().await.unwrap();
     let config = db.config().clone();
 

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use coredb_testkit::TestDatabase;
 use coredb::{DatabaseConfig, DatabaseManager, HealthStatus};
+use coredb_testkit::TestDatabase;
 
 #[tokio::test]
 async fn healthy_report_has_version_latency_and_pool_figures() {

@@ -60,7 +60,12 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The top-level module a file belongs to (`conn/open.rs` -> `conn`, `session.rs` -> `session`).
 fn module_of(file: &Path) -> Option<String> {
     let relative = file.strip_prefix(src_dir()).unwrap();
-    let first = relative.components().next()?.as_os_str().to_str()?.to_owned();
+    let first = relative
+        .components()
+        .next()?
+        .as_os_str()
+        .to_str()?
+        .to_owned();
     let name = first.strip_suffix(".rs").unwrap_or(&first).to_owned();
     (name != "lib").then_some(name)
 }
@@ -170,7 +175,10 @@ fn modules_use_only_the_layers_below_them() {
             }
         }
     }
-    assert!(edges > 20, "found only {edges} uses between modules: is the scan broken?");
+    assert!(
+        edges > 20,
+        "found only {edges} uses between modules: is the scan broken?"
+    );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 

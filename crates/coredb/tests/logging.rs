@@ -3,8 +3,8 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use coredb_testkit::TestDatabase;
 use coredb::{params, DatabaseManager, Executor};
+use coredb_testkit::TestDatabase;
 use tracing_subscriber::fmt::MakeWriter;
 
 #[derive(Clone, Default)]

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use coredb::model::{self, CopyIn, Crud, Metadata, Model, UuidVersion};
-use coredb_testkit::TestDatabase;
 use coredb::{params, Connection, ErrorKind, Executor, SqlState};
+use coredb_testkit::TestDatabase;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-// The seed's models (README "Database Models"), plus a foreign key or two for ordering.
+// core.db's models (README "Database Models"), plus a foreign key or two for ordering.
 
 #[coredb::model(table = "users", mixin = UuidTimestampMixin)]
 #[derive(Debug, Clone, PartialEq)]
@@ -518,7 +518,7 @@ async fn create_all_creates_referenced_tables_first_and_drop_all_drops_them_last
 }
 
 #[test]
-fn table_ddl_names_columns_types_and_constraints_like_the_seed() {
+fn table_ddl_names_columns_types_and_constraints_like_core_db() {
     assert_eq!(
         User::TABLE.create_table_sql(),
         r#"CREATE TABLE IF NOT EXISTS "users" (

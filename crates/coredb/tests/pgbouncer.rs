@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coredb_embedded::EmbeddedServer;
 use coredb::{params, DatabaseConfig, DatabaseManager, Executor};
+use coredb_embedded::EmbeddedServer;
 
 /// A PgBouncer in transaction mode in front of `server`; stopped when dropped.
 struct Bouncer {

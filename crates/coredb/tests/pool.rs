@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use coredb_testkit::TestDatabase;
 use coredb::{Connection, DatabaseManager, ErrorKind, Executor};
+use coredb_testkit::TestDatabase;
 
 async fn pid(conn: &mut Connection) -> i32 {
     conn.scalar("SELECT pg_backend_pid()", ()).await.unwrap()

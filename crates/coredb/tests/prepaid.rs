@@ -25,10 +25,10 @@ use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use coredb::axum::Tx;
-use coredb_embedded::EmbeddedServer;
 use coredb::model::Uuid;
-use coredb_testkit::TestDatabase;
 use coredb::{DatabaseConfig, DatabaseManager, SslMode};
+use coredb_embedded::EmbeddedServer;
+use coredb_testkit::TestDatabase;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use prepaid::{app, error::AppError, ledger};
@@ -815,10 +815,7 @@ async fn shutdown_lets_in_flight_requests_finish_then_closes_the_pool() {
         .expect("serve returned after the last request")
         .unwrap()
         .unwrap();
-    assert!(
-        service.db.is_closed(),
-        "the pool is closed after serving"
-    );
+    assert!(service.db.is_closed(), "the pool is closed after serving");
     assert_eq!(service.db.status().in_use, 0);
 
     // The in-flight request's transaction committed before the pool closed.

@@ -1,7 +1,7 @@
 //! The query API against a real server: rows, scalars, named parameters and server errors.
 
-use coredb_testkit::TestDatabase;
 use coredb::{params, ErrorKind, Executor, Row, SqlState};
+use coredb_testkit::TestDatabase;
 
 async fn users(db: &TestDatabase) {
     db.manager()

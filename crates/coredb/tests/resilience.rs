@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use coredb_embedded::{EmbeddedServer, EmbeddedServerBuilder};
 use coredb::{
     DatabaseConfig, DatabaseConfigBuilder, DatabaseManager, Error, ErrorKind, Executor,
     IsolationLevel, RetryPolicy, SessionOptions,
 };
+use coredb_embedded::{EmbeddedServer, EmbeddedServerBuilder};
 use support::proxy::{Mode, Proxy};
 
 /// Starts a server of the scenario's own; commits are flushed so that a crash of the server

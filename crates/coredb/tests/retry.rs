@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coredb_testkit::TestDatabase;
 use coredb::{Error, ErrorKind, Executor, IsolationLevel, RetryPolicy, SessionOptions, SqlState};
+use coredb_testkit::TestDatabase;
 
 #[tokio::test]
 async fn serialization_failure_is_retried_and_each_transaction_commits_once() {

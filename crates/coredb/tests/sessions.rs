@@ -1,7 +1,7 @@
 //! Sessions: commit, rollback, rollback on drop and on error, savepoints, options, closures.
 
-use coredb_testkit::TestDatabase;
 use coredb::{params, Error, ErrorKind, Executor, IsolationLevel, SessionOptions, SqlState};
+use coredb_testkit::TestDatabase;
 
 async fn accounts() -> TestDatabase {
     let db = TestDatabase::new().await.unwrap();
@@ -222,7 +222,7 @@ async fn session_options_set_isolation_and_read_only() {
 }
 
 #[tokio::test]
-async fn seed_style_session_returns_scalar_and_commits() {
+async fn core_db_style_session_returns_scalar_and_commits() {
     let db = accounts().await;
     let mut session = db.manager().session().await.unwrap();
     let one: i32 = session.scalar("SELECT 1", ()).await.unwrap();

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use coredb_embedded::EmbeddedServer;
 use coredb::{DatabaseConfig, DatabaseManager, ErrorKind, SslMode};
+use coredb_embedded::EmbeddedServer;
 
 /// A certificate authority and a server certificate it signed, in a directory of their own.
 struct Certificates {

@@ -1,4 +1,4 @@
-// The seed's spelling, UUIDTimestampMixin, is close to a known mixin.
+// core.db's spelling, UUIDTimestampMixin, is close to a known mixin.
 #[coredb::model(table = "users", mixin = UUIDTimestampMixin)]
 pub struct User {
     pub name: String,

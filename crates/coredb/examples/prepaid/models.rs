@@ -6,7 +6,7 @@ use coredb::types::{FromSql, ToSql};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// A customer (the seed's `User`, with `UUIDTimestampMixin`).
+/// A customer (core.db's `User`, with `UUIDTimestampMixin`).
 #[coredb::model(table = "users", mixin = UuidTimestampMixin)]
 #[derive(Debug, Clone, Serialize)]
 pub struct User {

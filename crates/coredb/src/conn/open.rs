@@ -35,7 +35,9 @@ impl PgManager {
         #[cfg(not(feature = "tls"))]
         if matches!(
             config.ssl_mode,
-            crate::config::SslMode::Require | crate::config::SslMode::VerifyCa | crate::config::SslMode::VerifyFull
+            crate::config::SslMode::Require
+                | crate::config::SslMode::VerifyCa
+                | crate::config::SslMode::VerifyFull
         ) {
             return Err(Error::config(format!(
                 "POSTGRES_SSLMODE={:?}: this build of coredb has no TLS (the `tls` feature is off); allowed here: disable, prefer",

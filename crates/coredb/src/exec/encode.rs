@@ -54,10 +54,12 @@ pub(crate) fn encode(statement: &Statement, bound: &Bound<'_, '_>) -> Result<Vec
             Ok(IsNull::No) => Some(out.freeze()),
             Ok(IsNull::Yes) => None,
             Err(err) => {
-                return Err(describe_wrong_parameter(statement, bound).unwrap_or_else(|| {
-                    Error::params(format!("a parameter cannot be sent: {err}"))
-                        .with_statement(bound.text.as_str())
-                }))
+                return Err(
+                    describe_wrong_parameter(statement, bound).unwrap_or_else(|| {
+                        Error::params(format!("a parameter cannot be sent: {err}"))
+                            .with_statement(bound.text.as_str())
+                    }),
+                )
             }
         };
         encoded.push(Encoded {

@@ -46,14 +46,18 @@ impl Context {
     }
 
     /// Matches `params` to `sql`'s placeholders; nothing is sent when they do not match.
-    pub(crate) fn bind<'s, 'p>(&self, sql: &'s str, params: ParamList<'p>) -> Result<Bound<'s, 'p>> {
+    pub(crate) fn bind<'s, 'p>(
+        &self,
+        sql: &'s str,
+        params: ParamList<'p>,
+    ) -> Result<Bound<'s, 'p>> {
         self.rewrites.bind(sql, params)
     }
 }
 
 /// What a statement should give back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Want {
+pub enum Returns {
     /// The rows.
     Rows,
     /// The number of rows affected.
@@ -62,27 +66,27 @@ pub enum Want {
 
 /// What a statement gave back.
 #[derive(Debug)]
-pub enum Output {
+pub enum Reply {
     /// The rows.
     Rows(Vec<tokio_postgres::Row>),
     /// The number of rows affected.
     Count(u64),
 }
 
-impl Output {
+impl Reply {
     /// The number of rows affected (or returned).
     pub(crate) fn count(self) -> u64 {
         match self {
-            Output::Count(n) => n,
-            Output::Rows(rows) => rows.len() as u64,
+            Reply::Count(n) => n,
+            Reply::Rows(rows) => rows.len() as u64,
         }
     }
 
     /// The rows (none for a count).
     pub(crate) fn rows(self) -> Vec<Row> {
         match self {
-            Output::Rows(rows) => rows.into_iter().map(Row::from).collect(),
-            Output::Count(_) => Vec::new(),
+            Reply::Rows(rows) => rows.into_iter().map(Row::from).collect(),
+            Reply::Count(_) => Vec::new(),
         }
     }
 
@@ -129,8 +133,8 @@ pub(crate) async fn run(
     conn: &mut PgConn,
     settings: &ExecSettings,
     bound: &Bound<'_, '_>,
-    want: Want,
-) -> Result<Output> {
+    want: Returns,
+) -> Result<Reply> {
     let leaves_state = !classify(bound.text.as_str()).is_shareable();
     conn.on(Event::Sent { leaves_state });
     let result = observe(settings, bound, run_on(conn, bound, want)).await;
@@ -172,8 +176,8 @@ fn settled<T>(result: &Result<T>) -> Event {
 pub(crate) async fn observe(
     settings: &ExecSettings,
     bound: &Bound<'_, '_>,
-    work: impl Future<Output = Result<Output>>,
-) -> Result<Output> {
+    work: impl Future<Output = Result<Reply>>,
+) -> Result<Reply> {
     let started = settings.echo.then(Instant::now);
     let result = match settings.statement_guard {
         None => work.await,
@@ -191,12 +195,12 @@ pub(crate) async fn observe(
 }
 
 /// Logs a finished statement with its duration; parameter values only when asked.
-fn echo(settings: &ExecSettings, bound: &Bound<'_, '_>, started: Instant, result: &Result<Output>) {
+fn echo(settings: &ExecSettings, bound: &Bound<'_, '_>, started: Instant, result: &Result<Reply>) {
     let sql = bound.text.as_str();
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     let outcome = match result {
-        Ok(Output::Rows(rows)) => format!("{} row(s)", rows.len()),
-        Ok(Output::Count(n)) => format!("{n} row(s) affected"),
+        Ok(Reply::Rows(rows)) => format!("{} row(s)", rows.len()),
+        Ok(Reply::Count(n)) => format!("{n} row(s) affected"),
         Err(e) => format!("error: {}", e.message()),
     };
     if settings.echo_params {
@@ -210,23 +214,19 @@ fn echo(settings: &ExecSettings, bound: &Bound<'_, '_>, started: Instant, result
 /// Prepares (or takes from the cache) and runs the statement; unprepared, in one round trip,
 /// when the cache is off (e.g. behind PgBouncer). Needs only a shared borrow, so a pipelined
 /// connection can use it too.
-pub(crate) async fn run_on(conn: &PgConn, bound: &Bound<'_, '_>, want: Want) -> Result<Output> {
+pub(crate) async fn run_on(conn: &PgConn, bound: &Bound<'_, '_>, want: Returns) -> Result<Reply> {
     if !conn.statements.is_enabled() {
         return run_unprepared(conn, bound, want).await;
     }
     let statement = prepare(conn, bound).await?;
     let values = &bound.values;
     let result = match want {
-        Want::Rows => conn
-            .client
-            .query(&statement, values)
-            .await
-            .map(Output::Rows),
-        Want::Count => conn
+        Returns::Rows => conn.client.query(&statement, values).await.map(Reply::Rows),
+        Returns::Count => conn
             .client
             .execute(&statement, values)
             .await
-            .map(Output::Count),
+            .map(Reply::Count),
     };
     result.map_err(|err| query_failed(conn, err, bound, &statement))
 }
@@ -281,18 +281,18 @@ pub(crate) fn query_failed(
 
 /// Runs a statement as an unnamed one in a single round trip, with the parameter types taken
 /// from the Rust values.
-async fn run_unprepared(conn: &PgConn, bound: &Bound<'_, '_>, want: Want) -> Result<Output> {
+async fn run_unprepared(conn: &PgConn, bound: &Bound<'_, '_>, want: Returns) -> Result<Reply> {
     let sql = bound.text.as_str();
     let types = param_types::infer(&bound.text, &bound.values)?;
     let typed: Vec<(SqlParam<'_>, postgres_types::Type)> =
         bound.values.iter().copied().zip(types).collect();
     let result = match want {
-        Want::Rows => conn.client.query_typed(sql, &typed).await.map(Output::Rows),
-        Want::Count => conn
+        Returns::Rows => conn.client.query_typed(sql, &typed).await.map(Reply::Rows),
+        Returns::Count => conn
             .client
             .execute_typed(sql, &typed)
             .await
-            .map(Output::Count),
+            .map(Reply::Count),
     };
     result.map_err(|e| Error::from_driver(e, Some(sql)))
 }

@@ -10,7 +10,6 @@ use crate::session::Session;
 
 use super::Model;
 
-
 /// Loads many models with PostgreSQL's `COPY`, the fastest way in (several times the rows per
 /// second of multi-row INSERTs for big batches).
 ///
@@ -60,7 +59,8 @@ impl CopyIn for Session {
         // aborted transaction, which COPY on the raw client would not notice.
         self.execute("SELECT 1", ()).await?;
         let conn = self.connection();
-        conn.control("SAVEPOINT coredb_copy", Event::TRANSACTION_SCOPED).await?;
+        conn.control("SAVEPOINT coredb_copy", Event::TRANSACTION_SCOPED)
+            .await?;
         match copy_tracked(conn, models).await {
             Ok(rows) => {
                 conn.control("RELEASE SAVEPOINT coredb_copy", Event::TRANSACTION_SCOPED)

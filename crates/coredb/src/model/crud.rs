@@ -94,7 +94,7 @@ pub trait Crud: Executor {
         }
     }
 
-    /// The row with primary key `key`, or `None` (the seed's `session.get(Model, key)`).
+    /// The row with primary key `key`, or `None` (core.db's `session.get(Model, key)`).
     ///
     /// # Errors
     /// The server's error, or a decode error naming the column.

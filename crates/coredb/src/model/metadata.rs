@@ -1,8 +1,8 @@
-//! Sets of tables created and dropped together: the seed's `Base.metadata`.
+//! Sets of tables created and dropped together: core.db's `Base.metadata`.
 //!
 //! Every `#[coredb::model]` registers its table when the program starts (through the
 //! `inventory` crate, which uses the linker rather than a runtime list), so
-//! [`create_all`](super::create_all) needs no list, as in the seed. [`Metadata`] is the explicit
+//! [`create_all`](super::create_all) needs no list, as in core.db. [`Metadata`] is the explicit
 //! form: a chosen set of models, e.g. one service's tables in a program that links several.
 
 use crate::error::{Error, ErrorKind, Result};

@@ -1,10 +1,10 @@
 //! Models: declare a struct once and get its table, its row mapping and the everyday
-//! operations, with no hand-written SQL (the seed's `Base` and mixins).
+//! operations, with no hand-written SQL (core.db's `Base` and mixins).
 //!
 //! ```no_run
 //! use coredb::model::{self, Crud};
 //!
-//! // The seed's `class User(Base, UUIDTimestampMixin)`.
+//! // core.db's `class User(Base, UUIDTimestampMixin)`.
 //! #[coredb::model(table = "users", mixin = UuidTimestampMixin)]
 //! #[derive(Debug, Clone)]
 //! pub struct User {
@@ -36,9 +36,9 @@
 //! - [`create_all`] / [`drop_all`] for every declared model, or [`Metadata`] for a chosen set.
 //! - [`SqlType`] says which PostgreSQL type stores a field type.
 //!
-//! Why an attribute and not a derive: the seed's mixins add columns, and only an attribute
+//! Why an attribute and not a derive: core.db's mixins add columns, and only an attribute
 //! macro can add the matching fields (`id`, `uuid`, `created_at`, `updated_at`) to the struct;
-//! with a derive every model would repeat them by hand. Why a registry: the seed's
+//! with a derive every model would repeat them by hand. Why a registry: core.db's
 //! `Base.metadata` knows every model without a list, and so does [`create_all`] here, through
 //! the `inventory` crate (each model registers a constant at program start, no runtime
 //! lookups); [`Metadata`] is the explicit list for when a program wants a subset.
@@ -136,7 +136,7 @@ pub fn new_uuid_string(version: UuidVersion) -> String {
     new_uuid(version).hyphenated().to_string()
 }
 
-/// Creates the tables of every model declared in the program (the seed's
+/// Creates the tables of every model declared in the program (core.db's
 /// `Base.metadata.create_all`), referenced tables first. Running it again is harmless.
 ///
 /// # Errors
@@ -145,7 +145,7 @@ pub async fn create_all<E: Executor>(executor: &mut E) -> Result<()> {
     Metadata::registered().create_all(executor).await
 }
 
-/// Drops the tables of every model declared in the program (the seed's
+/// Drops the tables of every model declared in the program (core.db's
 /// `Base.metadata.drop_all`), referencing tables first, then the enum types and schemas
 /// `create_all` made.
 ///
@@ -181,22 +181,22 @@ macro_rules! mixins {
 }
 
 mixins! {
-    /// The seed's `UUIDMixin`: `id uuid` primary key, a UUID made by the application (v7
+    /// core.db's `UUIDMixin`: `id uuid` primary key, a UUID made by the application (v7
     /// unless the model says `uuid = "v4"`). Field: `pub id: Uuid`.
     UuidMixin => [("id", "uuid")];
-    /// The seed's `UUIDStringMixin`: `id varchar(36)` primary key holding a UUID as text.
+    /// core.db's `UUIDStringMixin`: `id varchar(36)` primary key holding a UUID as text.
     /// Field: `pub id: String`.
     UuidStringMixin => [("id", "character varying(36)")];
-    /// The seed's `UUIDFieldMixin`: `uuid uuid unique not null` beside the model's own
+    /// core.db's `UUIDFieldMixin`: `uuid uuid unique not null` beside the model's own
     /// primary key. Field: `pub uuid: Uuid`.
     UuidFieldMixin => [("uuid", "uuid")];
-    /// The seed's `TimestampMixin`: `created_at` and `updated_at timestamptz not null`, both
+    /// core.db's `TimestampMixin`: `created_at` and `updated_at timestamptz not null`, both
     /// set from the database clock at insert, `updated_at` moved by every update. Fields:
     /// `pub created_at: DateTime<Utc>`, `pub updated_at: DateTime<Utc>`.
     TimestampMixin => [("created_at", "timestamp with time zone"), ("updated_at", "timestamp with time zone")];
-    /// The seed's `UUIDTimestampMixin`: [`UuidMixin`] and [`TimestampMixin`].
+    /// core.db's `UUIDTimestampMixin`: [`UuidMixin`] and [`TimestampMixin`].
     UuidTimestampMixin => [("id", "uuid"), ("created_at", "timestamp with time zone"), ("updated_at", "timestamp with time zone")];
-    /// The seed's `UUIDStringTimestampMixin`: [`UuidStringMixin`] and [`TimestampMixin`].
+    /// core.db's `UUIDStringTimestampMixin`: [`UuidStringMixin`] and [`TimestampMixin`].
     UuidStringTimestampMixin => [("id", "character varying(36)"), ("created_at", "timestamp with time zone"), ("updated_at", "timestamp with time zone")];
 }
 
@@ -211,7 +211,7 @@ pub mod __private {
 
     /// Reads a column of a model. Bounded by `SqlType` alone, so an unsupported field type
     /// gives one clear error instead of one per missing driver trait.
-    pub fn read<T: SqlType>(row: &Row, name: &str) -> crate::Result<T> {
+    pub fn read<T: SqlType>(row: &Row, name: &str) -> crate::error::Result<T> {
         row.get(name)
     }
 

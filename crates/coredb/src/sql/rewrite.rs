@@ -2,19 +2,22 @@
 //!
 //! PostgreSQL only understands positional parameters, but named ones are far
 //! easier to read and to keep in sync with their values. The rewriter is a
-//! single forward pass over the bytes that knows just enough of the
-//! PostgreSQL lexer to tell a placeholder apart from text that merely contains
-//! a colon: string literals, quoted identifiers, comments, dollar-quoted
-//! bodies and `::` casts are copied through untouched.
+//! single forward pass over the statement's tokens (see [`super::lexer`]),
+//! which know just enough of the PostgreSQL lexer to tell a placeholder apart
+//! from text that merely contains a colon: string literals, quoted
+//! identifiers, comments, dollar-quoted bodies and `::` casts are copied
+//! through untouched.
 //!
 //! It never reports errors: malformed SQL (an unterminated string, say) is
 //! copied through verbatim so that the server, which knows the real grammar,
 //! produces the diagnostic.
 //!
-//! Every position at which the text is sliced is an ASCII byte or the end of
-//! the input, so multi-byte UTF-8 characters are never split.
+//! The text is only ever sliced at token boundaries, which never split a
+//! multi-byte UTF-8 character.
 
 use std::collections::HashMap;
+
+use super::lexer::{positional_value, tokenize, TokenKind};
 
 /// SQL with `:name` placeholders rewritten to `$n`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,49 +38,32 @@ pub(crate) struct RewrittenSql {
 /// caller can reject statements that mix both styles. When there is no
 /// placeholder the output is byte-identical to the input.
 pub(crate) fn rewrite(sql: &str) -> RewrittenSql {
-    let bytes = sql.as_bytes();
+    // Every placeholder starts with `:` and every positional parameter with
+    // `$`: text with neither has nothing to find, and a byte search is much
+    // cheaper than lexing.
+    if !sql.bytes().any(|b| b == b':' || b == b'$') {
+        return RewrittenSql {
+            sql: sql.to_owned(),
+            names: Vec::new(),
+            max_positional: 0,
+        };
+    }
     let mut out = Output::new(sql);
     let mut names = Names::default();
     let mut max_positional = 0usize;
-    let mut i = 0;
 
-    while i < bytes.len() {
-        let b = bytes[i];
-        i = match b {
-            b'\'' => skip_quoted(bytes, i + 1, b'\'', false),
-            b'"' => skip_quoted(bytes, i + 1, b'"', false),
-            b'-' if bytes.get(i + 1) == Some(&b'-') => skip_line_comment(bytes, i + 2),
-            b'/' if bytes.get(i + 1) == Some(&b'*') => skip_block_comment(bytes, i + 2),
-            b'$' => match scan_dollar(bytes, i) {
-                Dollar::Positional { value, end } => {
-                    max_positional = max_positional.max(value);
-                    end
-                }
-                Dollar::QuoteStart { tag_end } => skip_dollar_body(bytes, i, tag_end),
-                Dollar::Plain => i + 1,
-            },
-            // `::` is a cast; consuming both colons keeps the second one from
-            // being mistaken for the start of a placeholder.
-            b':' if bytes.get(i + 1) == Some(&b':') => i + 2,
-            b':' if starts_placeholder(bytes, i) => {
-                let end = name_end(bytes, i + 1);
-                let number = names.number_for(&sql[i + 1..end]);
-                out.replace(i, end, number);
-                end
+    for token in tokenize(sql) {
+        match token.kind {
+            TokenKind::NamedPlaceholder => {
+                // The token is `:` followed by the name.
+                let number = names.number_for(&token.text[1..]);
+                out.replace(token.start, token.end(), number);
             }
-            // Identifiers are consumed whole because `$` may continue one
-            // (`a$1` is a name, not a parameter) and because a lone `E`
-            // before a quote switches to backslash-escaped strings.
-            b if is_ident_start(b) => {
-                let end = ident_end(bytes, i + 1);
-                if end == i + 1 && (b == b'E' || b == b'e') && bytes.get(end) == Some(&b'\'') {
-                    skip_quoted(bytes, end + 1, b'\'', true)
-                } else {
-                    end
-                }
+            TokenKind::PositionalParameter => {
+                max_positional = max_positional.max(positional_value(token.text));
             }
-            _ => i + 1,
-        };
+            _ => {}
+        }
     }
 
     RewrittenSql {
@@ -191,174 +177,6 @@ impl<'a> Names<'a> {
     fn into_owned(self) -> Vec<String> {
         self.list.into_iter().map(str::to_owned).collect()
     }
-}
-
-/// What a `$` outside quotes and comments starts.
-enum Dollar {
-    /// `$123`: a positional parameter; `end` is just past its digits.
-    Positional { value: usize, end: usize },
-    /// `$$` or `$tag$`: a dollar-quoted body; `tag_end` is just past the
-    /// opening delimiter.
-    QuoteStart { tag_end: usize },
-    /// Any other `$`, which the server will make sense of (or reject).
-    Plain,
-}
-
-/// Classifies the `$` at `start`, following PostgreSQL's lexer: digits make a
-/// parameter, a tag (identifier characters, no leading digit) closed by `$`
-/// makes a dollar quote.
-fn scan_dollar(bytes: &[u8], start: usize) -> Dollar {
-    let mut i = start + 1;
-    match bytes.get(i) {
-        Some(b) if b.is_ascii_digit() => {
-            let mut value = 0usize;
-            while let Some(&d) = bytes.get(i).filter(|d| d.is_ascii_digit()) {
-                // Saturate rather than overflow: an absurd `$n` is still the
-                // highest one, and the server will reject it.
-                value = value
-                    .saturating_mul(10)
-                    .saturating_add(usize::from(d - b'0'));
-                i += 1;
-            }
-            Dollar::Positional { value, end: i }
-        }
-        Some(&b'$') => Dollar::QuoteStart { tag_end: i + 1 },
-        Some(&b) if is_ident_start(b) => {
-            while bytes
-                .get(i)
-                .is_some_and(|&b| is_ident_start(b) || b.is_ascii_digit())
-            {
-                i += 1;
-            }
-            if bytes.get(i) == Some(&b'$') {
-                Dollar::QuoteStart { tag_end: i + 1 }
-            } else {
-                Dollar::Plain
-            }
-        }
-        _ => Dollar::Plain,
-    }
-}
-
-/// Skips a dollar-quoted body whose opening delimiter is
-/// `bytes[start..tag_end]`, returning the index just past the closing one.
-///
-/// A plain substring search for the delimiter matches PostgreSQL: tags cannot
-/// contain `$`, so the lexer examines every `$` in the body as a possible
-/// closing delimiter, just as the search does.
-fn skip_dollar_body(bytes: &[u8], start: usize, tag_end: usize) -> usize {
-    let delimiter = &bytes[start..tag_end];
-    let mut i = tag_end;
-    while let Some(offset) = bytes[i..].iter().position(|&b| b == b'$') {
-        i += offset;
-        if bytes[i..].starts_with(delimiter) {
-            return i + delimiter.len();
-        }
-        i += 1;
-    }
-    bytes.len()
-}
-
-/// Skips a literal or quoted identifier whose body starts at `start`,
-/// returning the index just past the closing `quote` (or the end of input).
-///
-/// A doubled quote stands for itself; with `backslash` (an `E'...'` string)
-/// a backslash also escapes the next byte, so `E'\''` is one string.
-fn skip_quoted(bytes: &[u8], start: usize, quote: u8, backslash: bool) -> usize {
-    let mut i = start;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if backslash && b == b'\\' {
-            i += 2;
-        } else if b == quote {
-            if bytes.get(i + 1) == Some(&quote) {
-                i += 2;
-            } else {
-                return i + 1;
-            }
-        } else {
-            i += 1;
-        }
-    }
-    bytes.len()
-}
-
-/// Skips a `--` comment whose body starts at `start`; like PostgreSQL, either
-/// newline character ends it.
-fn skip_line_comment(bytes: &[u8], start: usize) -> usize {
-    bytes[start..]
-        .iter()
-        .position(|&b| b == b'\n' || b == b'\r')
-        .map_or(bytes.len(), |offset| start + offset)
-}
-
-/// Skips a `/* */` comment whose body starts at `start`. PostgreSQL nests
-/// block comments, so every `/*` inside needs its own `*/`.
-fn skip_block_comment(bytes: &[u8], start: usize) -> usize {
-    let mut depth = 1usize;
-    let mut i = start;
-    while i < bytes.len() {
-        match (bytes[i], bytes.get(i + 1)) {
-            (b'/', Some(b'*')) => {
-                depth += 1;
-                i += 2;
-            }
-            (b'*', Some(b'/')) => {
-                depth -= 1;
-                i += 2;
-                if depth == 0 {
-                    return i;
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    bytes.len()
-}
-
-/// Whether the `:` at `colon` (not part of `::`) starts a placeholder.
-///
-/// The name must start with an ASCII letter or `_`, which rules out `:=`,
-/// `:1` and `arr[1:2]`. As in SQLAlchemy's `text()`, a colon directly after
-/// an identifier character, digit, `]`, `)` or another colon is never a
-/// placeholder, so slices such as `arr[lo:hi]` and `f(x)[a:b]` are left
-/// alone.
-fn starts_placeholder(bytes: &[u8], colon: usize) -> bool {
-    let name_starts = bytes
-        .get(colon + 1)
-        .is_some_and(|&b| b.is_ascii_alphabetic() || b == b'_');
-    let glued_to_previous = colon > 0 && {
-        let prev = bytes[colon - 1];
-        is_ident_cont(prev) || matches!(prev, b']' | b')' | b':')
-    };
-    name_starts && !glued_to_previous
-}
-
-/// End of a placeholder name starting at `start`: ASCII letters, digits, `_`.
-fn name_end(bytes: &[u8], start: usize) -> usize {
-    bytes[start..]
-        .iter()
-        .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_'))
-        .map_or(bytes.len(), |offset| start + offset)
-}
-
-/// End of an SQL identifier whose first byte is before `start`.
-fn ident_end(bytes: &[u8], start: usize) -> usize {
-    bytes[start..]
-        .iter()
-        .position(|&b| !is_ident_cont(b))
-        .map_or(bytes.len(), |offset| start + offset)
-}
-
-/// PostgreSQL's identifier start: ASCII letters, `_`, and any non-ASCII byte
-/// (so whole UTF-8 characters are consumed together).
-fn is_ident_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
-}
-
-/// PostgreSQL's identifier continuation: a start byte, a digit, or `$`.
-fn is_ident_cont(b: u8) -> bool {
-    is_ident_start(b) || b.is_ascii_digit() || b == b'$'
 }
 
 #[cfg(test)]

@@ -1,0 +1,112 @@
+//! Building a configuration in code.
+
+use std::time::Duration;
+
+use super::validate::{Problems, Source};
+use super::{DatabaseConfig, Password, SslMode, TargetSessionAttrs};
+use crate::error::Result;
+
+impl DatabaseConfig {
+    /// Starts a builder from the defaults.
+    pub fn builder() -> DatabaseConfigBuilder {
+        DatabaseConfigBuilder {
+            config: DatabaseConfig::default(),
+        }
+    }
+
+    /// A builder that starts from this configuration, to change a few settings.
+    pub fn to_builder(&self) -> DatabaseConfigBuilder {
+        DatabaseConfigBuilder {
+            config: self.clone(),
+        }
+    }
+}
+
+/// Builds a [`DatabaseConfig`] in code; [`build`](Self::build) validates it.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfigBuilder {
+    config: DatabaseConfig,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty => |$c:ident, $v:ident| $body:expr;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, $v: $ty) -> Self {
+                let $c = &mut self.config;
+                $body;
+                self
+            }
+        )*
+    };
+}
+
+impl DatabaseConfigBuilder {
+    setters! {
+        /// One host (replaces the list); call [`hosts`](Self::hosts) for failover.
+        host: impl Into<String> => |c, v| c.hosts = vec![v.into()];
+        /// Hosts tried in order (failover).
+        hosts: Vec<String> => |c, v| c.hosts = v;
+        /// The port of every host.
+        port: u16 => |c, v| c.ports = vec![v];
+        /// One port per host.
+        ports: Vec<u16> => |c, v| c.ports = v;
+        /// The user name; also the default database name.
+        user: impl Into<String> => |c, v| c.user = v.into();
+        /// The password.
+        password: impl Into<String> => |c, v| c.password = Some(Password(v.into()));
+        /// The database name.
+        dbname: impl Into<String> => |c, v| c.dbname = v.into();
+        /// Connections kept open (at least 1).
+        pool_size: usize => |c, v| c.pool_size = v;
+        /// Extra connections allowed under load.
+        max_overflow: usize => |c, v| c.max_overflow = v;
+        /// How long a checkout waits.
+        pool_timeout: Duration => |c, v| c.pool_timeout = v;
+        /// Maximum connection age; `None` never recycles.
+        pool_recycle: Option<Duration> => |c, v| c.pool_recycle = v;
+        /// Verify idle connections before hand-out.
+        pool_pre_ping: bool => |c, v| c.pool_pre_ping = v;
+        /// A connection idle for longer than this is pinged at checkout (default 1 s).
+        pre_ping_idle: Duration => |c, v| c.pre_ping_idle = v;
+        /// Limit of one connection attempt.
+        connect_timeout: Duration => |c, v| c.connect_timeout = v;
+        /// Server-side `statement_timeout`.
+        statement_timeout: Option<Duration> => |c, v| c.statement_timeout = v;
+        /// TLS negotiation mode.
+        ssl_mode: SslMode => |c, v| c.ssl_mode = v;
+        /// Name shown in `pg_stat_activity`.
+        application_name: impl Into<String> => |c, v| c.application_name = v.into();
+        /// Log every statement with its duration.
+        echo: bool => |c, v| c.echo = v;
+        /// Include parameter values in logged statements.
+        echo_params: bool => |c, v| c.echo_params = v;
+        /// Prepared statements cached per connection (0 disables the cache).
+        statement_cache_size: usize => |c, v| c.statement_cache_size = v;
+        /// Which server of a multi-host list to use.
+        target_session_attrs: TargetSessionAttrs => |c, v| c.target_session_attrs = v;
+        /// Idle time before TCP keepalive probes start.
+        keepalive_idle: Duration => |c, v| c.keepalive_idle = v;
+        /// Read replicas, `(host, port)`, for [`DatabaseManager::reader`](crate::DatabaseManager::reader).
+        read_replicas: Vec<(String, u16)> => |c, v| c.read_replicas = v;
+        /// PEM file of the authorities trusted by `verify-ca` / `verify-full`.
+        ssl_root_cert: impl Into<std::path::PathBuf> => |c, v| c.ssl_root_cert = Some(v.into());
+        /// Send the manager's autocommit statements over shared, pipelined connections.
+        pipeline_autocommit: bool => |c, v| c.pipeline_autocommit = v;
+    }
+
+    /// Validates and returns the configuration.
+    ///
+    /// # Errors
+    /// A [`Config`](crate::ErrorKind::Config) error listing every invalid setting.
+    pub fn build(self) -> Result<DatabaseConfig> {
+        let mut problems = Problems::default();
+        let mut config = self.config;
+        if config.dbname.is_empty() {
+            config.dbname = config.user.clone();
+        }
+        config.check(Source::Builder, &mut problems);
+        problems.into_result()?;
+        Ok(config)
+    }
+}

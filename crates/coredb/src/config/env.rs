@@ -1,0 +1,276 @@
+//! Reading the configuration from the environment and `.env`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::url::{mask_url, parse_url};
+use super::validate::{Problems, Source};
+use super::{DatabaseConfig, Password, SslMode, TargetSessionAttrs};
+use crate::error::{Error, Result};
+
+impl DatabaseConfig {
+    /// Reads the settings from the environment, and from a `.env` file in the working
+    /// directory or its parents; a variable set in the real environment wins over `.env`.
+    ///
+    /// # Errors
+    /// A [`Config`](crate::ErrorKind::Config) error listing every invalid variable, its value
+    /// (never a password) and what is allowed.
+    pub fn from_env() -> Result<Self> {
+        let mut dotenv: HashMap<String, String> = HashMap::new();
+        if let Ok(iter) = dotenvy::dotenv_iter() {
+            for item in iter {
+                match item {
+                    Ok((k, v)) => {
+                        dotenv.insert(k, v);
+                    }
+                    Err(e) => return Err(Error::config(format!(".env could not be read: {e}"))),
+                }
+            }
+        }
+        Self::from_lookup(|key| std::env::var(key).ok().or_else(|| dotenv.get(key).cloned()))
+    }
+
+    /// Like [`from_env`](Self::from_env), reading the given variables instead of the
+    /// process environment (handy in tests).
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let map: HashMap<String, String> = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        Self::from_lookup(|key| map.get(key).cloned())
+    }
+
+    /// True when the environment (or `.env`) names a database: `DATABASE_URL` or
+    /// `POSTGRES_HOST` is set.
+    pub fn is_configured_in_env() -> bool {
+        let in_env = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+        if in_env("DATABASE_URL") || in_env("POSTGRES_HOST") {
+            return true;
+        }
+        dotenvy::dotenv_iter()
+            .map(|iter| {
+                iter.flatten()
+                    .any(|(k, v)| (k == "DATABASE_URL" || k == "POSTGRES_HOST") && !v.is_empty())
+            })
+            .unwrap_or(false)
+    }
+
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut problems = Problems::default();
+        let mut config = DatabaseConfig::default();
+        let get =
+            |key: &str| get(key).filter(|v| !v.trim().is_empty() || key == "POSTGRES_PASSWORD");
+
+        let mut dbname_set = false;
+        if let Some(url) = get("DATABASE_URL") {
+            match parse_url(&url) {
+                Ok(parsed) => {
+                    dbname_set = !parsed.dbname.is_empty();
+                    config = parsed;
+                }
+                Err(what) => problems.push("DATABASE_URL", &mask_url(&url), &what),
+            }
+        }
+        if let Some(hosts) = get("POSTGRES_HOST") {
+            config.hosts = hosts.split(',').map(|h| h.trim().to_owned()).collect();
+        }
+        if let Some(ports) = get("POSTGRES_PORT") {
+            match parse_ports(&ports) {
+                Ok(p) => config.ports = p,
+                Err(what) => problems.push("POSTGRES_PORT", &ports, &what),
+            }
+        }
+        if let Some(user) = get("POSTGRES_USER") {
+            config.user = user;
+        }
+        if let Some(password) = get("POSTGRES_PASSWORD") {
+            config.password = Some(Password(password));
+        }
+        if let Some(db) = get("POSTGRES_DB") {
+            config.dbname = db;
+            dbname_set = true;
+        }
+        if !dbname_set {
+            config.dbname = config.user.clone();
+        }
+
+        let mut number = |key: &'static str, min: i64, allowed: &str| -> Option<i64> {
+            let raw = get(key)?;
+            match raw.trim().parse::<i64>() {
+                Ok(n) if n >= min => Some(n),
+                Ok(_) => {
+                    problems.push(key, &raw, allowed);
+                    None
+                }
+                Err(_) => {
+                    problems.push(key, &raw, &format!("not a whole number; {allowed}"));
+                    None
+                }
+            }
+        };
+        if let Some(n) = number(
+            "POSTGRES_POOL_SIZE",
+            1,
+            "must be a whole number of at least 1",
+        ) {
+            config.pool_size = n as usize;
+        }
+        if let Some(n) = number(
+            "POSTGRES_MAX_OVERFLOW",
+            0,
+            "must be a whole number of at least 0",
+        ) {
+            config.max_overflow = n as usize;
+        }
+        if let Some(n) = number(
+            "POSTGRES_STATEMENT_CACHE_SIZE",
+            0,
+            "must be a whole number of at least 0 (0 disables the cache, e.g. behind PgBouncer)",
+        ) {
+            config.statement_cache_size = n as usize;
+        }
+        if let Some(raw) = get("POSTGRES_POOL_RECYCLE") {
+            match raw.trim().parse::<f64>() {
+                Ok(-1.0) => config.pool_recycle = None,
+                Ok(v) if v > 0.0 && v.is_finite() => {
+                    config.pool_recycle = Some(Duration::from_secs_f64(v))
+                }
+                _ => problems.push(
+                    "POSTGRES_POOL_RECYCLE",
+                    &raw,
+                    "must be a number of seconds greater than 0, or -1 to never recycle",
+                ),
+            }
+        }
+        let mut seconds = |key: &'static str| -> Option<Duration> {
+            let raw = get(key)?;
+            match raw.trim().parse::<f64>() {
+                Ok(v) if v > 0.0 && v.is_finite() && v < 1e9 => Some(Duration::from_secs_f64(v)),
+                _ => {
+                    problems.push(
+                        key,
+                        &raw,
+                        "must be a number of seconds greater than 0, e.g. 30 or 2.5",
+                    );
+                    None
+                }
+            }
+        };
+        if let Some(d) = seconds("POSTGRES_POOL_TIMEOUT") {
+            config.pool_timeout = d;
+        }
+        if let Some(d) = seconds("POSTGRES_CONNECT_TIMEOUT") {
+            config.connect_timeout = d;
+        }
+        if let Some(d) = seconds("POSTGRES_STATEMENT_TIMEOUT") {
+            config.statement_timeout = Some(d);
+        }
+        let mut flag = |key: &'static str| -> Option<bool> {
+            let raw = get(key)?;
+            match parse_bool(&raw) {
+                Some(b) => Some(b),
+                None => {
+                    problems.push(
+                        key,
+                        &raw,
+                        "must be true or false (also 1/0, yes/no, on/off)",
+                    );
+                    None
+                }
+            }
+        };
+        if let Some(b) = flag("POSTGRES_POOL_PRE_PING") {
+            config.pool_pre_ping = b;
+        }
+        if let Some(b) = flag("POSTGRES_PIPELINE_AUTOCOMMIT") {
+            config.pipeline_autocommit = b;
+        }
+        let debug = flag("DEBUG").unwrap_or(false);
+        let echo = flag("POSTGRES_ECHO").unwrap_or(false);
+        config.echo = config.echo || debug || echo;
+        if let Some(b) = flag("POSTGRES_ECHO_PARAMS") {
+            config.echo_params = b;
+        }
+        if let Some(raw) = get("POSTGRES_SSLMODE") {
+            match raw.parse::<SslMode>() {
+                Ok(mode) => config.ssl_mode = mode,
+                Err(what) => problems.push("POSTGRES_SSLMODE", &raw, &what),
+            }
+        }
+        if let Some(raw) = get("POSTGRES_READ_HOSTS") {
+            let default_port = config.ports.first().copied().unwrap_or(5432);
+            match parse_replicas(&raw, default_port) {
+                Ok(replicas) => config.read_replicas = replicas,
+                Err(what) => problems.push("POSTGRES_READ_HOSTS", &raw, &what),
+            }
+        }
+        if let Some(path) = get("POSTGRES_SSLROOTCERT") {
+            config.ssl_root_cert = Some(path.into());
+        }
+        if let Some(name) = get("POSTGRES_APPLICATION_NAME") {
+            config.application_name = name;
+        }
+        if let Some(raw) = get("POSTGRES_TARGET_SESSION_ATTRS") {
+            match raw.trim() {
+                "any" => config.target_session_attrs = TargetSessionAttrs::Any,
+                "read-write" => config.target_session_attrs = TargetSessionAttrs::ReadWrite,
+                _ => problems.push(
+                    "POSTGRES_TARGET_SESSION_ATTRS",
+                    &raw,
+                    "allowed: any, read-write",
+                ),
+            }
+        }
+        config.check(Source::Env, &mut problems);
+        problems.into_result()?;
+        Ok(config)
+    }
+}
+
+fn parse_bool(raw: &str) -> Option<bool> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_ports(raw: &str) -> std::result::Result<Vec<u16>, String> {
+    raw.split(',')
+        .map(|p| match p.trim().parse::<u32>() {
+            Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+            Ok(_) => Err("port out of range; allowed 1-65535".to_owned()),
+            Err(_) => Err("not a port number; allowed 1-65535 (or a comma list)".to_owned()),
+        })
+        .collect()
+}
+
+fn parse_replicas(raw: &str, default_port: u16) -> std::result::Result<Vec<(String, u16)>, String> {
+    raw.split(',')
+        .map(|entry| {
+            let entry = entry.trim();
+            let (host, port) = match entry.rsplit_once(':') {
+                Some((host, port)) => match port.parse::<u16>() {
+                    Ok(p) if p > 0 => (host, p),
+                    _ => {
+                        return Err(format!(
+                        "{entry:?} has no valid port; expected host or host:port, comma-separated"
+                    ))
+                    }
+                },
+                None => (entry, default_port),
+            };
+            if host.is_empty() {
+                return Err(
+                    "a replica host is empty; expected host or host:port, comma-separated".into(),
+                );
+            }
+            Ok((host.to_owned(), port))
+        })
+        .collect()
+}
