@@ -153,6 +153,9 @@ impl Tx {
     ///
     /// # Errors
     /// When no connection can be had or `BEGIN` fails.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a `BEGIN` cut off leaves no transaction behind; its connection is closed.
     pub async fn session(&mut self) -> Result<&mut Session> {
         if self.guard.is_none() {
             *self.guard = Some(self.slot.manager.session().await?);

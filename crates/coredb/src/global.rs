@@ -36,6 +36,9 @@ fn current() -> Option<DatabaseManager> {
 /// # Errors
 /// A [`Config`](ErrorKind::Config) error for bad settings, or the
 /// [`Connect`](ErrorKind::Connect) error (with a hint) when the database cannot be reached.
+///
+/// # Cancel safety
+/// Cancel safe: a dropped call sets nothing up; the next call starts afresh.
 pub async fn initialize_database() -> Result<DatabaseManager> {
     if let Some(manager) = current() {
         return Ok(manager);
@@ -82,6 +85,10 @@ pub async fn get_database_manager() -> Result<DatabaseManager> {
 
 /// Closes the process-wide manager's pool (waiting for checked-out connections, bounded by the
 /// pool timeout) and forgets it; a later call to [`get_database_manager`] sets up a new one.
+///
+/// # Cancel safety
+/// The manager is forgotten and its pool closed from the first poll; dropping the future only
+/// stops the waiting for checked-out connections.
 pub async fn close_database() {
     let manager = GLOBAL.write().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(manager) = manager {
@@ -94,11 +101,17 @@ pub async fn close_database() {
 ///
 /// # Errors
 /// As [`get_database_manager`] and [`DatabaseManager::session`].
+///
+/// # Cancel safety
+/// As [`DatabaseManager::session`].
 pub async fn get_session_context() -> Result<Session> {
     get_database_manager().await?.session().await
 }
 
 /// The health of the process-wide database; unhealthy (never an error) when it cannot be set up.
+///
+/// # Cancel safety
+/// Cancel safe, as [`DatabaseManager::health_report`].
 pub async fn check_database_health() -> HealthReport {
     match get_database_manager().await {
         Ok(manager) => manager.health_report().await,

@@ -154,6 +154,9 @@ impl DatabaseManager {
     ///
     /// # Errors
     /// As [`get_connection`](Self::get_connection).
+    ///
+    /// # Cancel safety
+    /// As [`get_connection`](Self::get_connection).
     pub async fn get_connection_within(&self, limit: Duration) -> Result<Connection> {
         let pooled = self.db.pool.get_within(limit).await?;
         Ok(Connection::new(pooled, Arc::clone(&self.db.context)))
@@ -178,6 +181,9 @@ impl DatabaseManager {
     ///
     /// # Errors
     /// As [`session`](Self::session).
+    ///
+    /// # Cancel safety
+    /// As [`session`](Self::session).
     pub async fn session_with(&self, options: SessionOptions) -> Result<Session> {
         let mut attempt = 1;
         loop {
@@ -197,6 +203,11 @@ impl DatabaseManager {
     ///
     /// # Errors
     /// The closure's error, or a coredb error from `BEGIN` or `COMMIT` converted into `E`.
+    ///
+    /// # Cancel safety
+    /// Dropping the future rolls the transaction back (the session is dropped with it), unless
+    /// `COMMIT` was already sent: then it may have committed, and the connection is closed rather
+    /// than reused.
     pub async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: AsyncFnOnce(&mut Session) -> Result<T, E>,
@@ -206,6 +217,11 @@ impl DatabaseManager {
     }
 
     /// Like [`transaction`](Self::transaction), with session options.
+    ///
+    /// # Cancel safety
+    /// Dropping the future rolls the transaction back (the session is dropped with it), unless
+    /// `COMMIT` was already sent: then it may have committed, and the connection is closed rather
+    /// than reused.
     pub async fn transaction_with<T, E, F>(&self, options: SessionOptions, f: F) -> Result<T, E>
     where
         F: AsyncFnOnce(&mut Session) -> Result<T, E>,
@@ -235,6 +251,11 @@ impl DatabaseManager {
     ///
     /// # Errors
     /// The first non-transient error, or the last error when the policy gives up.
+    ///
+    /// # Cancel safety
+    /// Dropping the future rolls the transaction back (the session is dropped with it), unless
+    /// `COMMIT` was already sent: then it may have committed, and the connection is closed rather
+    /// than reused.
     pub async fn transaction_with_retry<T, E, F>(
         &self,
         options: SessionOptions,
@@ -282,11 +303,17 @@ impl DatabaseManager {
     }
 
     /// True when the database answers a query within the connect timeout.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the check's connection goes back to the pool, or is closed if it was mid-query.
     pub async fn health_check(&self) -> bool {
         self.health_report().await.is_healthy()
     }
 
     /// A full [`HealthReport`]: a query round trip within the connect timeout, never longer.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`health_check`](Self::health_check).
     pub async fn health_report(&self) -> HealthReport {
         let limit = self.config().connect_timeout();
         let started = Instant::now();
@@ -312,6 +339,11 @@ impl DatabaseManager {
 
     /// Runs raw SQL with `:name` (or `$n`) parameters in autocommit and returns the rows
     /// (core.db's `execute_raw_sql`).
+    ///
+    /// # Cancel safety
+    /// Dropping the future is safe; the statement may have run or not. A shared connection whose
+    /// statement was abandoned takes no new statements and is closed once nothing else runs on it;
+    /// a connection of its own is closed and the statement cancelled on the server.
     pub async fn execute_raw_sql<P: Params>(&self, sql: &str, params: P) -> Result<Vec<Row>> {
         self.query(sql, params).await
     }
@@ -341,6 +373,11 @@ impl DatabaseManager {
     }
 
     /// Like [`Executor::execute`], in autocommit.
+    ///
+    /// # Cancel safety
+    /// Dropping the future is safe; the statement may have run or not. A shared connection whose
+    /// statement was abandoned takes no new statements and is closed once nothing else runs on it;
+    /// a connection of its own is closed and the statement cancelled on the server.
     pub async fn execute<P: Params>(&self, sql: &str, params: P) -> Result<u64> {
         Ok(self
             .autocommit(sql, params.param_list(), Returns::Count)
@@ -349,6 +386,11 @@ impl DatabaseManager {
     }
 
     /// Like [`Executor::query`], in autocommit.
+    ///
+    /// # Cancel safety
+    /// Dropping the future is safe; the statement may have run or not. A shared connection whose
+    /// statement was abandoned takes no new statements and is closed once nothing else runs on it;
+    /// a connection of its own is closed and the statement cancelled on the server.
     pub async fn query<P: Params>(&self, sql: &str, params: P) -> Result<Vec<Row>> {
         Ok(self
             .autocommit(sql, params.param_list(), Returns::Rows)
@@ -357,6 +399,11 @@ impl DatabaseManager {
     }
 
     /// Like [`Executor::fetch_all`], in autocommit.
+    ///
+    /// # Cancel safety
+    /// Dropping the future is safe; the statement may have run or not. A shared connection whose
+    /// statement was abandoned takes no new statements and is closed once nothing else runs on it;
+    /// a connection of its own is closed and the statement cancelled on the server.
     pub async fn fetch_all<T: FromRow, P: Params>(&self, sql: &str, params: P) -> Result<Vec<T>> {
         self.autocommit(sql, params.param_list(), Returns::Rows)
             .await?
@@ -364,6 +411,11 @@ impl DatabaseManager {
     }
 
     /// Like [`Executor::fetch_one`], in autocommit.
+    ///
+    /// # Cancel safety
+    /// Dropping the future is safe; the statement may have run or not. A shared connection whose
+    /// statement was abandoned takes no new statements and is closed once nothing else runs on it;
+    /// a connection of its own is closed and the statement cancelled on the server.
     pub async fn fetch_one<T: FromRow, P: Params>(&self, sql: &str, params: P) -> Result<T> {
         self.autocommit(sql, params.param_list(), Returns::Rows)
             .await?
@@ -371,6 +423,11 @@ impl DatabaseManager {
     }
 
     /// Like [`Executor::fetch_optional`], in autocommit.
+    ///
+    /// # Cancel safety
+    /// Dropping the future is safe; the statement may have run or not. A shared connection whose
+    /// statement was abandoned takes no new statements and is closed once nothing else runs on it;
+    /// a connection of its own is closed and the statement cancelled on the server.
     pub async fn fetch_optional<T: FromRow, P: Params>(
         &self,
         sql: &str,
@@ -382,6 +439,11 @@ impl DatabaseManager {
     }
 
     /// Like [`Executor::scalar`], in autocommit.
+    ///
+    /// # Cancel safety
+    /// Dropping the future is safe; the statement may have run or not. A shared connection whose
+    /// statement was abandoned takes no new statements and is closed once nothing else runs on it;
+    /// a connection of its own is closed and the statement cancelled on the server.
     pub async fn scalar<T: FromSqlOwned + Send, P: Params>(
         &self,
         sql: &str,
@@ -420,6 +482,9 @@ impl DatabaseManager {
     }
 
     /// Like [`close`](Self::close), waiting at most `wait` for checked-out connections.
+    ///
+    /// # Cancel safety
+    /// As [`close`](Self::close).
     pub async fn close_within(&self, wait: Duration) -> bool {
         let replica_closed = match &self.replica {
             Some(replica) => close_within(replica, wait).await,

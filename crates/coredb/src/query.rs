@@ -47,6 +47,12 @@ pub(crate) mod sealed {
 /// The trait is sealed: only coredb's types implement it.
 pub trait Executor: sealed::Sealed + Send {
     /// Runs a statement and returns the number of rows it affected.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes is safe, but the statement may have run or not.
+    /// A [`Connection`](crate::Connection) it ran on is then closed (and the statement cancelled
+    /// on the server) rather than returned to the pool; a [`Session`](crate::Session) can go on or
+    /// be dropped (its connection is then closed, never reused with the reply unread).
     fn execute<'a, P: Params + 'a>(
         &'a mut self,
         sql: &'a str,
@@ -59,6 +65,12 @@ pub trait Executor: sealed::Sealed + Send {
     }
 
     /// Runs a statement and returns its rows.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes is safe, but the statement may have run or not.
+    /// A [`Connection`](crate::Connection) it ran on is then closed (and the statement cancelled
+    /// on the server) rather than returned to the pool; a [`Session`](crate::Session) can go on or
+    /// be dropped (its connection is then closed, never reused with the reply unread).
     fn query<'a, P: Params + 'a>(
         &'a mut self,
         sql: &'a str,
@@ -71,6 +83,12 @@ pub trait Executor: sealed::Sealed + Send {
     }
 
     /// Runs a query and maps every row to `T`.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes is safe, but the statement may have run or not.
+    /// A [`Connection`](crate::Connection) it ran on is then closed (and the statement cancelled
+    /// on the server) rather than returned to the pool; a [`Session`](crate::Session) can go on or
+    /// be dropped (its connection is then closed, never reused with the reply unread).
     fn fetch_all<'a, T: FromRow, P: Params + 'a>(
         &'a mut self,
         sql: &'a str,
@@ -87,6 +105,12 @@ pub trait Executor: sealed::Sealed + Send {
     /// # Errors
     /// [`NotFound`](crate::ErrorKind::NotFound) for no row, [`TooManyRows`](crate::ErrorKind::TooManyRows)
     /// for more than one.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes is safe, but the statement may have run or not.
+    /// A [`Connection`](crate::Connection) it ran on is then closed (and the statement cancelled
+    /// on the server) rather than returned to the pool; a [`Session`](crate::Session) can go on or
+    /// be dropped (its connection is then closed, never reused with the reply unread).
     fn fetch_one<'a, T: FromRow, P: Params + 'a>(
         &'a mut self,
         sql: &'a str,
@@ -102,6 +126,12 @@ pub trait Executor: sealed::Sealed + Send {
     ///
     /// # Errors
     /// [`TooManyRows`](crate::ErrorKind::TooManyRows) for more than one row.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes is safe, but the statement may have run or not.
+    /// A [`Connection`](crate::Connection) it ran on is then closed (and the statement cancelled
+    /// on the server) rather than returned to the pool; a [`Session`](crate::Session) can go on or
+    /// be dropped (its connection is then closed, never reused with the reply unread).
     fn fetch_optional<'a, T: FromRow, P: Params + 'a>(
         &'a mut self,
         sql: &'a str,
@@ -120,6 +150,12 @@ pub trait Executor: sealed::Sealed + Send {
     ///
     /// # Errors
     /// [`NotFound`](crate::ErrorKind::NotFound) when there is no row.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes is safe, but the statement may have run or not.
+    /// A [`Connection`](crate::Connection) it ran on is then closed (and the statement cancelled
+    /// on the server) rather than returned to the pool; a [`Session`](crate::Session) can go on or
+    /// be dropped (its connection is then closed, never reused with the reply unread).
     fn scalar<'a, T: FromSqlOwned + Send, P: Params + 'a>(
         &'a mut self,
         sql: &'a str,

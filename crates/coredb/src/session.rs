@@ -98,6 +98,10 @@ impl Session {
     /// When an earlier statement failed, the transaction is rolled back and an error naming the
     /// first failure is returned; a failing `COMMIT` (e.g. a deferred constraint or a
     /// serialization failure) gives the server's error.
+    ///
+    /// # Cancel safety
+    /// If the future is dropped after `COMMIT` was sent, the transaction may have committed or
+    /// not; the connection is closed rather than reused. Dropped before, it rolls back.
     pub async fn commit(mut self) -> Result<()> {
         self.apply_pending_rollback().await?;
         if self.failed_at.is_some() {
@@ -108,6 +112,10 @@ impl Session {
     }
 
     /// Rolls the transaction back.
+    ///
+    /// # Cancel safety
+    /// Dropping the future still ends the transaction: the connection is closed, which rolls it
+    /// back on the server.
     pub async fn rollback(mut self) -> Result<()> {
         self.end("ROLLBACK").await
     }
@@ -117,6 +125,10 @@ impl Session {
     }
 
     /// Begins a nested transaction (a savepoint); it rolls back on drop unless committed.
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the session usable: a savepoint whose `SAVEPOINT` was cut off
+    /// is not tracked (the server may keep it until the transaction ends, which is harmless).
     pub async fn begin_nested(&mut self) -> Result<Savepoint<'_>> {
         self.apply_pending_rollback().await?;
         self.check_not_aborted()?;
@@ -181,7 +193,12 @@ impl Session {
         let Some(level) = self.pending_rollback.take() else {
             return Ok(());
         };
-        self.rollback_to(level).await
+        let result = self.rollback_to(level).await;
+        if let Err(e) = &result {
+            // The server aborted the transaction; without this, COMMIT would quietly roll back.
+            self.record_failure(e);
+        }
+        result
     }
 
     async fn rollback_to(&mut self, level: u32) -> Result<()> {
@@ -242,8 +259,20 @@ impl Savepoint<'_> {
     ///
     /// # Errors
     /// When a statement inside it failed, it is rolled back and an error is returned.
+    ///
+    /// # Cancel safety
+    /// Dropped before it finishes, the savepoint is rolled back before the session's next
+    /// statement. If its `RELEASE` had already reached the server, that rollback fails and
+    /// the session is aborted: it can then only roll back, so nothing half-done is committed.
     pub async fn commit(mut self) -> Result<()> {
+        let result = self.release().await;
+        // Reached only when the work above finished: a future dropped half-way leaves `done`
+        // unset, and Drop rolls the savepoint back before the session's next statement.
         self.done = true;
+        result
+    }
+
+    async fn release(&mut self) -> Result<()> {
         self.session.apply_pending_rollback().await?;
         if self.session.failed_at.is_some_and(|at| at >= self.level) {
             let err = self
@@ -262,10 +291,19 @@ impl Savepoint<'_> {
     }
 
     /// Undoes the savepoint's work; the enclosing transaction goes on.
+    ///
+    /// # Cancel safety
+    /// Dropped before it finishes, the rollback is made (again) before the session's next
+    /// statement; if it had already been made, that fails and the session is aborted, so
+    /// the savepoint's work is never committed.
     pub async fn rollback(mut self) -> Result<()> {
+        let result = async {
+            self.session.apply_pending_rollback().await?;
+            self.session.rollback_to(self.level).await
+        }
+        .await;
         self.done = true;
-        self.session.apply_pending_rollback().await?;
-        self.session.rollback_to(self.level).await
+        result
     }
 
     /// Begins a savepoint inside this one.

@@ -229,3 +229,38 @@ async fn core_db_style_session_returns_scalar_and_commits() {
     session.commit().await.unwrap();
     assert_eq!(one, 1);
 }
+
+#[tokio::test]
+async fn a_savepoint_commit_cut_off_is_never_committed_half_done() {
+    use futures_util::FutureExt;
+
+    let db = accounts().await;
+    let mut session = db.manager().session().await.unwrap();
+    session
+        .execute("INSERT INTO accounts VALUES (1, 'ada', 10)", ())
+        .await
+        .unwrap();
+    let mut savepoint = session.begin_nested().await.unwrap();
+    savepoint
+        .execute("INSERT INTO accounts VALUES (2, 'bob', 20)", ())
+        .await
+        .unwrap();
+    // One poll sends RELEASE; dropping the future abandons the reply.
+    assert!(savepoint.commit().now_or_never().is_none());
+
+    // The savepoint is rolled back before the next statement; its RELEASE already ran, so that
+    // fails and the session is aborted rather than going on with work of unknown state.
+    let err = session
+        .scalar::<i64, _>("SELECT count(*) FROM accounts", ())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::S_E_INVALID_SPECIFICATION),
+        "{err}"
+    );
+    assert!(session.is_aborted());
+    let commit = session.commit().await.unwrap_err();
+    assert_eq!(commit.code(), Some(&SqlState::IN_FAILED_SQL_TRANSACTION));
+    assert_eq!(count(&db).await, 0);
+}

@@ -82,7 +82,10 @@ impl ConnState {
         use ConnState::{Broken, Busy, Ready};
         match (self, event) {
             (Broken, _) | (_, Event::Lost) => Broken,
-            (Ready(carry), Event::Sent { leaves_state }) => {
+            // A request after one whose future was dropped is fine: the driver discards the
+            // abandoned reply and the server answers in order, so once this one's reply is
+            // read, the earlier one is done too.
+            (Ready(carry) | Busy(carry), Event::Sent { leaves_state }) => {
                 let carry = if leaves_state {
                     carry.max(Carry::SessionState)
                 } else {
@@ -92,16 +95,15 @@ impl ConnState {
             }
             // Counted as open from the moment BEGIN leaves: if it is cut off, the rollback or
             // close that follows is harmless; the other way round would leak a transaction.
-            (Ready(carry), Event::BeginSent) => Busy(carry.max(Carry::Transaction)),
-            (Ready(carry), Event::EndSent) => Busy(carry),
+            (Ready(carry) | Busy(carry), Event::BeginSent) => Busy(carry.max(Carry::Transaction)),
+            (Ready(carry) | Busy(carry), Event::EndSent) => Busy(carry),
             (Busy(carry), Event::Replied) => Ready(carry),
             (Busy(Carry::SessionState), Event::Ended) => Ready(Carry::SessionState),
             (Busy(_), Event::Ended) => Ready(Carry::Nothing),
             (Busy(carry), Event::Abandoned) => Busy(carry),
-            // A request while another is in flight, or a reply with none: a bug in the caller;
-            // the connection cannot be trusted.
-            (Ready(_), Event::Replied | Event::Ended | Event::Abandoned)
-            | (Busy(_), Event::Sent { .. } | Event::BeginSent | Event::EndSent) => {
+            // A reply with no request in flight: a bug in the caller; the connection cannot be
+            // trusted.
+            (Ready(_), Event::Replied | Event::Ended | Event::Abandoned) => {
                 debug_assert!(false, "connection event {event:?} in state {self:?}");
                 Broken
             }
@@ -193,6 +195,14 @@ mod tests {
             Event::Ended,
         ]);
         assert_eq!(state.disposal(), Disposal::Close);
+    }
+
+    #[test]
+    fn a_statement_after_an_abandoned_one_settles_the_connection_again() {
+        let state = after(&[SENT, Event::Abandoned, SENT, Event::Replied]);
+        assert_eq!(state.disposal(), Disposal::Reuse);
+        let in_session = after(&[Event::BeginSent, Event::Replied, SENT, SENT, Event::Replied]);
+        assert_eq!(in_session.disposal(), Disposal::RollBack);
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub trait CopyIn {
     /// # Errors
     /// The server's error, e.g. `23505` for a duplicate unique value, or a parameter error for
     /// a value that cannot be sent as its column's type.
+    ///
+    /// # Cancel safety
+    /// Dropped half-way, the COPY is abandoned: the connection is closed (not returned to the pool
+    /// mid-COPY), and in a session the copy's rows are never committed.
     fn copy_in<'a, M: Model>(
         &'a mut self,
         models: &'a [M],

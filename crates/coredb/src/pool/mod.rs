@@ -146,6 +146,10 @@ impl<M: Manage> Pool<M> {
     /// [`PoolTimeout`](ErrorKind::PoolTimeout) when none became free in time,
     /// [`PoolClosed`](ErrorKind::PoolClosed) after [`close`](Self::close), or the error of
     /// creating a new object once retries within the timeout are exhausted.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped call leaves the queue, and a connection being opened for it is
+    /// kept for the next caller or closed; no slot is leaked.
     pub async fn get(&self) -> Result<Pooled<M>> {
         self.get_within(self.shared.options.timeout).await
     }
@@ -359,6 +363,9 @@ impl<M: Manage> Pool<M> {
     /// and checked-out ones are closed as they come back. Waits up to `wait` for them.
     ///
     /// Returns true when every object came back in time.
+    ///
+    /// # Cancel safety
+    /// The pool is closed from the first poll; dropping the future only stops the waiting.
     pub async fn close(&self, wait: Duration) -> bool {
         self.close_idle();
         let s = &self.shared;
