@@ -34,8 +34,8 @@ fn current() -> Option<DatabaseManager> {
 /// Calling it again returns the manager already set up.
 ///
 /// # Errors
-/// A [`Config`](ErrorKind::Config) error for bad settings, or the
-/// [`Connect`](ErrorKind::Connect) error (with a hint) when the database cannot be reached.
+/// A [`Config`](crate::ErrorKind::Config) error for bad settings, or the
+/// [`Connect`](crate::ErrorKind::Connect) error (with a hint) when the database cannot be reached.
 ///
 /// # Cancel safety
 /// Cancel safe: a dropped call sets nothing up; the next call starts afresh.
@@ -50,7 +50,7 @@ pub async fn initialize_database() -> Result<DatabaseManager> {
 /// Like [`initialize_database`], with an explicit configuration.
 ///
 /// # Errors
-/// As [`initialize_database`]; also a [`Config`](ErrorKind::Config) error when a manager with
+/// As [`initialize_database`]; also a [`Config`](crate::ErrorKind::Config) error when a manager with
 /// another configuration is already set up (call [`close_database`] first).
 pub async fn initialize_database_with(config: DatabaseConfig) -> Result<DatabaseManager> {
     let _guard = INIT.lock().await;

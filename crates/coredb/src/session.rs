@@ -146,7 +146,7 @@ impl Session {
         })
     }
 
-    /// The underlying connection, e.g. for its [`client`](Connection::client).
+    /// The underlying connection, e.g. for [`execute_script`](Connection::execute_script).
     pub fn connection(&mut self) -> &mut Connection {
         &mut self.conn
     }
