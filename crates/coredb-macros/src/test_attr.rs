@@ -36,14 +36,18 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
             };
             let name = &ident.ident;
             let mutability = &ident.mutability;
+            let ty = &arg.ty;
             let last = match &*arg.ty {
                 Type::Path(path) => path.path.segments.last().map(|s| s.ident.to_string()),
                 _ => None,
             };
             match last.as_deref() {
-                Some("TestDatabase") => quote! { let #mutability #name = __coredb_test_database; },
+                // The declared type is written out, so the test's own import of it is used.
+                Some("TestDatabase") => {
+                    quote! { let #mutability #name: #ty = __coredb_test_database; }
+                }
                 Some("DatabaseManager") => {
-                    quote! { let #mutability #name = __coredb_test_database.manager().clone(); }
+                    quote! { let #mutability #name: #ty = __coredb_test_database.manager().clone(); }
                 }
                 _ => {
                     return Err(syn::Error::new_spanned(
@@ -73,6 +77,8 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
                 let __coredb_test_database = ::coredb_testkit::TestDatabase::new()
                     .await
                     .expect("#[coredb_testkit::test] could not create the test's database");
+                // Process-wide calls (get_session_context(), ...) reach the test's database.
+                let __coredb_test_scope = __coredb_test_database.manager().enter_test_scope();
                 #binding
                 #body
             })

@@ -20,11 +20,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 1. Configuration: the environment, or the embedded server when nothing is configured.
     let (config, embedded) = coredb_testkit::config_or_embedded()?;
     match &embedded {
-        Some(server) => println!(
-            "No database configured: using an embedded PostgreSQL {} on 127.0.0.1:{} (stopped on exit)",
-            server.version(),
-            server.port()
-        ),
+        Some(server) => {
+            // Say what was found, so a typo (POSTGRES_HOTS=...) is not mistaken for nothing.
+            let found: Vec<String> = std::env::vars()
+                .map(|(name, _)| name)
+                .filter(|name| name.starts_with("POSTGRES_") || name == "DATABASE_URL")
+                .collect();
+            let found = if found.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (found {}, but neither DATABASE_URL nor POSTGRES_HOST)",
+                    found.join(", ")
+                )
+            };
+            println!(
+                "No database configured{found}: using an embedded PostgreSQL {} on 127.0.0.1:{} (stopped on exit)",
+                server.version(),
+                server.port()
+            )
+        }
         None => println!("Using the configured database {}", config.database_url()),
     }
 

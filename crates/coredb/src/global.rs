@@ -19,15 +19,23 @@ use std::sync::RwLock;
 use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
 use crate::health::HealthReport;
-use crate::manager::DatabaseManager;
+use crate::manager::{scoped, DatabaseManager};
 use crate::session::Session;
 
 static GLOBAL: RwLock<Option<DatabaseManager>> = RwLock::new(None);
 /// Serializes set-up so that concurrent first calls create one pool.
 static INIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn current() -> Option<DatabaseManager> {
-    GLOBAL.read().unwrap_or_else(|e| e.into_inner()).clone()
+/// The process-wide manager when one is set up: the test scope's on a test's thread.
+///
+/// # Errors
+/// Outside every test scope of a process that uses them (see
+/// [`DatabaseManager::enter_test_scope`]).
+fn current() -> Result<Option<DatabaseManager>> {
+    if let Some(manager) = scoped()? {
+        return Ok(Some(manager));
+    }
+    Ok(GLOBAL.read().unwrap_or_else(|e| e.into_inner()).clone())
 }
 
 /// Sets up the process-wide manager from the environment and checks that the database answers.
@@ -40,7 +48,7 @@ fn current() -> Option<DatabaseManager> {
 /// # Cancel safety
 /// Cancel safe: a dropped call sets nothing up; the next call starts afresh.
 pub async fn initialize_database() -> Result<DatabaseManager> {
-    if let Some(manager) = current() {
+    if let Some(manager) = current()? {
         return Ok(manager);
     }
     let config = DatabaseConfig::from_env()?;
@@ -54,7 +62,7 @@ pub async fn initialize_database() -> Result<DatabaseManager> {
 /// another configuration is already set up (call [`close_database`] first).
 pub async fn initialize_database_with(config: DatabaseConfig) -> Result<DatabaseManager> {
     let _guard = INIT.lock().await;
-    if let Some(manager) = current() {
+    if let Some(manager) = current()? {
         if *manager.config() == config {
             return Ok(manager);
         }
@@ -77,7 +85,7 @@ pub async fn initialize_database_with(config: DatabaseConfig) -> Result<Database
 /// # Errors
 /// As [`initialize_database`].
 pub async fn get_database_manager() -> Result<DatabaseManager> {
-    match current() {
+    match current()? {
         Some(manager) => Ok(manager),
         None => initialize_database().await,
     }
@@ -85,11 +93,17 @@ pub async fn get_database_manager() -> Result<DatabaseManager> {
 
 /// Closes the process-wide manager's pool (waiting for checked-out connections, bounded by the
 /// pool timeout) and forgets it; a later call to [`get_database_manager`] sets up a new one.
+/// Inside a [test scope](DatabaseManager::enter_test_scope) it does nothing: the test's
+/// database belongs to the test.
 ///
 /// # Cancel safety
 /// The manager is forgotten and its pool closed from the first poll; dropping the future only
 /// stops the waiting for checked-out connections.
 pub async fn close_database() {
+    if !matches!(scoped(), Ok(None)) {
+        // A test's database belongs to the test, which closes it.
+        return;
+    }
     let manager = GLOBAL.write().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(manager) = manager {
         manager.close().await;

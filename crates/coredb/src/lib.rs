@@ -85,7 +85,7 @@ pub use global::{
     DatabaseLifespan,
 };
 pub use health::{HealthReport, HealthStatus};
-pub use manager::{DatabaseManager, Engine};
+pub use manager::{DatabaseManager, Engine, TestScope};
 pub use params::{NamedParams, ParamList, Params, SqlParam};
 pub use query::Executor;
 pub use retry::{Backoff, RetryPolicy, TransientError};

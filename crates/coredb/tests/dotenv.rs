@@ -1,7 +1,10 @@
 //! `.env` files: read by `DatabaseConfig::from_env`, with the real environment winning.
 //! One test in its own binary: it changes the working directory and the environment.
 
+mod support;
+
 use coredb::DatabaseConfig;
+use support::log_capture::Captured;
 
 #[test]
 fn dotenv_file_is_read_and_the_real_environment_wins() {
@@ -46,5 +49,26 @@ fn dotenv_file_is_read_and_the_real_environment_wins() {
         "{err}"
     );
     std::env::remove_var("POSTGRES_HOST");
+
+    // A typo in .env is named with the variable it most likely meant.
+    std::fs::write(
+        dir.join(".env"),
+        "POSTGRES_HOTS=db.internal\nPOSTGRES_USER=app\n",
+    )
+    .unwrap();
+    let captured = Captured::default();
+    tracing::subscriber::with_default(captured.subscriber(tracing::Level::INFO), || {
+        DatabaseConfig::from_env().unwrap();
+    });
+    let logged = captured.text();
+    assert!(logged.contains("WARN"), "{logged}");
+    assert!(
+        logged.contains("POSTGRES_HOTS (did you mean POSTGRES_HOST?)"),
+        "{logged}"
+    );
+    assert!(
+        !logged.contains("db.internal"),
+        "values are not logged: {logged}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -51,7 +51,7 @@ async fn unreachable_server_is_unhealthy_with_the_reason_within_the_connect_time
     assert_eq!(report.status, HealthStatus::Unhealthy);
     assert!(!report.connected);
     let error = report.error.as_deref().unwrap();
-    assert!(error.contains("connection refused"), "{error}");
+    assert!(error.contains("refused the connection"), "{error}");
     assert!(error.contains("is PostgreSQL running"), "{error}");
     let json = serde_json::to_string(&report).unwrap();
     assert!(json.contains("\"status\":\"unhealthy\""), "{json}");
@@ -102,5 +102,5 @@ async fn wrong_database_name_says_how_to_fix_it() {
         msg.contains("database \"no_such_db\" does not exist"),
         "{msg}"
     );
-    assert!(msg.contains("set POSTGRES_DB"), "{msg}");
+    assert!(msg.contains("or fix the builder's dbname()"), "{msg}");
 }

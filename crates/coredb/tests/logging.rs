@@ -1,49 +1,17 @@
 //! Statement echo through `tracing`, and that the password never reaches the logs.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod support;
 
 use coredb::{params, DatabaseManager, Executor};
 use coredb_testkit::TestDatabase;
-use tracing_subscriber::fmt::MakeWriter;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
+use support::log_capture::Captured;
 
 const PASSWORD: &str = "pw-that-must-never-be-logged";
 
 /// Runs a workload with every `coredb` log line captured (debug level and up).
 async fn capture(echo_params: bool) -> String {
     let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(captured.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = tracing::subscriber::set_default(captured.subscriber(tracing::Level::DEBUG));
 
     // The test server trusts local connections, so the password is sent nowhere but kept.
     let db =

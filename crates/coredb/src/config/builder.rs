@@ -3,14 +3,17 @@
 use std::time::Duration;
 
 use super::validate::{Problems, Source};
-use super::{DatabaseConfig, Password, SslMode, TargetSessionAttrs};
+use super::{DatabaseConfig, Origin, Password, Setting, SslMode, TargetSessionAttrs};
 use crate::error::Result;
 
 impl DatabaseConfig {
     /// Starts a builder from the defaults.
     pub fn builder() -> DatabaseConfigBuilder {
         DatabaseConfigBuilder {
-            config: DatabaseConfig::default(),
+            config: DatabaseConfig {
+                origin: Origin::code(),
+                ..DatabaseConfig::default()
+            },
         }
     }
 
@@ -44,19 +47,19 @@ macro_rules! setters {
 impl DatabaseConfigBuilder {
     setters! {
         /// One host (replaces the list); call [`hosts`](Self::hosts) for failover.
-        host: impl Into<String> => |c, v| c.hosts = vec![v.into()];
+        host: impl Into<String> => |c, v| { c.hosts = vec![v.into()]; c.origin.set_in_code(Setting::Host) };
         /// Hosts tried in order (failover).
-        hosts: Vec<String> => |c, v| c.hosts = v;
+        hosts: Vec<String> => |c, v| { c.hosts = v; c.origin.set_in_code(Setting::Host) };
         /// The port of every host.
-        port: u16 => |c, v| c.ports = vec![v];
+        port: u16 => |c, v| { c.ports = vec![v]; c.origin.set_in_code(Setting::Port) };
         /// One port per host.
-        ports: Vec<u16> => |c, v| c.ports = v;
+        ports: Vec<u16> => |c, v| { c.ports = v; c.origin.set_in_code(Setting::Port) };
         /// The user name; also the default database name.
-        user: impl Into<String> => |c, v| c.user = v.into();
+        user: impl Into<String> => |c, v| { c.user = v.into(); c.origin.set_in_code(Setting::User) };
         /// The password.
-        password: impl Into<String> => |c, v| c.password = Some(Password(v.into()));
+        password: impl Into<String> => |c, v| { c.password = Some(Password(v.into())); c.origin.set_in_code(Setting::Password) };
         /// The database name.
-        dbname: impl Into<String> => |c, v| c.dbname = v.into();
+        dbname: impl Into<String> => |c, v| { c.dbname = v.into(); c.origin.set_in_code(Setting::Database) };
         /// Connections kept open (at least 1).
         pool_size: usize => |c, v| c.pool_size = v;
         /// Extra connections allowed under load.
@@ -74,7 +77,7 @@ impl DatabaseConfigBuilder {
         /// Server-side `statement_timeout`.
         statement_timeout: Option<Duration> => |c, v| c.statement_timeout = v;
         /// TLS negotiation mode.
-        ssl_mode: SslMode => |c, v| c.ssl_mode = v;
+        ssl_mode: SslMode => |c, v| { c.ssl_mode = v; c.origin.set_in_code(Setting::SslMode) };
         /// Name shown in `pg_stat_activity`.
         application_name: impl Into<String> => |c, v| c.application_name = v.into();
         /// Log every statement with its duration.

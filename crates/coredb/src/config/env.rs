@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::url::{mask_url, parse_url};
 use super::validate::{Problems, Source};
-use super::{DatabaseConfig, Password, SslMode, TargetSessionAttrs};
+use super::{DatabaseConfig, Origin, Password, Setting, SslMode, TargetSessionAttrs};
 use crate::error::{Error, Result};
 
 impl DatabaseConfig {
@@ -27,6 +27,8 @@ impl DatabaseConfig {
                 }
             }
         }
+        let process = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok());
+        warn_unknown_variables(process.chain(dotenv.keys().cloned()));
         Self::from_lookup(|key| std::env::var(key).ok().or_else(|| dotenv.get(key).cloned()))
     }
 
@@ -42,6 +44,7 @@ impl DatabaseConfig {
             .into_iter()
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
+        warn_unknown_variables(map.keys().cloned());
         Self::from_lookup(|key| map.get(key).cloned())
     }
 
@@ -226,6 +229,18 @@ impl DatabaseConfig {
                 ),
             }
         }
+        let given: Vec<Setting> = [
+            Setting::Host,
+            Setting::Port,
+            Setting::User,
+            Setting::Password,
+            Setting::Database,
+            Setting::SslMode,
+        ]
+        .into_iter()
+        .filter(|setting| get(setting.variable()).is_some())
+        .collect();
+        config.origin = Origin::environment(get("DATABASE_URL").is_some(), &given);
         config.check(Source::Env, &mut problems);
         problems.into_result()?;
         Ok(config)
@@ -273,4 +288,131 @@ fn parse_replicas(raw: &str, default_port: u16) -> std::result::Result<Vec<(Stri
             Ok((host.to_owned(), port))
         })
         .collect()
+}
+
+/// Every variable coredb reads (the `COREDB_*` ones are read by `coredb-embedded`).
+const KNOWN_VARIABLES: &[&str] = &[
+    "DATABASE_URL",
+    "POSTGRES_HOST",
+    "POSTGRES_PORT",
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "POSTGRES_DB",
+    "POSTGRES_POOL_SIZE",
+    "POSTGRES_MAX_OVERFLOW",
+    "POSTGRES_POOL_TIMEOUT",
+    "POSTGRES_POOL_RECYCLE",
+    "POSTGRES_POOL_PRE_PING",
+    "POSTGRES_CONNECT_TIMEOUT",
+    "POSTGRES_STATEMENT_TIMEOUT",
+    "POSTGRES_STATEMENT_CACHE_SIZE",
+    "POSTGRES_SSLMODE",
+    "POSTGRES_SSLROOTCERT",
+    "POSTGRES_APPLICATION_NAME",
+    "POSTGRES_ECHO",
+    "POSTGRES_ECHO_PARAMS",
+    "POSTGRES_PIPELINE_AUTOCOMMIT",
+    "POSTGRES_TARGET_SESSION_ATTRS",
+    "POSTGRES_READ_HOSTS",
+    "COREDB_PG_BINDIR",
+];
+
+/// Variables of the official PostgreSQL container image, often set beside an application's
+/// own; they are not meant for coredb and are no typo.
+const CONTAINER_VARIABLES: &[&str] = &[
+    "POSTGRES_INITDB_ARGS",
+    "POSTGRES_INITDB_WALDIR",
+    "POSTGRES_HOST_AUTH_METHOD",
+    "POSTGRES_PASSWORD_FILE",
+    "POSTGRES_USER_FILE",
+    "POSTGRES_DB_FILE",
+    "POSTGRES_VERSION",
+];
+
+/// Logs one WARN naming every `POSTGRES_*` / `COREDB_*` variable that coredb does not read,
+/// with the known variable it most likely meant: a typo would otherwise be ignored in silence.
+fn warn_unknown_variables(names: impl Iterator<Item = String>) {
+    let mut unknown: Vec<String> = names
+        .filter(|n| n.starts_with("POSTGRES_") || n.starts_with("COREDB_"))
+        .filter(|n| {
+            !KNOWN_VARIABLES.contains(&n.as_str()) && !CONTAINER_VARIABLES.contains(&n.as_str())
+        })
+        .map(|n| match did_you_mean(&n) {
+            Some(known) => format!("{n} (did you mean {known}?)"),
+            None => n,
+        })
+        .collect();
+    if unknown.is_empty() {
+        return;
+    }
+    unknown.sort();
+    unknown.dedup();
+    tracing::warn!(
+        target: "coredb",
+        "ignoring unknown variable(s) {}; the variables coredb reads are listed in the README under Configuration",
+        unknown.join(", ")
+    );
+}
+
+/// The known variable closest to `name`, when it is close enough to be a typo.
+fn did_you_mean(name: &str) -> Option<&'static str> {
+    KNOWN_VARIABLES
+        .iter()
+        .map(|known| (edit_distance(name, known), *known))
+        .filter(|(distance, _)| *distance <= 3)
+        .min()
+        .map(|(_, known)| known)
+}
+
+/// Levenshtein distance, over bytes (variable names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, &ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typos_of_known_variables_get_a_suggestion() {
+        assert_eq!(did_you_mean("POSTGRES_HOTS"), Some("POSTGRES_HOST"));
+        assert_eq!(did_you_mean("POSTGRES_PASWORD"), Some("POSTGRES_PASSWORD"));
+        assert_eq!(
+            did_you_mean("POSTGRES_POOLSIZE"),
+            Some("POSTGRES_POOL_SIZE")
+        );
+        assert_eq!(did_you_mean("POSTGRES_SOMETHING_ELSE"), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn every_variable_this_module_reads_is_known() {
+        // The code above the tests: the tests themselves spell typos on purpose.
+        let source = include_str!("env.rs")
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap_or("");
+        let reads = source.split('"').filter(|piece| {
+            (piece.len() > "POSTGRES_".len() && piece.starts_with("POSTGRES_")
+                || piece == &"DATABASE_URL")
+                && piece.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+        });
+        for name in reads {
+            assert!(
+                KNOWN_VARIABLES.contains(&name) || CONTAINER_VARIABLES.contains(&name),
+                "{name} is read but not in KNOWN_VARIABLES"
+            );
+        }
+    }
 }

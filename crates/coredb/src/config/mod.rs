@@ -167,7 +167,136 @@ pub struct DatabaseConfig {
     pub(crate) read_replicas: Vec<(String, u16)>,
     /// Spread connections over the hosts at random (used for replicas).
     pub(crate) load_balance: bool,
+    /// Where the connection settings came from, so messages name what the user wrote.
+    pub(crate) origin: Origin,
 }
+
+/// A connection setting, for messages that must name it as the user wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Setting {
+    /// The host (or hosts).
+    Host,
+    /// The port.
+    Port,
+    /// The user name.
+    User,
+    /// The password.
+    Password,
+    /// The database name.
+    Database,
+    /// The TLS mode.
+    SslMode,
+}
+
+impl Setting {
+    pub(crate) fn variable(self) -> &'static str {
+        match self {
+            Setting::Host => "POSTGRES_HOST",
+            Setting::Port => "POSTGRES_PORT",
+            Setting::User => "POSTGRES_USER",
+            Setting::Password => "POSTGRES_PASSWORD",
+            Setting::Database => "POSTGRES_DB",
+            Setting::SslMode => "POSTGRES_SSLMODE",
+        }
+    }
+
+    fn url_part(self) -> &'static str {
+        match self {
+            Setting::Host => "the host in DATABASE_URL",
+            Setting::Port => "the port in DATABASE_URL",
+            Setting::User => "the user in DATABASE_URL",
+            Setting::Password => "the password in DATABASE_URL",
+            Setting::Database => "the database name in DATABASE_URL",
+            Setting::SslMode => "sslmode in DATABASE_URL",
+        }
+    }
+
+    fn builder_method(self) -> &'static str {
+        match self {
+            Setting::Host => "the builder's host()",
+            Setting::Port => "the builder's port()",
+            Setting::User => "the builder's user()",
+            Setting::Password => "the builder's password()",
+            Setting::Database => "the builder's dbname()",
+            Setting::SslMode => "the builder's ssl_mode()",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// Where the connection settings came from: environment variables, `DATABASE_URL` (perhaps
+/// with some `POSTGRES_*` on top), or code.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Origin {
+    /// `DATABASE_URL` (or a URL given in code) was the base.
+    url: bool,
+    /// Built in code with the builder.
+    code: bool,
+    /// The settings given as `POSTGRES_*` variables, one bit each.
+    variables: u8,
+    /// The settings set with the builder's methods, one bit each.
+    set_in_code: u8,
+}
+
+impl Origin {
+    /// Settings read from the environment.
+    pub(crate) fn environment(url: bool, given: &[Setting]) -> Self {
+        Origin {
+            url,
+            code: false,
+            variables: given.iter().fold(0, |bits, s| bits | s.bit()),
+            set_in_code: 0,
+        }
+    }
+
+    /// Settings from a URL given in code.
+    pub(crate) fn url() -> Self {
+        Origin {
+            url: true,
+            ..Origin::default()
+        }
+    }
+
+    /// Settings built in code.
+    pub(crate) fn code() -> Self {
+        Origin {
+            code: true,
+            ..Origin::default()
+        }
+    }
+
+    /// Records that the builder set `setting`.
+    pub(crate) fn set_in_code(&mut self, setting: Setting) {
+        self.set_in_code |= setting.bit();
+    }
+
+    /// How the user wrote `setting`: the variable, the part of `DATABASE_URL`, or the method.
+    pub(crate) fn name(self, setting: Setting) -> &'static str {
+        if self.set_in_code & setting.bit() != 0 {
+            setting.builder_method()
+        } else if self.variables & setting.bit() != 0 {
+            setting.variable()
+        } else if self.url {
+            setting.url_part()
+        } else if self.code {
+            setting.builder_method()
+        } else {
+            setting.variable()
+        }
+    }
+}
+
+/// Where a setting came from does not make two configurations differ.
+impl PartialEq for Origin {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Origin {}
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
@@ -196,6 +325,7 @@ impl Default for DatabaseConfig {
             ssl_root_cert: None,
             read_replicas: Vec::new(),
             load_balance: false,
+            origin: Origin::default(),
         }
     }
 }

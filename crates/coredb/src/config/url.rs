@@ -3,7 +3,7 @@
 use std::str::FromStr;
 
 use super::validate::{Problems, Source};
-use super::{DatabaseConfig, Password, SslMode, TargetSessionAttrs};
+use super::{DatabaseConfig, Origin, Password, SslMode, TargetSessionAttrs};
 use crate::error::Result;
 
 impl DatabaseConfig {
@@ -16,7 +16,8 @@ impl DatabaseConfig {
     pub fn from_url(url: &str) -> Result<Self> {
         let mut problems = Problems::default();
         match parse_url(url) {
-            Ok(config) => {
+            Ok(mut config) => {
+                config.origin = Origin::url();
                 config.check(Source::Env, &mut problems);
                 problems.into_result()?;
                 Ok(config)

@@ -6,7 +6,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
 use super::{PgConn, StatementCache};
-use crate::config::DatabaseConfig;
+use crate::config::{DatabaseConfig, Setting};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::Manage;
 
@@ -73,50 +73,101 @@ impl PgManager {
             .join(", ")
     }
 
-    /// Turns a driver connect error into one a newcomer can act on.
+    /// Turns a driver connect error into one a newcomer can act on, naming each setting as
+    /// the user wrote it (a `POSTGRES_*` variable, a part of `DATABASE_URL`, or a builder
+    /// method). Causes that retrying cannot fix are marked permanent, so the pool fails at once
+    /// instead of waiting out its timeout.
     fn connect_error(&self, err: tokio_postgres::Error) -> Error {
         let target = self.target();
         let c = &self.config;
+        let name = |setting| c.origin.name(setting);
         if let Some(db) = err.as_db_error() {
             let code = db.code().clone();
-            let message = if code == SqlState::INVALID_PASSWORD
+            let server_says = db.message();
+            let (message, permanent) = if code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                && (server_says.contains("no encryption") || server_says.contains("SSL off"))
+            {
+                (
+                    format!(
+                        "{target} accepts user {:?} only over TLS, and {} is {}: set it to require (or prefer) ({server_says})",
+                        c.user,
+                        name(Setting::SslMode),
+                        c.ssl_mode.as_str()
+                    ),
+                    true,
+                )
+            } else if code == SqlState::INVALID_PASSWORD
                 || code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
             {
-                format!(
-                    "authentication failed for user {:?} at {target}: check POSTGRES_USER / POSTGRES_PASSWORD ({})",
-                    c.user,
-                    db.message()
+                (
+                    format!(
+                        "{target} rejected user {:?}: check {} / {} ({server_says})",
+                        c.user,
+                        name(Setting::User),
+                        name(Setting::Password)
+                    ),
+                    true,
                 )
             } else if code == SqlState::INVALID_CATALOG_NAME {
-                format!(
-                    "database {:?} does not exist on {target}: create it (createdb {}) or set POSTGRES_DB",
-                    c.dbname, c.dbname
+                (
+                    format!(
+                        "database {:?} does not exist on {target}: create it (createdb {}) or fix {}",
+                        c.dbname,
+                        c.dbname,
+                        name(Setting::Database)
+                    ),
+                    true,
                 )
             } else if code == SqlState::TOO_MANY_CONNECTIONS {
-                format!(
-                    "the server at {target} has no connection slots left ({}); lower POSTGRES_POOL_SIZE / POSTGRES_MAX_OVERFLOW across services or raise max_connections",
-                    db.message()
+                (
+                    format!(
+                        "{target} has no connection slots left ({server_says}); lower POSTGRES_POOL_SIZE / POSTGRES_MAX_OVERFLOW across services or raise max_connections"
+                    ),
+                    false,
                 )
             } else if code == SqlState::CANNOT_CONNECT_NOW {
-                format!(
-                    "the server at {target} is starting up or shutting down ({})",
-                    db.message()
+                (
+                    format!("{target} is starting up or shutting down ({server_says})"),
+                    false,
                 )
             } else {
-                format!(
-                    "the server at {target} refused the connection: {}",
-                    db.message()
+                (
+                    format!("{target} refused the connection: {server_says}"),
+                    !crate::error::is_transient_code(&code),
                 )
             };
-            return Error::new(ErrorKind::Connect, message)
+            let error = Error::new(ErrorKind::Connect, message)
                 .with_code(code)
                 .with_source(err);
+            return if permanent { error.permanent() } else { error };
         }
-        if err.to_string().contains("TLS") {
-            let cause = innermost_cause(&err);
+        let text = err.to_string();
+        let cause = innermost_cause(&err);
+        if cause.contains("password missing") {
+            return Error::new(
+                ErrorKind::Connect,
+                format!(
+                    "{target} asks for a password and none is set: set {}",
+                    name(Setting::Password)
+                ),
+            )
+            .with_source(err)
+            .permanent();
+        }
+        if text.starts_with("invalid configuration") {
+            // The driver refused the settings themselves: the same settings fail again.
+            return Error::new(
+                ErrorKind::Connect,
+                format!("{target}: the connection settings are not usable: {cause}"),
+            )
+            .with_source(err)
+            .permanent();
+        }
+        if text.contains("TLS") || text.contains("SSL") {
             let certificate = cause.to_lowercase().contains("certificate");
             let message = format!(
-                "TLS with {target} failed: {cause}; check POSTGRES_SSLMODE ({}){}",
+                "TLS with {target} failed: {cause}; check {} ({}){}",
+                name(Setting::SslMode),
                 c.ssl_mode.as_str(),
                 if certificate {
                     " and POSTGRES_SSLROOTCERT"
@@ -125,8 +176,9 @@ impl PgManager {
                 }
             );
             let error = Error::new(ErrorKind::Connect, message).with_source(err);
-            // A certificate the client does not accept stays unaccepted.
-            return if certificate {
+            // A certificate the client does not accept stays unaccepted; a server without TLS
+            // asked for it stays without.
+            return if certificate || c.ssl_mode != crate::config::SslMode::Prefer {
                 error.permanent()
             } else {
                 error
@@ -135,16 +187,18 @@ impl PgManager {
         let io = find_io_error(&err);
         let message = match io.map(std::io::Error::kind) {
             Some(std::io::ErrorKind::ConnectionRefused) => format!(
-                "connection refused by {target}: is PostgreSQL running and listening on that host and port? (check POSTGRES_HOST / POSTGRES_PORT)"
+                "{target} refused the connection: is PostgreSQL running and listening on that host and port? (check {} / {})",
+                name(Setting::Host),
+                name(Setting::Port)
             ),
             Some(std::io::ErrorKind::TimedOut) => format!(
                 "no answer from {target} within the connect timeout of {:?} (POSTGRES_CONNECT_TIMEOUT): is the host reachable and the port open?",
                 c.connect_timeout
             ),
-            _ if err.to_string().contains("lookup address") || io.is_some_and(|e| e.to_string().contains("lookup")) => {
-                format!("could not resolve the host of {target}: check POSTGRES_HOST")
+            _ if text.contains("lookup address") || io.is_some_and(|e| e.to_string().contains("lookup")) => {
+                format!("the host of {target} could not be resolved: check {}", name(Setting::Host))
             }
-            _ => format!("could not connect to {target}: {err}"),
+            _ => format!("{target}: {text}"),
         };
         Error::new(ErrorKind::Connect, message).with_source(err)
     }

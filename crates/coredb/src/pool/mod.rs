@@ -48,6 +48,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::retry::Backoff;
 use status::Counters;
 
+/// How long a checkout waits for a free slot before it says so in a WARN line.
+const WAIT_BEFORE_WARNING: Duration = Duration::from_secs(1);
+
 /// Sizes and timings of a [`Pool`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolOptions {
@@ -172,7 +175,27 @@ impl<M: Manage> Pool<M> {
                 let start = Instant::now();
                 let deadline = start + limit;
                 let _waiting = Gauge::up(&shared.waiting);
-                match tokio::time::timeout_at(deadline, shared.semaphore.acquire()).await {
+                let mut acquire = std::pin::pin!(shared.semaphore.acquire());
+                // No wait longer than a second is silent: say once why this one waits.
+                let first = (start + WAIT_BEFORE_WARNING).min(deadline);
+                let acquired = match tokio::time::timeout_at(first, acquire.as_mut()).await {
+                    Ok(acquired) => Ok(acquired),
+                    Err(_) if first < deadline => {
+                        tracing::warn!(
+                            target: "coredb",
+                            in_use = shared.in_use.load(Ordering::Acquire),
+                            waiting = shared.waiting.load(Ordering::Acquire),
+                            pool_size = shared.options.pool_size,
+                            max_overflow = shared.options.max_overflow,
+                            "waiting for a pooled connection: all {} are in use; waiting up to {:?} more (the pool timeout, POSTGRES_POOL_TIMEOUT)",
+                            shared.options.pool_size + shared.options.max_overflow,
+                            deadline.saturating_duration_since(Instant::now()),
+                        );
+                        tokio::time::timeout_at(deadline, acquire).await
+                    }
+                    Err(elapsed) => Err(elapsed),
+                };
+                match acquired {
                     Ok(Ok(permit)) => permit.forget(),
                     Ok(Err(_)) => return Err(Error::pool_closed()),
                     Err(_) => {
@@ -294,8 +317,25 @@ impl<M: Manage> Pool<M> {
     async fn create(&self, deadline: Instant) -> Result<M::Object> {
         let shared = &self.shared;
         let mut backoff = Backoff::default();
+        let mut attempt = 1;
         loop {
-            let err = match tokio::time::timeout_at(deadline, shared.manager.create()).await {
+            let started = Instant::now();
+            let mut creating = std::pin::pin!(shared.manager.create());
+            let first = (started + WAIT_BEFORE_WARNING).min(deadline);
+            let created = match tokio::time::timeout_at(first, creating.as_mut()).await {
+                Ok(created) => Ok(created),
+                Err(_) if first < deadline && attempt == 1 => {
+                    tracing::warn!(
+                        target: "coredb",
+                        "opening a connection has taken {WAIT_BEFORE_WARNING:?} so far; waiting up to {:?} more (POSTGRES_CONNECT_TIMEOUT per attempt, POSTGRES_POOL_TIMEOUT in all)",
+                        deadline.saturating_duration_since(Instant::now()),
+                    );
+                    tokio::time::timeout_at(deadline, creating).await
+                }
+                Err(_) if first < deadline => tokio::time::timeout_at(deadline, creating).await,
+                Err(elapsed) => Err(elapsed),
+            };
+            let err = match created {
                 Ok(Ok(object)) => return Ok(object),
                 Ok(Err(err)) => err,
                 Err(_) => {
@@ -314,7 +354,17 @@ impl<M: Manage> Pool<M> {
             if !err.is_transient() || Instant::now() + delay >= deadline {
                 return Err(err);
             }
-            tracing::debug!(target: "coredb", error = %err, ?delay, "connect failed; retrying");
+            if attempt == 1 {
+                // The caller may wait up to the pool timeout: say at once why, and for how long.
+                tracing::warn!(
+                    target: "coredb",
+                    "{err}; retrying with backoff for up to {:?} (the pool timeout, POSTGRES_POOL_TIMEOUT)",
+                    deadline.saturating_duration_since(Instant::now()),
+                );
+            } else {
+                tracing::debug!(target: "coredb", error = %err, attempt, ?delay, "connect failed; retrying");
+            }
+            attempt += 1;
             tokio::time::sleep(delay).await;
             if shared.closed.load(Ordering::Acquire) {
                 return Err(Error::pool_closed());

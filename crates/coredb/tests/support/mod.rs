@@ -2,4 +2,5 @@
 
 #![allow(dead_code)]
 
+pub mod log_capture;
 pub mod proxy;

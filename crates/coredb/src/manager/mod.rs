@@ -21,6 +21,11 @@ use crate::row::{FromRow, Row};
 use crate::session::{Session, SessionOptions};
 use crate::sql::classify;
 
+mod test_scope;
+
+pub(crate) use test_scope::scoped;
+pub use test_scope::TestScope;
+
 /// core.db's name for what [`DatabaseConfig::create_engine`] returns: the same handle as
 /// [`DatabaseManager`], so code written either way works with the other.
 pub type Engine = DatabaseManager;
@@ -126,8 +131,16 @@ impl DatabaseManager {
         }
     }
 
-    /// Like [`from_config`](Self::from_config) with [`DatabaseConfig::from_env`].
+    /// Like [`from_config`](Self::from_config) with [`DatabaseConfig::from_env`]; inside a
+    /// [test scope](Self::enter_test_scope), the test's manager.
+    ///
+    /// # Errors
+    /// A [`Config`](ErrorKind::Config) error for bad settings, or on a thread outside every
+    /// test scope of a process that uses them.
     pub fn from_env() -> Result<Self> {
+        if let Some(manager) = scoped()? {
+            return Ok(manager);
+        }
         Self::from_config(&DatabaseConfig::from_env()?)
     }
 
