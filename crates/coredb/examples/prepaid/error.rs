@@ -6,9 +6,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use coredb::axum::DbError;
 
-/// Everything a handler can fail with. Database errors keep coredb's mapping (503 with
-/// `Retry-After` when the database is unreachable, 409 for a unique violation, 500 otherwise,
-/// never leaking SQL); domain errors get their own status and a stable `code`.
+/// Everything a handler can fail with. Database errors keep coredb's mapping (see
+/// `coredb::axum::ErrorResponses`: 409 for conflicts such as a unique violation, 422 for a
+/// refused value, 503 with `Retry-After` when the database is unreachable or busy, 500
+/// otherwise, never leaking SQL or values); domain errors get their own status and a stable
+/// `code`.
 ///
 /// Any of them makes the response non-2xx, so `TxLayer` rolls the request's transaction back:
 /// a handler may write first and fail later without leaving half of its work behind.
