@@ -1,4 +1,4 @@
-//! The macros of [coredb](https://docs.rs/coredb): `#[derive(FromRow)]`, `#[coredb::model]` and
+//! The macros of coredb: `#[derive(FromRow)]`, `#[coredb::model]` and
 //! `#[derive(SqlEnum)]`. Use them through `coredb`, which re-exports them; the code they write
 //! refers to `::coredb` (and `#[test]`'s to `::coredb_testkit`).
 
@@ -21,7 +21,7 @@ mod test_attr;
 /// - `skip`: no column; the field gets `Default::default()`.
 ///
 /// An `Option<T>` field holds SQL `NULL`. A missing column or a type mismatch is a
-/// [`Decode`](https://docs.rs/coredb/latest/coredb/enum.ErrorKind.html) error naming the column,
+/// `coredb::ErrorKind::Decode` error naming the column,
 /// the Rust type and the PostgreSQL type.
 ///
 /// ```
@@ -101,7 +101,8 @@ pub fn model(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// An async test with a fresh database of its own; use it as `#[coredb_testkit::test]` (the
 /// code it writes runs on `coredb-testkit`). The function may take a `TestDatabase` or a
-/// `DatabaseManager`; the database is dropped afterwards.
+/// `DatabaseManager`; the database is dropped afterwards. (Compiled examples: the crate docs
+/// of `coredb-testkit`, which cannot be a dependency here.)
 ///
 /// ```ignore
 /// #[coredb_testkit::test]

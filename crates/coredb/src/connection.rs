@@ -23,6 +23,16 @@ const ROLLBACK_LIMIT: Duration = Duration::from_secs(5);
 /// dropped inside a transaction is rolled back first; one that ran a statement that may change
 /// session state (`SET`, `LISTEN`, a cursor, a temporary table, ...) is closed, so the next
 /// user never inherits it.
+///
+/// ```no_run
+/// use coredb::Executor;
+///
+/// # async fn demo(db: coredb::DatabaseManager) -> coredb::Result<()> {
+/// let mut conn = db.get_connection().await?;
+/// conn.execute_script("CREATE TABLE IF NOT EXISTS t (x int); CREATE INDEX IF NOT EXISTS t_x ON t (x)").await?;
+/// let n: i64 = conn.scalar("SELECT count(*) FROM t", ()).await?;
+/// # let _ = n; Ok(()) }
+/// ```
 pub struct Connection {
     pooled: Option<Pooled<PgManager>>,
     context: Arc<Context>,

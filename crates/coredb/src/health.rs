@@ -21,6 +21,16 @@ pub enum HealthStatus {
 ///
 /// Serializes as `{"status": "healthy", "connected": true, "database_url": "postgres://app:***@...", ...}`;
 /// the password is always masked.
+///
+/// ```no_run
+/// # async fn demo() {
+/// let report = coredb::check_database_health().await;
+/// if !report.is_healthy() {
+///     eprintln!("database down: {}", report.error.as_deref().unwrap_or("unknown"));
+/// }
+/// println!("{}", serde_json::to_string(&report).unwrap());
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthReport {
     /// `healthy` when a query round trip succeeded.

@@ -98,6 +98,18 @@ tuple_params!(A: 0, B: 1, C: 2, D: 3, E: 4, F: 5, G: 6, H: 7, I: 8, J: 9, K: 10,
 tuple_params!(A: 0, B: 1, C: 2, D: 3, E: 4, F: 5, G: 6, H: 7, I: 8, J: 9, K: 10, L: 11, M: 12, N: 13, O: 14, P: 15);
 
 /// Values by `:name`, usually made with [`params!`](crate::params!).
+///
+/// ```
+/// use coredb::NamedParams;
+///
+/// // Built step by step, e.g. from optional filters.
+/// let mut values = NamedParams::new();
+/// values.push("status", "open");
+/// if let Some(min) = Some(100) {
+///     values.push("min", min);
+/// }
+/// assert_eq!(values.len(), 2);
+/// ```
 #[derive(Default)]
 pub struct NamedParams<'a> {
     entries: Vec<(Cow<'static, str>, Box<dyn ToSql + Send + Sync + 'a>)>,
@@ -167,6 +179,20 @@ impl Params for NamedParams<'_> {
 /// Named parameters: `params! { "age" => 18, "name" => name }`.
 ///
 /// Values may be borrowed (`"name" => &name`) and of any type the driver can send.
+///
+/// ```no_run
+/// use coredb::params;
+///
+/// # async fn demo(db: coredb::DatabaseManager) -> coredb::Result<()> {
+/// let name = String::from("Ada");
+/// let rows = db
+///     .execute_raw_sql(
+///         "SELECT * FROM users WHERE name = :name AND age > :age",
+///         params! { "name" => &name, "age" => 18 },
+///     )
+///     .await?;
+/// # let _ = rows; Ok(()) }
+/// ```
 #[macro_export]
 macro_rules! params {
     () => { $crate::NamedParams::new() };

@@ -45,6 +45,27 @@ pub(crate) mod sealed {
 /// executor lifetime (rust-lang/rust#100013).
 ///
 /// The trait is sealed: only coredb's types implement it.
+///
+/// ```no_run
+/// use coredb::{params, Executor};
+///
+/// #[derive(coredb::FromRow)]
+/// struct User { name: String, age: i32 }
+///
+/// /// Works in a transaction or on a plain connection.
+/// async fn adults(db: &mut impl Executor) -> coredb::Result<Vec<User>> {
+///     db.fetch_all("SELECT name, age FROM users WHERE age >= :age", params! { "age" => 18 })
+///         .await
+/// }
+///
+/// # async fn demo(db: coredb::DatabaseManager) -> coredb::Result<()> {
+/// let mut session = db.session().await?;
+/// let in_tx = adults(&mut session).await?;
+/// session.commit().await?;
+/// let mut conn = db.get_connection().await?;
+/// let outside = adults(&mut conn).await?;
+/// # let _ = (in_tx, outside); Ok(()) }
+/// ```
 pub trait Executor: sealed::Sealed + Send {
     /// Runs a statement and returns the number of rows it affected.
     ///

@@ -48,6 +48,24 @@ impl TransientError for crate::error::Error {
 }
 
 /// How often and for how long a transaction is retried on transient errors.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use coredb::{Executor, IsolationLevel, RetryPolicy, SessionOptions};
+///
+/// # async fn demo(db: coredb::DatabaseManager) -> coredb::Result<()> {
+/// let policy = RetryPolicy { max_attempts: 5, ..RetryPolicy::default() };
+/// db.transaction_with_retry(
+///     SessionOptions::isolation(IsolationLevel::Serializable),
+///     &policy,
+///     async |s| {
+///         s.execute("UPDATE stock SET n = n - 1 WHERE id = 1", ()).await?;
+///         Ok::<_, coredb::Error>(())
+///     },
+/// )
+/// .await
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included (at least 1).

@@ -69,6 +69,23 @@ impl SessionOptions {
 /// error from a [`transaction`](crate::DatabaseManager::transaction) closure, rolls it back.
 /// After a statement fails the server aborts the transaction: `commit` then rolls back and
 /// reports the first failure, so no partial work is ever committed.
+///
+/// ```no_run
+/// use coredb::{params, Executor};
+///
+/// # async fn demo(db: coredb::DatabaseManager) -> coredb::Result<()> {
+/// let mut session = db.session().await?;
+/// session
+///     .execute("UPDATE accounts SET balance = balance - :amount WHERE id = :id",
+///              params! { "amount" => 10, "id" => 1 })
+///     .await?;
+/// let balance: i32 = session.scalar("SELECT balance FROM accounts WHERE id = $1", (1,)).await?;
+/// if balance < 0 {
+///     return session.rollback().await; // or just drop it
+/// }
+/// session.commit().await
+/// # }
+/// ```
 pub struct Session {
     conn: Connection,
     depth: u32,
@@ -248,6 +265,22 @@ impl sealed::Sealed for Session {
 }
 
 /// A savepoint inside a [`Session`]: committing releases it, dropping it rolls back to it.
+///
+/// ```no_run
+/// use coredb::Executor;
+///
+/// # async fn demo(db: coredb::DatabaseManager) -> coredb::Result<()> {
+/// let mut session = db.session().await?;
+/// session.execute("INSERT INTO orders (id) VALUES (1)", ()).await?;
+/// let mut nested = session.begin_nested().await?;
+/// if nested.execute("INSERT INTO coupons (order_id) VALUES (1)", ()).await.is_err() {
+///     nested.rollback().await?; // the order stays; the coupon is undone
+/// } else {
+///     nested.commit().await?;
+/// }
+/// session.commit().await
+/// # }
+/// ```
 pub struct Savepoint<'a> {
     session: &'a mut Session,
     level: u32,

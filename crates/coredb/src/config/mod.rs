@@ -140,6 +140,26 @@ impl fmt::Display for Password {
 /// Build it with [`from_env`](Self::from_env), [`from_url`](Self::from_url) or
 /// [`builder`](Self::builder); all three validate and report every problem at once.
 /// `Debug` and `Display` mask the password.
+///
+/// ```
+/// use coredb::DatabaseConfig;
+///
+/// // The variables a service would have in its environment or `.env`.
+/// let config = DatabaseConfig::from_vars([
+///     ("DATABASE_URL", "postgres://app:s3cret@db.internal:5432/prepaid"),
+///     ("POSTGRES_POOL_SIZE", "10"),
+/// ])?;
+/// assert_eq!(config.pool_size(), 10);
+/// assert_eq!(config.database_url(), "postgres://app:***@db.internal:5432/prepaid");
+/// assert!(!format!("{config:?}").contains("s3cret"));
+///
+/// // Every problem at once, each with what is allowed.
+/// let err = DatabaseConfig::from_vars([("POSTGRES_POOL_SIZE", "0"), ("POSTGRES_PORT", "x")])
+///     .unwrap_err();
+/// assert!(err.to_string().contains("POSTGRES_POOL_SIZE"));
+/// assert!(err.to_string().contains("POSTGRES_PORT"));
+/// # Ok::<(), coredb::Error>(())
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct DatabaseConfig {
     pub(crate) hosts: Vec<String>,
