@@ -226,3 +226,36 @@ async fn verify_ca_rejects_a_certificate_from_an_untrusted_root() {
     );
     assert!(err.to_string().contains("POSTGRES_SSLROOTCERT"), "{err}");
 }
+
+#[tokio::test]
+async fn a_tls_only_server_asked_without_tls_says_to_turn_tls_on() {
+    let certs = Certificates::make("only", "DNS:localhost,IP:127.0.0.1");
+    let server = tls_server(&certs).await;
+    std::fs::write(
+        server.data_dir().join("pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+    )
+    .unwrap();
+    let admin = DatabaseManager::from_config(&config(&server, "127.0.0.1", SslMode::Require, None))
+        .unwrap();
+    coredb::Executor::execute(
+        &mut admin.get_connection().await.unwrap(),
+        "SELECT pg_reload_conf()",
+        (),
+    )
+    .await
+    .unwrap();
+
+    let plain = DatabaseManager::from_config(&config(&server, "127.0.0.1", SslMode::Disable, None))
+        .unwrap();
+    let err = plain.get_connection().await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("only over TLS"), "{text}");
+    assert!(
+        text.contains("the builder's ssl_mode() is disable"),
+        "{text}"
+    );
+    assert!(!text.contains("PASSWORD"), "not a password problem: {text}");
+    assert!(!err.is_transient());
+    assert_eq!(plain.metrics().connect_failures, 1);
+}
