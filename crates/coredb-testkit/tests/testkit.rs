@@ -116,7 +116,7 @@ async fn stopped_killed_and_restarted_server_shows_through_the_handle_and_health
     assert!(server.pid().is_none());
     let report = m.health_report().await;
     assert!(!report.is_healthy());
-    assert!(report.error.unwrap().contains("connection refused"));
+    assert!(report.error.unwrap().contains("refused the connection"));
 
     blocking(&server, EmbeddedServer::start_again).await;
     assert!(server.is_running());

@@ -37,6 +37,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// What failed, in a few words; [`Error`]'s `Display` puts it before the message.
     fn label(self) -> &'static str {
         match self {
             ErrorKind::Config => "invalid database configuration",
@@ -133,7 +134,7 @@ impl Error {
     pub(crate) fn pool_closed() -> Self {
         Self::new(
             ErrorKind::PoolClosed,
-            "the pool was closed (close_database or Engine::close was called); no new connections are handed out",
+            "close_database() or Engine::close() was called; no new connections are handed out",
         )
     }
 
@@ -292,9 +293,33 @@ pub(crate) fn is_transient_code(code: &SqlState) -> bool {
         || *code == SqlState::TOO_MANY_CONNECTIONS
 }
 
+/// The number of the label's opening words that, when a message starts with them, show that
+/// the message already says what failed (e.g. "could not connect to 127.0.0.1:1: ...").
+const LABEL_WORDS: usize = 2;
+
+/// True when `message` opens with the label's first [`LABEL_WORDS`] words, so showing the
+/// label in front of it would say the same thing twice.
+fn repeats_label(label: &str, message: &str) -> bool {
+    let mut said = message.split_whitespace();
+    label
+        .split_whitespace()
+        .take(LABEL_WORDS)
+        .all(|word| said.next().is_some_and(|m| m.eq_ignore_ascii_case(word)))
+}
+
+/// The message with the kind's label in front, unless the message already opens with what the
+/// label says; then the server's code, detail, hint, constraint and the statement.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.inner.kind.label(), self.inner.message)?;
+        let label = self.inner.kind.label();
+        let message = &self.inner.message;
+        if message.is_empty() {
+            f.write_str(label)?;
+        } else if repeats_label(label, message) {
+            f.write_str(message)?;
+        } else {
+            write!(f, "{label}: {message}")?;
+        }
         if let Some(code) = &self.inner.code {
             write!(f, " (SQLSTATE {})", code.code())?;
         }
@@ -316,8 +341,41 @@ impl fmt::Display for Error {
     }
 }
 
+/// Reads like the message and its causes, the way `anyhow` prints an error, because Rust shows
+/// this form when `main` returns an error: the `Display` text, then `Caused by:` and the
+/// [`source`](std::error::Error::source) chain, one cause a line. `{:#?}` gives the fields
+/// (kind, message, SQLSTATE, server details, statement) instead. Neither holds a password or a
+/// parameter value, because the error never does.
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() {
+            return self.fields(f);
+        }
+        write!(f, "{self}")?;
+        let causes: Vec<&(dyn std::error::Error + 'static)> =
+            std::iter::successors(std::error::Error::source(self), |cause| cause.source())
+                .collect();
+        if causes.is_empty() {
+            return Ok(());
+        }
+        f.write_str("\n\nCaused by:")?;
+        let numbered = causes.len() > 1;
+        for (i, cause) in causes.iter().enumerate() {
+            let text = cause.to_string();
+            if numbered {
+                // Continuation lines of a cause line up under its first line.
+                write!(f, "\n    {i}: {}", text.replace('\n', "\n       "))?;
+            } else {
+                write!(f, "\n    {}", text.replace('\n', "\n    "))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Error {
+    /// The fields, for `{:#?}`.
+    fn fields(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
         d.field("kind", &self.inner.kind)
             .field("message", &self.inner.message);
@@ -340,5 +398,113 @@ impl std::error::Error for Error {
             .source
             .as_deref()
             .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cause with a cause of its own, like a driver error wrapping an I/O error.
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("error connecting to server")
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    fn refused() -> Error {
+        Error::new(
+            ErrorKind::Connect,
+            "127.0.0.1:1 refused the connection: is PostgreSQL running and listening there?",
+        )
+        .with_source(Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        )))
+    }
+
+    #[test]
+    fn debug_reads_like_the_message_and_its_numbered_causes() {
+        assert_eq!(
+            format!("{:?}", refused()),
+            "could not connect to PostgreSQL: 127.0.0.1:1 refused the connection: is PostgreSQL running and listening there?\n\
+             \n\
+             Caused by:\n    \
+                 0: error connecting to server\n    \
+                 1: Connection refused (os error 111)"
+        );
+    }
+
+    #[test]
+    fn debug_of_one_cause_is_not_numbered_and_of_none_is_the_display_text() {
+        let one = Error::config("POSTGRES_PORT=\"x\": not a number")
+            .with_source(std::io::Error::other("invalid digit found in string"));
+        assert_eq!(
+            format!("{one:?}"),
+            "invalid database configuration: POSTGRES_PORT=\"x\": not a number\n\nCaused by:\n    invalid digit found in string"
+        );
+        let none = Error::new(ErrorKind::NotFound, "expected one row, got none");
+        assert_eq!(format!("{none:?}"), none.to_string());
+    }
+
+    #[test]
+    fn debug_keeps_newlines_real_and_indents_multi_line_causes() {
+        let err = Error::config("2 problems:\n  - POSTGRES_PORT\n  - POSTGRES_HOST")
+            .with_source(std::io::Error::other("first line\nsecond line"));
+        let text = format!("{err:?}");
+        assert!(!text.contains("\\n") && !text.contains("Error {"), "{text}");
+        assert!(
+            text.contains("\n  - POSTGRES_HOST\n\nCaused by:\n    first line\n    second line"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn alternate_debug_shows_the_fields() {
+        let text = format!("{:#?}", refused());
+        assert!(
+            text.starts_with("Error {") && text.contains("kind: Connect"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn display_shows_the_label_before_a_message_that_does_not_say_it() {
+        assert_eq!(
+            refused().to_string(),
+            "could not connect to PostgreSQL: 127.0.0.1:1 refused the connection: is PostgreSQL running and listening there?"
+        );
+    }
+
+    #[test]
+    fn display_does_not_repeat_the_label() {
+        let cases = [
+            (
+                ErrorKind::Connect,
+                "could not connect to 127.0.0.1:1: error connecting to server",
+            ),
+            (
+                ErrorKind::NotFound,
+                "no row of users has id = 7, nothing to update",
+            ),
+            (ErrorKind::Timeout, "operation timed out after 5s"),
+        ];
+        for (kind, message) in cases {
+            let text = Error::new(kind, message).to_string();
+            assert_eq!(text, message, "{kind:?}");
+            let opening: Vec<&str> = kind.label().split_whitespace().take(LABEL_WORDS).collect();
+            assert_eq!(text.matches(&opening.join(" ")).count(), 1, "{text}");
+        }
+        let closed = Error::pool_closed().to_string();
+        assert_eq!(closed.matches("closed").count(), 1, "{closed}");
     }
 }

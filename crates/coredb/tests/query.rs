@@ -369,3 +369,206 @@ async fn statement_cache_keeps_at_most_its_size_evicting_the_least_recently_used
     // The inspecting statement is prepared and cached too, taking the third place.
     assert_eq!(kept, ["SELECT 4::int4 + $1", "SELECT 5::int4 + $1"]);
 }
+
+#[tokio::test]
+async fn untyped_parameter_error_hints_at_a_cast_naming_the_placeholder() {
+    let db = TestDatabase::new().await.unwrap();
+    // The server gives `SELECT :n` the type text; an i32 cannot be sent as text.
+    let shared = db
+        .manager()
+        .scalar::<i32, _>("SELECT :n", params! { "n" => 5i32 })
+        .await
+        .unwrap_err();
+    let mut conn = db.manager().get_connection().await.unwrap();
+    let own = conn
+        .scalar::<i32, _>("SELECT :n", params! { "n" => 5i32 })
+        .await
+        .unwrap_err();
+    let positional = conn
+        .scalar::<i32, _>("SELECT $1", (5i32,))
+        .await
+        .unwrap_err();
+    for err in [shared, own] {
+        assert_eq!(err.kind(), ErrorKind::Params);
+        let msg = err.to_string();
+        assert!(
+            msg.contains(":n ($1) cannot be sent as PostgreSQL type text")
+                && msg.contains("the SQL does not tell it a parameter's type")
+                && msg.contains("add a cast in the SQL, e.g. :n::int4"),
+            "{msg}"
+        );
+    }
+    let msg = positional.to_string();
+    assert!(msg.contains("e.g. $1::int4"), "{msg}");
+    // The hint works.
+    let n: i32 = conn
+        .scalar("SELECT :n::int4", params! { "n" => 5i32 })
+        .await
+        .unwrap();
+    assert_eq!(n, 5);
+}
+
+#[tokio::test]
+async fn integer_where_the_server_infers_numeric_is_sent_as_numeric() {
+    let db = TestDatabase::new().await.unwrap();
+    db.manager()
+        .execute("CREATE TABLE ledger (amount numeric NOT NULL)", ())
+        .await
+        .unwrap();
+    db.manager()
+        .execute("INSERT INTO ledger VALUES (2.5), (4)", ())
+        .await
+        .unwrap();
+    let sql = "SELECT (:init + COALESCE(sum(amount), 0))::text FROM ledger";
+    let shared: String = db
+        .manager()
+        .scalar(sql, params! { "init" => 10i64 })
+        .await
+        .unwrap();
+    let mut s = db.manager().session().await.unwrap();
+    let own: String = s.scalar(sql, params! { "init" => 10i64 }).await.unwrap();
+    let small: String = s.scalar(sql, params! { "init" => -3i32 }).await.unwrap();
+    let null: Option<String> = s
+        .scalar(sql, params! { "init" => None::<i64> })
+        .await
+        .unwrap();
+    let big: String = db
+        .manager()
+        .scalar(sql, params! { "init" => i64::MAX })
+        .await
+        .unwrap();
+    assert_eq!(
+        (shared.as_str(), own.as_str(), small.as_str()),
+        ("16.5", "16.5", "3.5")
+    );
+    assert_eq!(null, None);
+    assert_eq!(big, "9223372036854775813.5");
+}
+
+#[tokio::test]
+async fn narrower_integers_and_f32_are_widened_to_the_column_type() {
+    let db = TestDatabase::new().await.unwrap();
+    db.manager()
+        .execute("CREATE TABLE wide (id int8, n int4, f float8)", ())
+        .await
+        .unwrap();
+    let insert = "INSERT INTO wide VALUES (:id, :n, :f)";
+    db.manager()
+        .execute(insert, params! { "id" => 1i32, "n" => 2i16, "f" => 1.5f32 })
+        .await
+        .unwrap();
+    let mut conn = db.manager().get_connection().await.unwrap();
+    conn.execute(
+        insert,
+        params! { "id" => 2i32, "n" => -7i16, "f" => 0.25f32 },
+    )
+    .await
+    .unwrap();
+    let mut s = db.manager().session().await.unwrap();
+    s.execute(
+        insert,
+        params! { "id" => i32::MIN, "n" => i16::MAX, "f" => f32::MAX },
+    )
+    .await
+    .unwrap();
+    s.commit().await.unwrap();
+    let rows: Vec<(i64, i32, f64)> = conn
+        .fetch_all("SELECT id, n, f FROM wide ORDER BY id", ())
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        [
+            (
+                i64::from(i32::MIN),
+                i32::from(i16::MAX),
+                f64::from(f32::MAX)
+            ),
+            (1, 2, 1.5),
+            (2, -7, 0.25),
+        ]
+    );
+    // A comparison is widened too: the server asks for int8 here.
+    let found: i64 = db
+        .manager()
+        .scalar(
+            "SELECT count(*) FROM wide WHERE id = :id",
+            params! { "id" => 2i32 },
+        )
+        .await
+        .unwrap();
+    assert_eq!(found, 1);
+}
+
+#[tokio::test]
+async fn lossy_narrowing_is_refused_naming_the_cast_to_write() {
+    let db = TestDatabase::new().await.unwrap();
+    db.manager()
+        .execute("CREATE TABLE narrow (n int4, f float4, d numeric)", ())
+        .await
+        .unwrap();
+    let shared = db
+        .manager()
+        .execute(
+            "INSERT INTO narrow (n) VALUES (:n)",
+            params! { "n" => 5i64 },
+        )
+        .await
+        .unwrap_err();
+    let mut conn = db.manager().get_connection().await.unwrap();
+    let own = conn
+        .execute(
+            "INSERT INTO narrow (n) VALUES (:n)",
+            params! { "n" => 5i64 },
+        )
+        .await
+        .unwrap_err();
+    for err in [shared, own] {
+        assert_eq!(err.kind(), ErrorKind::Params);
+        let msg = err.to_string();
+        assert!(
+            msg.contains(":n ($1) cannot be sent as PostgreSQL type int4")
+                && msg.contains("sending int8 as int4 could change the value")
+                && msg.contains("add a cast in the SQL, e.g. :n::int8")
+                && msg.contains("or bind a Rust i32"),
+            "{msg}"
+        );
+    }
+    let float = conn
+        .execute(
+            "INSERT INTO narrow (f) VALUES (:f)",
+            params! { "f" => 0.1f64 },
+        )
+        .await
+        .unwrap_err();
+    let msg = float.to_string();
+    assert!(
+        msg.contains("e.g. :f::float8") && msg.contains("bind a Rust f32"),
+        "{msg}"
+    );
+    let decimal = db
+        .manager()
+        .execute(
+            "INSERT INTO narrow (d) VALUES (:d)",
+            params! { "d" => 0.1f64 },
+        )
+        .await
+        .unwrap_err();
+    let msg = decimal.to_string();
+    assert!(
+        msg.contains("e.g. :d::float8") && msg.contains("bind a Rust rust_decimal::Decimal"),
+        "{msg}"
+    );
+    // Nothing was sent by the refused statements; the cast named in the message works.
+    conn.execute(
+        "INSERT INTO narrow (n) VALUES (:n::int8)",
+        params! { "n" => 5i64 },
+    )
+    .await
+    .unwrap();
+    let n: i64 = conn
+        .scalar("SELECT count(*) FROM narrow", ())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}

@@ -214,21 +214,46 @@ fn echo(settings: &ExecSettings, bound: &Bound<'_, '_>, started: Instant, result
 /// Prepares (or takes from the cache) and runs the statement; unprepared, in one round trip,
 /// when the cache is off (e.g. behind PgBouncer). Needs only a shared borrow, so a pipelined
 /// connection can use it too.
+///
+/// Values are sent as they are; one the driver refuses for its parameter's type (an `i64`
+/// where the server asks for `numeric`) is sent again widened to that type, or the error
+/// names the cast to write.
 pub(crate) async fn run_on(conn: &PgConn, bound: &Bound<'_, '_>, want: Returns) -> Result<Reply> {
     if !conn.statements.is_enabled() {
         return run_unprepared(conn, bound, want).await;
     }
     let statement = prepare(conn, bound).await?;
-    let values = &bound.values;
-    let result = match want {
-        Returns::Rows => conn.client.query(&statement, values).await.map(Reply::Rows),
-        Returns::Count => conn
-            .client
-            .execute(&statement, values)
-            .await
-            .map(Reply::Count),
+    let result = match send(conn, &statement, &bound.values, want).await {
+        // The driver checks every value before it writes, so nothing was sent and values of
+        // the right types never pay for this: only now are they encoded by hand.
+        Err(err) if encode::is_wrong_type(&err) => {
+            let encoded = encode(&statement, bound).inspect_err(|_| {
+                // Like any failure of a prepared statement: the plan may be stale after DDL.
+                conn.statements.remove(bound.text.as_str());
+            })?;
+            let values: Vec<SqlParam<'_>> = encoded.iter().map(|v| v as SqlParam<'_>).collect();
+            send(conn, &statement, &values, want).await
+        }
+        result => result,
     };
     result.map_err(|err| query_failed(conn, err, bound, &statement))
+}
+
+/// Runs a prepared statement with `values`, as rows or a count.
+async fn send(
+    conn: &PgConn,
+    statement: &Statement,
+    values: &[SqlParam<'_>],
+    want: Returns,
+) -> std::result::Result<Reply, tokio_postgres::Error> {
+    match want {
+        Returns::Rows => conn.client.query(statement, values).await.map(Reply::Rows),
+        Returns::Count => conn
+            .client
+            .execute(statement, values)
+            .await
+            .map(Reply::Count),
+    }
 }
 
 /// The connection's prepared statement for the text (prepared now if not cached), checked
@@ -262,7 +287,8 @@ async fn prepare_text(conn: &PgConn, sql: &str) -> Result<Statement> {
 }
 
 /// The error for a prepared statement that failed: its cached plan is dropped (it may be stale
-/// after DDL), and a value the server's type cannot take is named.
+/// after DDL), and a value the server's type cannot take (even widened) is named, with the
+/// cast to write.
 pub(crate) fn query_failed(
     conn: &PgConn,
     err: tokio_postgres::Error,

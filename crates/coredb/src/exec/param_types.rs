@@ -47,6 +47,29 @@ const CANDIDATES: &[Type] = &[
     Type::JSONB_ARRAY,
 ];
 
+/// The PostgreSQL type a value is naturally sent as: the first of the list it accepts, e.g.
+/// `int4` for an `i32`; `None` for a type outside the list (e.g. a user enum).
+pub(super) fn natural_type(value: SqlParam<'_>, scratch: &mut BytesMut) -> Option<Type> {
+    // A `&dyn ToSql` cannot be asked which types it accepts without encoding it.
+    CANDIDATES
+        .iter()
+        .find(|ty| {
+            scratch.clear();
+            value.to_sql_checked(ty, scratch).is_ok()
+        })
+        .cloned()
+}
+
+/// How a message names the `index`th parameter (`:n ($1)`, or `$1`), and how the SQL spells
+/// it, for a cast to write (`:n`, or `$1`).
+pub(super) fn placeholder(text: &SqlText<'_>, index: usize) -> (String, String) {
+    let position = format!("${}", index + 1);
+    match text.name_of(index) {
+        Some(name) => (format!(":{name} ({position})"), format!(":{name}")),
+        None => (position.clone(), position),
+    }
+}
+
 /// The types of `values`, in order.
 ///
 /// # Errors
@@ -58,23 +81,14 @@ pub(crate) fn infer(text: &SqlText<'_>, values: &[SqlParam<'_>]) -> Result<Vec<T
         .iter()
         .enumerate()
         .map(|(i, value)| {
-            CANDIDATES
-                .iter()
-                .find(|ty| {
-                    scratch.clear();
-                    value.to_sql_checked(ty, &mut scratch).is_ok()
-                })
-                .cloned()
-                .ok_or_else(|| {
-                    let name = match text.name_of(i) {
-                        Some(name) => format!(":{name} (${})", i + 1),
-                        None => format!("${}", i + 1),
-                    };
-                    Error::params(format!(
-                        "parameter {name} ({value:?}) has a type that cannot be sent unprepared (statement cache off, e.g. for PgBouncer): send it as text with a cast in SQL (e.g. $1::my_enum), or set POSTGRES_STATEMENT_CACHE_SIZE above 0"
-                    ))
-                    .with_statement(text.as_str())
-                })
+            natural_type(*value, &mut scratch).ok_or_else(|| {
+                let (name, written) = placeholder(text, i);
+                // The value itself stays out of the message: errors never hold values.
+                Error::params(format!(
+                    "parameter {name} has a type that cannot be sent unprepared (statement cache off, e.g. for PgBouncer): bind it as text with a cast in SQL (e.g. {written}::my_enum), or set POSTGRES_STATEMENT_CACHE_SIZE above 0"
+                ))
+                .with_statement(text.as_str())
+            })
         })
         .collect()
 }
