@@ -79,6 +79,21 @@ pub struct DbErrorInfo {
 /// Cheap to move (one box). Its [`kind`](Error::kind) says what failed, [`code`](Error::code)
 /// gives the SQLSTATE of server errors, and [`is_transient`](Error::is_transient) says whether a
 /// retry may succeed. Passwords never appear in its text.
+///
+/// ```no_run
+/// use coredb::{ErrorKind, Executor, SqlState};
+///
+/// # async fn demo(db: coredb::DatabaseManager) -> coredb::Result<()> {
+/// match db.execute("INSERT INTO users (email) VALUES ($1)", ("ada@example.com",)).await {
+///     Ok(_) => println!("created"),
+///     Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => println!("already there"),
+///     Err(e) if e.kind() == ErrorKind::PoolTimeout || e.is_transient() => {
+///         println!("try again later: {e}")
+///     }
+///     Err(e) => return Err(e),
+/// }
+/// # Ok(()) }
+/// ```
 pub struct Error {
     inner: Box<Inner>,
 }
