@@ -376,10 +376,25 @@ impl DatabaseManager {
             }
         };
         match once().await {
-            // A read cannot apply anything twice: one more try on a fresh connection.
+            // The statement may have run. It is run again only where it provably writes
+            // nothing: in a READ ONLY transaction, where writes, nextval() and functions that
+            // write all fail, so a read that hid a write is reported, never applied twice.
             Err(e) if e.kind() == ErrorKind::ConnectionLost && class.is_read_only() => {
-                tracing::debug!(target: "coredb", error = %e, "connection lost during a read; retrying once");
-                once().await
+                tracing::debug!(target: "coredb", error = %e, "connection lost during a read; retrying once, read-only");
+                let read_only = SessionOptions {
+                    read_only: true,
+                    ..SessionOptions::default()
+                };
+                let mut session = self.session_with(read_only).await?;
+                let reply = crate::exec::run(
+                    session.connection().pg(),
+                    &db.context.settings,
+                    &bound,
+                    want,
+                )
+                .await?;
+                session.commit().await?;
+                Ok(reply)
             }
             other => other,
         }

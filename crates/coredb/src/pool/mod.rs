@@ -51,6 +51,9 @@ use status::Counters;
 /// How long a checkout waits for a free slot before it says so in a WARN line.
 const WAIT_BEFORE_WARNING: Duration = Duration::from_secs(1);
 
+/// The time a last connection attempt is given before the deadline.
+const LAST_ATTEMPT: Duration = Duration::from_millis(20);
+
 /// Sizes and timings of a [`Pool`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolOptions {
@@ -350,10 +353,13 @@ impl<M: Manage> Pool<M> {
                 }
             };
             Counters::bump(&shared.counters.connect_failures);
-            let delay = backoff.next_delay();
-            if !err.is_transient() || Instant::now() + delay >= deadline {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if !err.is_transient() || remaining < LAST_ATTEMPT {
                 return Err(err);
             }
+            // The whole pool timeout is used: a backoff that would pass the deadline is cut
+            // short, so the last attempt is made just before it instead of not at all.
+            let delay = backoff.next_delay().min(remaining - LAST_ATTEMPT);
             if attempt == 1 {
                 // The caller may wait up to the pool timeout: say at once why, and for how long.
                 tracing::warn!(
