@@ -1,0 +1,139 @@
+//! Nothing left behind: a statement that changes the session (a setting, the role, a lock, a
+//! temporary table), however it is dressed up, never reaches the next user of a connection.
+
+use coredb::{DatabaseManager, Executor};
+use coredb_testkit::TestDatabase;
+
+const POOL: usize = 4;
+
+/// What a connection carries of its session, as seen from that connection.
+#[derive(Debug, PartialEq, Eq, coredb::FromRow)]
+struct Carried {
+    search_path: String,
+    role_is_own: bool,
+    advisory_locks: i64,
+    temp_tables: i64,
+}
+
+const CARRIED: &str = "SELECT current_setting('search_path') AS search_path, \
+    current_user = session_user AS role_is_own, \
+    (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS advisory_locks, \
+    (SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()) AS temp_tables";
+
+fn clean() -> Carried {
+    Carried {
+        search_path: "\"$user\", public".to_owned(),
+        role_is_own: true,
+        advisory_locks: 0,
+        temp_tables: 0,
+    }
+}
+
+/// 200 statements from other tasks, through the shared pipeline, and one on every pooled
+/// connection checked out at once: none may see the leaked state.
+async fn nobody_else_sees_it(m: &DatabaseManager, after: &str) {
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let m = m.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..10 {
+                seen.push(m.fetch_one::<Carried, _>(CARRIED, ()).await.unwrap());
+            }
+            seen
+        }));
+    }
+    for task in tasks {
+        for seen in task.await.unwrap() {
+            assert_eq!(seen, clean(), "after {after:?}");
+        }
+    }
+    let mut held = Vec::new();
+    for _ in 0..POOL {
+        held.push(m.get_connection().await.unwrap());
+    }
+    for conn in &mut held {
+        let seen: Carried = conn.fetch_one(CARRIED, ()).await.unwrap();
+        assert_eq!(
+            seen,
+            clean(),
+            "after {after:?}, on a checked-out connection"
+        );
+    }
+}
+
+#[tokio::test]
+async fn statements_that_change_the_session_leave_nothing_to_the_next_user() {
+    let db = TestDatabase::with_config(|b| b.pool_size(POOL).max_overflow(0))
+        .await
+        .unwrap();
+    let m = db.manager();
+    m.execute("CREATE SCHEMA leak_schema", ()).await.unwrap();
+    m.execute("CREATE ROLE leak_role", ()).await.unwrap();
+    m.execute("GRANT leak_role TO CURRENT_USER", ())
+        .await
+        .unwrap();
+    nobody_else_sees_it(m, "nothing").await;
+
+    for leaking in [
+        "/* tag */ SET search_path = leak_schema",
+        "-- note\nSET ROLE leak_role",
+        "(SELECT pg_advisory_lock(1))",
+        "SELECT 1 AS x INTO TEMP leak_table",
+        "select set_config('search_path', 'leak_schema', false)",
+        "SELECT 1; SET search_path = leak_schema",
+    ] {
+        // Through the manager (autocommit, where statements may share connections)...
+        if leaking.contains("; ") {
+            // Several statements go through a checked-out connection's script runner.
+            m.get_connection()
+                .await
+                .unwrap()
+                .execute_script(leaking)
+                .await
+                .unwrap();
+        } else {
+            m.execute(leaking, ()).await.unwrap();
+        }
+        nobody_else_sees_it(m, leaking).await;
+
+        // ...and on a checked-out connection handed back.
+        let mut conn = m.get_connection().await.unwrap();
+        conn.execute_script(leaking).await.unwrap();
+        drop(conn);
+        nobody_else_sees_it(m, leaking).await;
+    }
+}
+
+#[tokio::test]
+async fn a_session_level_advisory_lock_taken_in_a_session_does_not_outlive_it() {
+    let db = TestDatabase::with_config(|b| b.pool_size(2).max_overflow(0))
+        .await
+        .unwrap();
+    let m = db.manager();
+    for end in ["commit", "rollback"] {
+        let mut session = m.session().await.unwrap();
+        session
+            .execute("SELECT pg_advisory_lock(42)", ())
+            .await
+            .unwrap();
+        match end {
+            "commit" => session.commit().await.unwrap(),
+            _ => session.rollback().await.unwrap(),
+        }
+        let mut held = vec![
+            m.get_connection().await.unwrap(),
+            m.get_connection().await.unwrap(),
+        ];
+        for conn in &mut held {
+            let locks: i64 = conn
+                .scalar(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+                    (),
+                )
+                .await
+                .unwrap();
+            assert_eq!(locks, 0, "after {end}");
+        }
+    }
+}
