@@ -13,16 +13,16 @@ use crate::params::ParamList;
 use crate::pool::Pooled;
 use crate::query::{sealed, Executor};
 
-/// How long a connection returned inside a transaction may take to roll back before it is closed.
-const ROLLBACK_LIMIT: Duration = Duration::from_secs(5);
+/// How long a returned connection may take to roll back (or reset) before it is closed.
+const CLEANUP_LIMIT: Duration = Duration::from_secs(5);
 
 /// A connection from the pool, in autocommit mode: each statement commits by itself.
 ///
 /// Dropping it returns it to the pool. A connection dropped in the middle of a statement (its
 /// future was cancelled) is closed instead, and its statement cancelled on the server; one
 /// dropped inside a transaction is rolled back first; one that ran a statement that may change
-/// session state (`SET`, `LISTEN`, a cursor, a temporary table, ...) is closed, so the next
-/// user never inherits it.
+/// session state (`SET`, `LISTEN`, a cursor, a temporary table, ...) is reset first (its
+/// prepared statements kept), so the next user never inherits it.
 ///
 /// ```no_run
 /// use coredb::Executor;
@@ -115,7 +115,7 @@ impl Drop for Connection {
         match pooled.disposal() {
             Disposal::Reuse => {}
             Disposal::Close => {
-                tracing::debug!(target: "coredb", state = ?pooled.state(), "connection may carry session state or is broken; closing it");
+                tracing::debug!(target: "coredb", state = ?pooled.state(), "connection broken; closing it");
                 pooled.mark_broken();
             }
             Disposal::CancelAndClose => {
@@ -130,13 +130,20 @@ impl Drop for Connection {
                 }
                 pooled.mark_broken();
             }
-            Disposal::RollBack => match runtime {
+            disposal @ (Disposal::RollBack | Disposal::Reset) => match runtime {
                 Some(runtime) => {
-                    // The slot stays taken until the rollback is done, so pool counts stay true.
+                    // The slot stays taken until the cleanup is done, so pool counts stay true.
                     runtime.spawn(async move {
-                        let rollback = exec::run_simple(&mut pooled, "ROLLBACK", Event::EndSent);
-                        let rolled_back = tokio::time::timeout(ROLLBACK_LIMIT, rollback).await;
-                        if !matches!(rolled_back, Ok(Ok(()))) {
+                        let cleaned = if disposal == Disposal::Reset {
+                            let reset = exec::reset_session(&mut pooled);
+                            tokio::time::timeout(CLEANUP_LIMIT, reset).await
+                        } else {
+                            let rollback =
+                                exec::run_simple(&mut pooled, "ROLLBACK", Event::EndSent);
+                            tokio::time::timeout(CLEANUP_LIMIT, rollback).await
+                        };
+                        if !matches!(cleaned, Ok(Ok(()))) {
+                            tracing::debug!(target: "coredb", ?disposal, "cleaning a returned connection failed; closing it");
                             pooled.mark_broken();
                         }
                         drop(pooled);

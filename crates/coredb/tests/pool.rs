@@ -346,7 +346,7 @@ async fn counters_record_checkouts_and_waiting_time() {
 }
 
 #[tokio::test]
-async fn connection_left_in_a_transaction_by_hand_is_never_reused() {
+async fn connection_left_in_a_transaction_by_hand_comes_back_clean() {
     let db = TestDatabase::with_config(|b| b.pool_size(1).max_overflow(0))
         .await
         .unwrap();
@@ -357,8 +357,15 @@ async fn connection_left_in_a_transaction_by_hand_is_never_reused() {
     c.execute("SET search_path = nowhere", ()).await.unwrap();
     drop(c);
     let mut c = m.get_connection().await.unwrap();
-    assert_ne!(pid(&mut c).await, first);
+    // The same connection, reset (its prepared statements kept) rather than replaced...
+    assert_eq!(pid(&mut c).await, first);
+    assert_eq!(m.metrics().closed(), 0);
+    // ...with neither the setting nor the transaction left: in autocommit each statement has
+    // a timestamp of its own, inside a leftover transaction they would share one.
     let path: String = c.scalar("SHOW search_path", ()).await.unwrap();
     assert_ne!(path, "nowhere");
-    assert_eq!(m.metrics().closed_discarded, 1);
+    let a: chrono::DateTime<chrono::Utc> = c.scalar("SELECT now()", ()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let b: chrono::DateTime<chrono::Utc> = c.scalar("SELECT now()", ()).await.unwrap();
+    assert_ne!(a, b, "no transaction is open");
 }

@@ -103,6 +103,13 @@ async fn statements_that_change_the_session_leave_nothing_to_the_next_user() {
         drop(conn);
         nobody_else_sees_it(m, leaking).await;
     }
+    // Connections that carried state were reset, not replaced: no new connection was opened
+    // beyond the pool's own (a close-and-reopen would have opened one per leaking statement).
+    let metrics = m.metrics();
+    assert!(
+        metrics.created <= POOL as u64 && metrics.closed() == 0,
+        "{metrics:?}"
+    );
 }
 
 #[tokio::test]

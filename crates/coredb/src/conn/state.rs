@@ -13,7 +13,8 @@ pub(crate) enum Carry {
     /// An open transaction: it must be rolled back before reuse.
     Transaction,
     /// Perhaps session state (a setting, a role, a lock, a cursor, `LISTEN`, a temporary
-    /// table): it is closed rather than reused. Outranks an open transaction.
+    /// table): it is reset before reuse, or closed. Outranks an open transaction (the reset
+    /// rolls it back first).
     SessionState,
 }
 
@@ -51,6 +52,8 @@ pub(crate) enum Event {
     Abandoned,
     /// The connection was lost.
     Lost,
+    /// The reply to the reset (see [`Disposal::Reset`]) was read: nothing is carried any more.
+    Cleaned,
 }
 
 impl Event {
@@ -67,6 +70,9 @@ pub(crate) enum Disposal {
     Reuse,
     /// Roll the open transaction back, then reuse it.
     RollBack,
+    /// Roll back whatever transaction is open, then reset the session (settings, role, locks,
+    /// cursors, `LISTEN`, temporary tables), keeping the prepared statements; then reuse it.
+    Reset,
     /// Close it.
     Close,
     /// Ask the server to cancel the request nobody waits for, and close it.
@@ -101,9 +107,10 @@ impl ConnState {
             (Busy(Carry::SessionState), Event::Ended) => Ready(Carry::SessionState),
             (Busy(_), Event::Ended) => Ready(Carry::Nothing),
             (Busy(carry), Event::Abandoned) => Busy(carry),
+            (Busy(_), Event::Cleaned) => Ready(Carry::Nothing),
             // A reply with no request in flight: a bug in the caller; the connection cannot be
             // trusted.
-            (Ready(_), Event::Replied | Event::Ended | Event::Abandoned) => {
+            (Ready(_), Event::Replied | Event::Ended | Event::Abandoned | Event::Cleaned) => {
                 debug_assert!(false, "connection event {event:?} in state {self:?}");
                 Broken
             }
@@ -115,7 +122,8 @@ impl ConnState {
         match self {
             ConnState::Ready(Carry::Nothing) => Disposal::Reuse,
             ConnState::Ready(Carry::Transaction) => Disposal::RollBack,
-            ConnState::Ready(Carry::SessionState) | ConnState::Broken => Disposal::Close,
+            ConnState::Ready(Carry::SessionState) => Disposal::Reset,
+            ConnState::Broken => Disposal::Close,
             ConnState::Busy(_) => Disposal::CancelAndClose,
         }
     }
@@ -157,14 +165,16 @@ mod tests {
     }
 
     #[test]
-    fn a_statement_that_may_leave_session_state_closes_the_connection() {
+    fn a_statement_that_may_leave_session_state_has_the_connection_reset() {
         let state = after(&[SENT_STATEFUL, Event::Replied]);
-        assert_eq!(state.disposal(), Disposal::Close);
-        // Later harmless statements do not clean it.
-        assert_eq!(
-            state.on(SENT).on(Event::Replied).disposal(),
-            Disposal::Close
-        );
+        assert_eq!(state.disposal(), Disposal::Reset);
+        // Later harmless statements do not clean it; the reset does.
+        let later = state.on(SENT).on(Event::Replied);
+        assert_eq!(later.disposal(), Disposal::Reset);
+        let reset = later.on(SENT).on(Event::Cleaned);
+        assert_eq!(reset.disposal(), Disposal::Reuse);
+        // A reset cut off leaves it carrying what it carried.
+        assert_eq!(later.on(SENT).disposal(), Disposal::CancelAndClose);
     }
 
     #[test]
@@ -194,7 +204,7 @@ mod tests {
             Event::EndSent,
             Event::Ended,
         ]);
-        assert_eq!(state.disposal(), Disposal::Close);
+        assert_eq!(state.disposal(), Disposal::Reset);
     }
 
     #[test]

@@ -160,6 +160,37 @@ pub(crate) async fn run_simple(conn: &mut PgConn, sql: &str, sent: Event) -> Res
     result
 }
 
+/// What resets a session, short of `DISCARD ALL` (which would also drop the prepared
+/// statements the connection keeps): locks, cursors, subscriptions, settings and the role,
+/// temporary tables and sequence state. Runs after a `ROLLBACK` of whatever was open.
+const RESET_SESSION: &str = "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; \
+    RESET ALL; SET SESSION AUTHORIZATION DEFAULT; DISCARD TEMP; DISCARD SEQUENCES";
+
+/// Brings a connection that may carry session state back to a fresh session's state,
+/// keeping its prepared statements.
+///
+/// # Errors
+/// The server's error; the connection should then be closed.
+pub(crate) async fn reset_session(conn: &mut PgConn) -> Result<()> {
+    conn.on(Event::Sent {
+        leaves_state: false,
+    });
+    let result = async {
+        // ROLLBACK on its own: in one string with the reset, it would end the implicit
+        // transaction the rest runs in.
+        conn.client.batch_execute("ROLLBACK").await?;
+        conn.client.batch_execute(RESET_SESSION).await
+    }
+    .await
+    .map_err(|e| Error::from_driver(e, Some(RESET_SESSION)));
+    conn.on(match &result {
+        Ok(()) => Event::Cleaned,
+        Err(e) if e.kind() == ErrorKind::ConnectionLost => Event::Lost,
+        Err(_) => Event::Replied,
+    });
+    result
+}
+
 /// The event that ends a request, from its result.
 fn settled<T>(result: &Result<T>) -> Event {
     match result {
