@@ -10,7 +10,7 @@ use crate::conn::{Disposal, Event, PgConn, PgManager};
 use crate::error::Result;
 use crate::exec::{self, Context, Reply, Returns};
 use crate::params::ParamList;
-use crate::pool::Pooled;
+use crate::pool::{Pool, Pooled};
 use crate::query::{sealed, Executor};
 
 /// How long a returned connection may take to roll back (or reset) before it is closed.
@@ -36,14 +36,36 @@ const CLEANUP_LIMIT: Duration = Duration::from_secs(5);
 pub struct Connection {
     pooled: Option<Pooled<PgManager>>,
     context: Arc<Context>,
+    /// The pool it came from, for a second connection (asking what became of a commit).
+    pool: Pool<PgManager>,
 }
 
 impl Connection {
-    pub(crate) fn new(pooled: Pooled<PgManager>, context: Arc<Context>) -> Self {
+    pub(crate) fn new(
+        pooled: Pooled<PgManager>,
+        context: Arc<Context>,
+        pool: Pool<PgManager>,
+    ) -> Self {
         Connection {
             pooled: Some(pooled),
             context,
+            pool,
         }
+    }
+
+    /// The pool's timeout, the longest a caller waits for a connection.
+    pub(crate) fn pool_timeout(&self) -> Duration {
+        self.pool.options().timeout
+    }
+
+    /// Another connection from the same pool, waiting at most `limit`.
+    pub(crate) async fn another(&self, limit: Duration) -> Result<Connection> {
+        let pooled = self.pool.get_within(limit).await?;
+        Ok(Connection::new(
+            pooled,
+            Arc::clone(&self.context),
+            self.pool.clone(),
+        ))
     }
 
     pub(crate) fn pg(&mut self) -> &mut PgConn {

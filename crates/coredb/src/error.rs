@@ -34,6 +34,10 @@ pub enum ErrorKind {
     TooManyRows,
     /// An operation did not finish within its time limit.
     Timeout,
+    /// The connection was lost while `COMMIT` was in flight and the server could not be asked
+    /// whether it committed (see [`Session::commit`](crate::Session::commit)). Not transient:
+    /// running the transaction again might apply it twice.
+    CommitOutcomeUnknown,
 }
 
 impl ErrorKind {
@@ -51,6 +55,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "no row returned",
             ErrorKind::TooManyRows => "more than one row returned",
             ErrorKind::Timeout => "operation timed out",
+            ErrorKind::CommitOutcomeUnknown => "the outcome of COMMIT is unknown",
         }
     }
 }

@@ -5,10 +5,15 @@ use std::future::Future;
 
 use tokio_postgres::error::SqlState;
 
+use std::time::{Duration, Instant};
+
 use crate::conn::Event;
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
-use crate::exec::{Reply, Returns};
+use crate::exec::{Outcome, Reply, Returns, WitnessReply};
+
+/// How often it asks while the server still has the transaction in progress.
+const RESOLVE_POLL: Duration = Duration::from_millis(100);
 use crate::params::ParamList;
 use crate::query::{sealed, Executor};
 
@@ -111,10 +116,20 @@ impl Session {
 
     /// Commits the transaction.
     ///
+    /// Exactly once: the transaction's id is read in the same round trip as `COMMIT`. When the
+    /// connection is lost with the `COMMIT` in flight, the server is asked on another
+    /// connection what became of it (`txid_status`), on the same server history only (same
+    /// address and timeline): committed gives `Ok`, not committed gives the transient
+    /// [`ConnectionLost`](ErrorKind::ConnectionLost) error (running it again applies it once),
+    /// and anything else gives [`CommitOutcomeUnknown`](ErrorKind::CommitOutcomeUnknown), which
+    /// is not transient, so [`transaction_with_retry`](crate::DatabaseManager::transaction_with_retry)
+    /// never applies a transaction twice.
+    ///
     /// # Errors
     /// When an earlier statement failed, the transaction is rolled back and an error naming the
     /// first failure is returned; a failing `COMMIT` (e.g. a deferred constraint or a
-    /// serialization failure) gives the server's error.
+    /// serialization failure) gives the server's error; a lost connection gives one of the two
+    /// errors above.
     ///
     /// # Cancel safety
     /// If the future is dropped after `COMMIT` was sent, the transaction may have committed or
@@ -125,7 +140,78 @@ impl Session {
             self.end("ROLLBACK").await?;
             return Err(self.aborted_error("the transaction was rolled back instead of committed"));
         }
-        self.end("COMMIT").await
+        if self.conn.pg().client.is_closed() {
+            // Lost before COMMIT could be sent: the server rolls the transaction back, so
+            // running it again applies it once.
+            return Err(Error::new(
+                ErrorKind::ConnectionLost,
+                "the connection was lost before COMMIT was sent; the transaction was not committed",
+            ));
+        }
+        let (committed, witness) = crate::exec::commit(self.conn.pg()).await;
+        match committed {
+            Err(lost) if lost.kind() == ErrorKind::ConnectionLost => {
+                self.resolve_lost_commit(lost, witness).await
+            }
+            other => other,
+        }
+    }
+
+    /// The connection was lost with `COMMIT` in flight: asks the server, on another connection,
+    /// what became of the transaction, instead of guessing.
+    async fn resolve_lost_commit(&self, lost: Error, witness: WitnessReply) -> Result<()> {
+        let unknown = |why: &str| {
+            Error::new(
+                ErrorKind::CommitOutcomeUnknown,
+                format!("the connection was lost with COMMIT in flight, and {why}; check whether the transaction's work is there before running it again ({lost})"),
+            )
+        };
+        let witness = match witness {
+            WitnessReply::Seen(witness) => witness,
+            // The server ended the session before COMMIT ran: not committed, safe to run again.
+            WitnessReply::Refused => return Err(lost),
+            WitnessReply::Missing => return Err(unknown("the transaction's id never arrived")),
+        };
+        if witness.xid.is_none() {
+            // It wrote nothing: committed or not, the database is the same.
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.conn.pool_timeout();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let asked = async {
+                let mut other = self.conn.another(left).await?;
+                crate::exec::outcome(other.pg(), &witness).await
+            };
+            let outcome = tokio::time::timeout(left, asked).await;
+            match outcome {
+                Ok(Ok(Outcome::Committed)) => {
+                    tracing::info!(target: "coredb", "COMMIT's reply was lost; the server says the transaction committed");
+                    return Ok(());
+                }
+                // Not committed: running it again applies it once.
+                Ok(Ok(Outcome::Aborted)) => return Err(lost),
+                // The server has not yet seen the connection go: ask again shortly.
+                Ok(Ok(Outcome::InProgress)) if left > RESOLVE_POLL => {
+                    tokio::time::sleep(RESOLVE_POLL).await;
+                }
+                Ok(Ok(Outcome::InProgress)) => {
+                    return Err(unknown("the server still had the transaction in progress"))
+                }
+                Ok(Ok(Outcome::Unknown)) => {
+                    return Err(unknown(
+                        "the server that answers now is not the one that ran it (a failover?) or no longer knows its id",
+                    ))
+                }
+                // The connection asked on went too (a restart): ask again on a new one.
+                Ok(Err(e)) if e.is_transient() && left > RESOLVE_POLL => {
+                    tracing::debug!(target: "coredb", error = %e, "asking what became of a commit failed; asking again");
+                    tokio::time::sleep(RESOLVE_POLL).await;
+                }
+                Ok(Err(e)) => return Err(unknown(&format!("the server could not be asked: {e}"))),
+                Err(_) => return Err(unknown("the server could not be asked in time")),
+            }
+        }
     }
 
     /// Rolls the transaction back.

@@ -6,9 +6,9 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use coredb::{DatabaseConfig, DatabaseManager, ErrorKind, SqlState};
+use coredb::{DatabaseConfig, DatabaseManager, ErrorKind, Executor, SqlState};
 use coredb_testkit::TestDatabase;
-use support::proxy::Proxy;
+use support::proxy::{Mode, Proxy};
 
 /// A manager for `db`'s database, reached through a proxy that can cut its connections.
 async fn through_proxy(db: &TestDatabase) -> (Proxy, DatabaseManager) {
@@ -104,4 +104,121 @@ async fn connection_attempts_use_the_whole_pool_timeout() {
     // The caller gets the cause, not a bare timeout.
     assert_eq!(err.kind(), ErrorKind::Connect, "{err}");
     assert!(err.to_string().contains("refused the connection"), "{err}");
+}
+
+async fn transfers(db: &TestDatabase) -> i64 {
+    db.manager()
+        .scalar("SELECT count(*) FROM transfers", ())
+        .await
+        .unwrap()
+}
+
+async fn transfers_table(db: &TestDatabase) {
+    db.manager()
+        .execute("CREATE TABLE transfers (id int PRIMARY KEY)", ())
+        .await
+        .unwrap();
+}
+
+/// Makes COMMIT of a transaction that inserted into `transfers` take a second, as a commit
+/// waiting for a synchronous standby does: the connection can be lost while it runs.
+async fn slow_commits(db: &TestDatabase) {
+    let m = db.manager();
+    m.get_connection()
+        .await
+        .unwrap()
+        .execute_script(
+            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$; \
+             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON transfers DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()",
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_commit_whose_reply_is_lost_is_resolved_by_asking_the_server() {
+    let db = TestDatabase::new().await.unwrap();
+    transfers_table(&db).await;
+    slow_commits(&db).await;
+    let (proxy, m) = through_proxy(&db).await;
+    let mut session = m.session().await.unwrap();
+    session
+        .execute("INSERT INTO transfers VALUES (1)", ())
+        .await
+        .unwrap();
+
+    // The connection is lost while the server runs COMMIT (which takes a second): the reply
+    // never comes, but the server goes on and commits.
+    let commit = tokio::spawn(session.commit());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.cut();
+
+    // The caller is told the truth: it committed, so nothing must run it again.
+    commit.await.unwrap().unwrap();
+    assert_eq!(transfers(&db).await, 1);
+}
+
+#[tokio::test]
+async fn a_transaction_whose_connection_is_lost_before_commit_is_retried_and_applied_once() {
+    let db = TestDatabase::new().await.unwrap();
+    transfers_table(&db).await;
+    let (proxy, m) = through_proxy(&db).await;
+    let attempts = std::sync::atomic::AtomicU32::new(0);
+    let proxy = &proxy;
+    let attempts = &attempts;
+    m.transaction_with_retry(
+        coredb::SessionOptions::default(),
+        &coredb::RetryPolicy::default(),
+        async move |s| {
+            // A second apply would fail on the key.
+            s.execute("INSERT INTO transfers VALUES (1)", ()).await?;
+            if attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                // The network goes before COMMIT is sent.
+                proxy.cut();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok::<_, coredb::Error>(())
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(transfers(&db).await, 1);
+}
+
+#[tokio::test]
+async fn a_commit_that_cannot_be_resolved_is_reported_as_unknown_and_not_retried() {
+    let db = TestDatabase::new().await.unwrap();
+    transfers_table(&db).await;
+    slow_commits(&db).await;
+    let port = db.config().ports()[0];
+    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    let config = db
+        .config()
+        .to_builder()
+        .port(proxy.port())
+        .pool_timeout(Duration::from_secs(1))
+        .connect_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let m = DatabaseManager::from_config(&config).unwrap();
+    let mut session = m.session().await.unwrap();
+    session
+        .execute("INSERT INTO transfers VALUES (7)", ())
+        .await
+        .unwrap();
+
+    // The connection is lost while COMMIT runs, and then nothing can reach the server to ask.
+    let commit = tokio::spawn(session.commit());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.set(Mode::Blackhole);
+    proxy.cut();
+
+    let err = commit.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CommitOutcomeUnknown, "{err}");
+    // Not transient: transaction_with_retry does not run it again.
+    assert!(!err.is_transient());
+    // It did commit, which is why guessing "not committed" and running it again would be wrong.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(transfers(&db).await, 1);
 }

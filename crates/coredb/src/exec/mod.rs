@@ -7,6 +7,7 @@
 //! statement cache, the client-side guard, parameter encoding and its diagnostics, the echo
 //! log line, and the connection's state events.
 
+mod commit;
 mod copy;
 mod encode;
 mod param_types;
@@ -24,6 +25,7 @@ use crate::params::{Bound, ParamList, RewriteCache, SqlParam};
 use crate::row::{FromRow, Row};
 use crate::sql::classify;
 
+pub(crate) use commit::{commit, outcome, Outcome, WitnessReply};
 pub(crate) use copy::copy_in;
 pub(crate) use encode::{encode, Encoded};
 

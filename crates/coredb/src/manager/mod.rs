@@ -160,7 +160,11 @@ impl DatabaseManager {
     /// Cancel safe: a dropped call leaves its place in the queue and takes no connection.
     pub async fn get_connection(&self) -> Result<Connection> {
         let pooled = self.db.pool.get().await?;
-        Ok(Connection::new(pooled, Arc::clone(&self.db.context)))
+        Ok(Connection::new(
+            pooled,
+            Arc::clone(&self.db.context),
+            self.db.pool.clone(),
+        ))
     }
 
     /// Like [`get_connection`](Self::get_connection), waiting at most `limit`.
@@ -172,7 +176,11 @@ impl DatabaseManager {
     /// As [`get_connection`](Self::get_connection).
     pub async fn get_connection_within(&self, limit: Duration) -> Result<Connection> {
         let pooled = self.db.pool.get_within(limit).await?;
-        Ok(Connection::new(pooled, Arc::clone(&self.db.context)))
+        Ok(Connection::new(
+            pooled,
+            Arc::clone(&self.db.context),
+            self.db.pool.clone(),
+        ))
     }
 
     /// Begins a transaction (`get_session_context()` in core.db); commit it explicitly.

@@ -1,0 +1,158 @@
+//! `COMMIT` with a witness: the transaction's id and the server it ran on, read in the same
+//! round trip, so that a commit whose reply was lost can be resolved by asking the server
+//! instead of being guessed (and perhaps applied twice).
+//!
+//! Why this is sound, and where it stops: `txid_status(id)` answers from the commit log of the
+//! server that assigned the id. The answer counts only from the same server history, so the
+//! witness records the server's address and its current timeline (from the name of the WAL
+//! file being written; a promotion starts a new timeline). A status read on another address or
+//! timeline (a failover happened) proves nothing, and the outcome stays unknown. A server
+//! rebuilt from scratch at the same address and on the same timeline would fool the check;
+//! comparing the system identifier would catch it, but `pg_control_system()` is not readable by
+//! every role, and the witness must never fail inside the caller's transaction.
+
+use tokio_postgres::SimpleQueryMessage;
+
+use crate::conn::{Event, PgConn};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Read in the same round trip as `COMMIT`. Every expression is guarded so that it cannot fail
+/// (a failure would abort the transaction the `COMMIT` then ends).
+const WITNESS: &str = "SELECT txid_current_if_assigned()::text, \
+    CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
+    coalesce(host(inet_server_addr()), 'socket') || ':' || coalesce(inet_server_port()::text, '')";
+
+/// What identifies one server history: where it answers and on which timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct History {
+    timeline: Option<String>,
+    address: String,
+}
+
+/// What the server said just before `COMMIT`.
+#[derive(Debug, Clone)]
+pub(crate) struct Witness {
+    /// The transaction's id; `None` when it wrote nothing (so either outcome is the same).
+    pub(crate) xid: Option<i64>,
+    history: History,
+}
+
+/// What came back of the witness query sent with `COMMIT`.
+#[derive(Debug, Clone)]
+pub(crate) enum WitnessReply {
+    /// The transaction's id and server, read before `COMMIT` ran.
+    Seen(Witness),
+    /// The server refused the witness query (an error, or it ended the session with it): the
+    /// `COMMIT` behind it cannot have committed.
+    Refused,
+    /// No reply: the connection went first.
+    Missing,
+}
+
+/// What another connection says of a witnessed transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// It committed.
+    Committed,
+    /// It did not commit (it was rolled back, or its server crashed before the commit).
+    Aborted,
+    /// Its server has not finished with it yet.
+    InProgress,
+    /// The answer cannot be trusted or given (another server history, an id too old).
+    Unknown,
+}
+
+/// Sends the witness query and `COMMIT` together (one round trip) and returns the commit's
+/// result with the witness, when its reply arrived.
+pub(crate) async fn commit(conn: &mut PgConn) -> (Result<()>, WitnessReply) {
+    conn.on(Event::EndSent);
+    let client = &conn.client;
+    // Polled together, the two requests leave in one write, the witness first.
+    let (witness, committed) =
+        tokio::join!(client.simple_query(WITNESS), client.batch_execute("COMMIT"));
+    let committed = committed.map_err(|e| Error::from_driver(e, Some("COMMIT")));
+    conn.on(match &committed {
+        Err(e) if e.kind() == ErrorKind::ConnectionLost => Event::Lost,
+        _ => Event::Ended,
+    });
+    match witness {
+        Ok(messages) => match read_witness(&messages) {
+            Some(witness) => (committed, WitnessReply::Seen(witness)),
+            None => (committed, WitnessReply::Missing),
+        },
+        // The server refused the witness: it aborted the transaction (or ended the session)
+        // before COMMIT, which then rolled back: PostgreSQL answers a COMMIT of an aborted
+        // transaction with ROLLBACK, and no error.
+        Err(e) if e.as_db_error().is_some() => {
+            let cause = Error::from_driver(e, Some(WITNESS));
+            match committed {
+                Ok(()) => (
+                    Err(Error::new(
+                        ErrorKind::Query,
+                        format!("the transaction was rolled back instead of committed: {cause}"),
+                    )),
+                    WitnessReply::Refused,
+                ),
+                Err(lost) => (Err(lost), WitnessReply::Refused),
+            }
+        }
+        Err(_) => (committed, WitnessReply::Missing),
+    }
+}
+
+fn read_witness(messages: &[SimpleQueryMessage]) -> Option<Witness> {
+    messages.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => Some(Witness {
+            xid: row.get(0).and_then(|x| x.parse().ok()),
+            history: History {
+                timeline: row.get(1).map(str::to_owned),
+                address: row.get(2).unwrap_or_default().to_owned(),
+            },
+        }),
+        _ => None,
+    })
+}
+
+/// Asks, on another connection, what became of the witnessed transaction.
+///
+/// # Errors
+/// When the question cannot be asked (the connection fails).
+pub(crate) async fn outcome(other: &mut PgConn, witness: &Witness) -> Result<Outcome> {
+    let Some(xid) = witness.xid else {
+        return Ok(Outcome::Committed);
+    };
+    // The id is a number this crate parsed: safe to write into the text.
+    let sql = format!(
+        "SELECT txid_status({xid}), \
+         CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
+         coalesce(host(inet_server_addr()), 'socket') || ':' || coalesce(inet_server_port()::text, '')"
+    );
+    other.on(Event::Sent {
+        leaves_state: false,
+    });
+    let messages = other.client.simple_query(&sql).await;
+    other.on(match &messages {
+        Err(e) if e.is_closed() => Event::Lost,
+        _ => Event::Replied,
+    });
+    let messages = messages.map_err(|e| Error::from_driver(e, Some(&sql)))?;
+    let Some(SimpleQueryMessage::Row(row)) = messages
+        .iter()
+        .find(|m| matches!(m, SimpleQueryMessage::Row(_)))
+    else {
+        return Ok(Outcome::Unknown);
+    };
+    let here = History {
+        timeline: row.get(1).map(str::to_owned),
+        address: row.get(2).unwrap_or_default().to_owned(),
+    };
+    if here != witness.history || here.timeline.is_none() {
+        return Ok(Outcome::Unknown);
+    }
+    Ok(match row.get(0) {
+        Some("committed") => Outcome::Committed,
+        Some("aborted") => Outcome::Aborted,
+        Some("in progress") => Outcome::InProgress,
+        _ => Outcome::Unknown,
+    })
+}
