@@ -100,8 +100,9 @@ impl Connection {
         want: Returns,
     ) -> Result<Reply> {
         let bound = self.context.bind(sql, params)?;
-        let context = Arc::clone(&self.context);
-        exec::run(self.pg(), &context.settings, &bound, want).await
+        // Borrowed field by field: the connection mutably, the shared context alongside.
+        let pg = self.pooled.as_mut().expect("set until drop");
+        exec::run(pg, &self.context.settings, &bound, want).await
     }
 }
 

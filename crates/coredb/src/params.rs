@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use postgres_types::ToSql;
 
 use crate::error::{Error, Result};
-use crate::sql::{rewrite, RewrittenSql};
+use crate::sql::{classify, rewrite, RewrittenSql, StatementClass};
 
 /// A parameter value as the driver takes it.
 pub type SqlParam<'a> = &'a (dyn ToSql + Sync);
@@ -207,6 +207,8 @@ pub(crate) struct Bound<'s, 'p> {
     pub(crate) text: SqlText<'s>,
     /// The values for `$1`, `$2`, ...
     pub(crate) values: Vec<SqlParam<'p>>,
+    /// What the statement does, classified once for every layer that asks.
+    pub(crate) class: StatementClass,
 }
 
 /// The statement as sent, borrowed from the caller or rewritten from `:name` form.
@@ -266,6 +268,7 @@ impl RewriteCache {
         sql: &'s str,
         params: ParamList<'p>,
     ) -> Result<Bound<'s, 'p>> {
+        let class = classify(sql);
         // Only statements with a ':' can hold names; the rest skip the cache.
         let rewritten = sql.as_bytes().contains(&b':').then(|| self.get(sql));
         let Some(rewritten) = rewritten.filter(|r| !r.names.is_empty()) else {
@@ -273,19 +276,23 @@ impl RewriteCache {
                 ParamList::Positional(values) => Ok(Bound {
                     text: SqlText::Borrowed(sql),
                     values,
+                    class,
                 }),
                 ParamList::Named(values) if values.is_empty() => Ok(Bound {
                     text: SqlText::Borrowed(sql),
                     values: Vec::new(),
+                    class,
                 }),
                 ParamList::Named(values) => Err(no_placeholders(&values)),
             };
         };
-        let wanted = list_names(rewritten.names.iter().map(String::as_str));
+        // Only error messages need the list: not built on the way to a successful bind.
+        let wanted = || list_names(rewritten.names.iter().map(String::as_str));
         if rewritten.max_positional > 0 {
             return Err(Error::params(format!(
-                "the statement mixes positional (${}) and named ({wanted}) placeholders; use one style",
-                rewritten.max_positional
+                "the statement mixes positional (${}) and named ({}) placeholders; use one style",
+                rewritten.max_positional,
+                wanted()
             )));
         }
         let given = match params {
@@ -293,7 +300,8 @@ impl RewriteCache {
             ParamList::Positional(values) if values.is_empty() => Vec::new(),
             ParamList::Positional(values) => {
                 return Err(Error::params(format!(
-                    "the statement uses named placeholders ({wanted}) but {} positional value(s) were given; pass them with params!{{\"name\" => value}}",
+                    "the statement uses named placeholders ({}) but {} positional value(s) were given; pass them with params!{{\"name\" => value}}",
+                    wanted(),
                     values.len()
                 )))
             }
@@ -329,8 +337,9 @@ impl RewriteCache {
                 ));
             }
             return Err(Error::params(format!(
-                "{}; the statement uses {wanted}",
-                parts.join(", ")
+                "{}; the statement uses {}",
+                parts.join(", "),
+                wanted()
             )));
         }
         let values = rewritten
@@ -347,6 +356,7 @@ impl RewriteCache {
         Ok(Bound {
             text: SqlText::Rewritten(rewritten),
             values,
+            class,
         })
     }
 }
@@ -385,7 +395,9 @@ mod tests {
     fn named_values_are_ordered_by_first_use() {
         let cache = RewriteCache::new();
         let p = params! { "b" => 2i32, "a" => 1i32 };
-        let Bound { text: sql, values } = cache
+        let Bound {
+            text: sql, values, ..
+        } = cache
             .bind("SELECT :a + :b + :a", p.param_list())
             .expect("binds");
         assert_eq!(sql.as_str(), "SELECT $1 + $2 + $1");
@@ -436,8 +448,9 @@ mod tests {
     #[test]
     fn statement_without_colon_is_sent_unchanged() {
         let cache = RewriteCache::new();
-        let Bound { text: sql, values } =
-            cache.bind("SELECT $1", (5,).param_list()).expect("binds");
+        let Bound {
+            text: sql, values, ..
+        } = cache.bind("SELECT $1", (5,).param_list()).expect("binds");
         assert!(matches!(sql, SqlText::Borrowed("SELECT $1")));
         assert_eq!(values.len(), 1);
     }

@@ -12,13 +12,17 @@ use support::proxy::{Mode, Proxy};
 
 /// A manager for `db`'s database, reached through a proxy that can cut its connections.
 async fn through_proxy(db: &TestDatabase) -> (Proxy, DatabaseManager) {
+    through_proxy_with(db, |b| b.pool_size(2)).await
+}
+
+/// Like [`through_proxy`], with settings of the test's own.
+async fn through_proxy_with(
+    db: &TestDatabase,
+    adjust: impl FnOnce(coredb::DatabaseConfigBuilder) -> coredb::DatabaseConfigBuilder,
+) -> (Proxy, DatabaseManager) {
     let port = db.config().ports()[0];
     let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], port))).await;
-    let config = db
-        .config()
-        .to_builder()
-        .port(proxy.port())
-        .pool_size(2)
+    let config = adjust(db.config().to_builder().port(proxy.port()))
         .build()
         .unwrap();
     (proxy, DatabaseManager::from_config(&config).unwrap())
@@ -191,17 +195,11 @@ async fn a_commit_that_cannot_be_resolved_is_reported_as_unknown_and_not_retried
     let db = TestDatabase::new().await.unwrap();
     transfers_table(&db).await;
     slow_commits(&db).await;
-    let port = db.config().ports()[0];
-    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], port))).await;
-    let config = db
-        .config()
-        .to_builder()
-        .port(proxy.port())
-        .pool_timeout(Duration::from_secs(1))
-        .connect_timeout(Duration::from_millis(500))
-        .build()
-        .unwrap();
-    let m = DatabaseManager::from_config(&config).unwrap();
+    let (proxy, m) = through_proxy_with(&db, |b| {
+        b.pool_timeout(Duration::from_secs(1))
+            .connect_timeout(Duration::from_millis(500))
+    })
+    .await;
     let mut session = m.session().await.unwrap();
     session
         .execute("INSERT INTO transfers VALUES (7)", ())

@@ -11,22 +11,44 @@
 //! comparing the system identifier would catch it, but `pg_control_system()` is not readable by
 //! every role, and the witness must never fail inside the caller's transaction.
 
-use tokio_postgres::SimpleQueryMessage;
+use tokio_postgres::{SimpleQueryMessage, SimpleQueryRow};
 
 use crate::conn::{Event, PgConn};
 use crate::error::{Error, ErrorKind, Result};
 
-/// Read in the same round trip as `COMMIT`. Every expression is guarded so that it cannot fail
-/// (a failure would abort the transaction the `COMMIT` then ends).
-const WITNESS: &str = "SELECT txid_current_if_assigned()::text, \
-    CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
-    coalesce(host(inet_server_addr()), 'socket') || ':' || coalesce(inet_server_port()::text, '')";
+/// The columns that identify the server history a statement runs on: the timeline (from the
+/// name of the WAL file being written; `NULL` on a standby) and the address. Guarded so that
+/// they cannot fail.
+macro_rules! history_columns {
+    () => {
+        "CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
+         coalesce(host(inet_server_addr()), 'socket') || ':' || coalesce(inet_server_port()::text, '')"
+    };
+}
+
+/// Read in the same round trip as `COMMIT`. Nothing in it can fail (a failure would abort the
+/// transaction the `COMMIT` then ends).
+const WITNESS: &str = concat!(
+    "SELECT txid_current_if_assigned()::text, ",
+    history_columns!()
+);
 
 /// What identifies one server history: where it answers and on which timeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct History {
     timeline: Option<String>,
     address: String,
+}
+
+impl History {
+    /// The history in columns 1 and 2 of a row that selected `history_columns!()` after one
+    /// column of its own.
+    fn from_row(row: &SimpleQueryRow) -> Self {
+        History {
+            timeline: row.get(1).map(str::to_owned),
+            address: row.get(2).unwrap_or_default().to_owned(),
+        }
+    }
 }
 
 /// What the server said just before `COMMIT`.
@@ -104,10 +126,7 @@ fn read_witness(messages: &[SimpleQueryMessage]) -> Option<Witness> {
     messages.iter().find_map(|m| match m {
         SimpleQueryMessage::Row(row) => Some(Witness {
             xid: row.get(0).and_then(|x| x.parse().ok()),
-            history: History {
-                timeline: row.get(1).map(str::to_owned),
-                address: row.get(2).unwrap_or_default().to_owned(),
-            },
+            history: History::from_row(row),
         }),
         _ => None,
     })
@@ -122,11 +141,7 @@ pub(crate) async fn outcome(other: &mut PgConn, witness: &Witness) -> Result<Out
         return Ok(Outcome::Committed);
     };
     // The id is a number this crate parsed: safe to write into the text.
-    let sql = format!(
-        "SELECT txid_status({xid}), \
-         CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
-         coalesce(host(inet_server_addr()), 'socket') || ':' || coalesce(inet_server_port()::text, '')"
-    );
+    let sql = format!(concat!("SELECT txid_status({}), ", history_columns!()), xid);
     other.on(Event::Sent {
         leaves_state: false,
     });
@@ -142,10 +157,7 @@ pub(crate) async fn outcome(other: &mut PgConn, witness: &Witness) -> Result<Out
     else {
         return Ok(Outcome::Unknown);
     };
-    let here = History {
-        timeline: row.get(1).map(str::to_owned),
-        address: row.get(2).unwrap_or_default().to_owned(),
-    };
+    let here = History::from_row(row);
     if here != witness.history || here.timeline.is_none() {
         return Ok(Outcome::Unknown);
     }

@@ -23,7 +23,6 @@ use crate::conn::{Event, PgConn};
 use crate::error::{Error, ErrorKind, Result};
 use crate::params::{Bound, ParamList, RewriteCache, SqlParam};
 use crate::row::{FromRow, Row};
-use crate::sql::classify;
 
 pub(crate) use commit::{commit, outcome, Outcome, WitnessReply};
 pub(crate) use copy::copy_in;
@@ -137,7 +136,7 @@ pub(crate) async fn run(
     bound: &Bound<'_, '_>,
     want: Returns,
 ) -> Result<Reply> {
-    let leaves_state = !classify(bound.text.as_str()).is_shareable();
+    let leaves_state = !bound.class.is_shareable();
     conn.on(Event::Sent { leaves_state });
     let result = observe(settings, bound, run_on(conn, bound, want)).await;
     conn.on(settled(&result));

@@ -19,7 +19,6 @@ use crate::query::Executor;
 use crate::retry::{RetryPolicy, TransientError};
 use crate::row::{FromRow, Row};
 use crate::session::{Session, SessionOptions};
-use crate::sql::classify;
 
 mod test_scope;
 
@@ -373,7 +372,7 @@ impl DatabaseManager {
         let db = &*self.db;
         // Parameters are checked before a connection is taken.
         let bound = db.context.bind(sql, params)?;
-        let class = classify(sql);
+        let class = bound.class;
         let shared = db.config.pipeline_autocommit() && class.is_shareable();
         let once = async || {
             if shared {

@@ -54,6 +54,25 @@ const WAIT_BEFORE_WARNING: Duration = Duration::from_secs(1);
 /// The time a last connection attempt is given before the deadline.
 const LAST_ATTEMPT: Duration = Duration::from_millis(20);
 
+/// Awaits `work` until `deadline`. No wait longer than a second is silent: when `work` is still
+/// pending a second in (and the deadline is further off), `say_why` is called once with the
+/// time left.
+async fn until_saying_why<F: std::future::Future>(
+    work: F,
+    deadline: Instant,
+    say_why: impl FnOnce(Duration),
+) -> std::result::Result<F::Output, tokio::time::error::Elapsed> {
+    let mut work = std::pin::pin!(work);
+    let first = (Instant::now() + WAIT_BEFORE_WARNING).min(deadline);
+    match tokio::time::timeout_at(first, work.as_mut()).await {
+        Err(_) if first < deadline => {
+            say_why(deadline.saturating_duration_since(Instant::now()));
+            tokio::time::timeout_at(deadline, work).await
+        }
+        done => done,
+    }
+}
+
 /// Sizes and timings of a [`Pool`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolOptions {
@@ -178,26 +197,19 @@ impl<M: Manage> Pool<M> {
                 let start = Instant::now();
                 let deadline = start + limit;
                 let _waiting = Gauge::up(&shared.waiting);
-                let mut acquire = std::pin::pin!(shared.semaphore.acquire());
-                // No wait longer than a second is silent: say once why this one waits.
-                let first = (start + WAIT_BEFORE_WARNING).min(deadline);
-                let acquired = match tokio::time::timeout_at(first, acquire.as_mut()).await {
-                    Ok(acquired) => Ok(acquired),
-                    Err(_) if first < deadline => {
+                let acquired =
+                    until_saying_why(shared.semaphore.acquire(), deadline, |left| {
                         tracing::warn!(
                             target: "coredb",
                             in_use = shared.in_use.load(Ordering::Acquire),
                             waiting = shared.waiting.load(Ordering::Acquire),
                             pool_size = shared.options.pool_size,
                             max_overflow = shared.options.max_overflow,
-                            "waiting for a pooled connection: all {} are in use; waiting up to {:?} more (the pool timeout, POSTGRES_POOL_TIMEOUT)",
+                            "waiting for a pooled connection: all {} are in use; waiting up to {left:?} more (the pool timeout, POSTGRES_POOL_TIMEOUT)",
                             shared.options.pool_size + shared.options.max_overflow,
-                            deadline.saturating_duration_since(Instant::now()),
                         );
-                        tokio::time::timeout_at(deadline, acquire).await
-                    }
-                    Err(elapsed) => Err(elapsed),
-                };
+                    })
+                    .await;
                 match acquired {
                     Ok(Ok(permit)) => permit.forget(),
                     Ok(Err(_)) => return Err(Error::pool_closed()),
@@ -322,22 +334,15 @@ impl<M: Manage> Pool<M> {
         let mut backoff = Backoff::default();
         let mut attempt = 1;
         loop {
-            let started = Instant::now();
-            let mut creating = std::pin::pin!(shared.manager.create());
-            let first = (started + WAIT_BEFORE_WARNING).min(deadline);
-            let created = match tokio::time::timeout_at(first, creating.as_mut()).await {
-                Ok(created) => Ok(created),
-                Err(_) if first < deadline && attempt == 1 => {
+            let created = until_saying_why(shared.manager.create(), deadline, |left| {
+                if attempt == 1 {
                     tracing::warn!(
                         target: "coredb",
-                        "opening a connection has taken {WAIT_BEFORE_WARNING:?} so far; waiting up to {:?} more (POSTGRES_CONNECT_TIMEOUT per attempt, POSTGRES_POOL_TIMEOUT in all)",
-                        deadline.saturating_duration_since(Instant::now()),
+                        "opening a connection has taken {WAIT_BEFORE_WARNING:?} so far; waiting up to {left:?} more (POSTGRES_CONNECT_TIMEOUT per attempt, POSTGRES_POOL_TIMEOUT in all)",
                     );
-                    tokio::time::timeout_at(deadline, creating).await
                 }
-                Err(_) if first < deadline => tokio::time::timeout_at(deadline, creating).await,
-                Err(elapsed) => Err(elapsed),
-            };
+            })
+            .await;
             let err = match created {
                 Ok(Ok(object)) => return Ok(object),
                 Ok(Err(err)) => err,

@@ -16,5 +16,5 @@ mod classify;
 mod lexer;
 mod rewrite;
 
-pub(crate) use classify::classify;
+pub(crate) use classify::{classify, StatementClass};
 pub(crate) use rewrite::{rewrite, RewrittenSql};
