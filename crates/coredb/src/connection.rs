@@ -68,6 +68,16 @@ impl Connection {
         ))
     }
 
+    /// What the connection's statements share: settings and instruments.
+    pub(crate) fn context(&self) -> &Context {
+        &self.context
+    }
+
+    /// The connection and its context, borrowed together.
+    pub(crate) fn parts(&mut self) -> (&mut PgConn, &Context) {
+        (self.pooled.as_mut().expect("set until drop"), &self.context)
+    }
+
     pub(crate) fn pg(&mut self) -> &mut PgConn {
         self.pooled.as_mut().expect("set until drop")
     }
@@ -99,10 +109,9 @@ impl Connection {
         params: ParamList<'_>,
         want: Returns,
     ) -> Result<Reply> {
-        let bound = self.context.bind(sql, params)?;
-        // Borrowed field by field: the connection mutably, the shared context alongside.
-        let pg = self.pooled.as_mut().expect("set until drop");
-        exec::run(pg, &self.context.settings, &bound, want).await
+        let (pg, context) = self.parts();
+        let bound = context.bind(sql, params)?;
+        exec::run(pg, context, &bound, want).await
     }
 }
 

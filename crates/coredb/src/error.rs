@@ -158,11 +158,16 @@ impl Error {
         )
     }
 
-    pub(crate) fn pool_timeout(pool_size: usize, max_overflow: usize, waited: Duration) -> Self {
+    pub(crate) fn pool_timeout(
+        pool_size: usize,
+        max_overflow: usize,
+        waited: Duration,
+        holders: &str,
+    ) -> Self {
         Self::new(
             ErrorKind::PoolTimeout,
             format!(
-                "no connection became free within {:.1?} (pool_size {pool_size}, max_overflow {max_overflow}, all {} in use); raise POSTGRES_POOL_SIZE / POSTGRES_MAX_OVERFLOW or POSTGRES_POOL_TIMEOUT, or hold connections for less time",
+                "no connection became free within {:.1?} (pool_size {pool_size}, max_overflow {max_overflow}, all {} in use); {holders}. Raise POSTGRES_POOL_SIZE / POSTGRES_MAX_OVERFLOW or POSTGRES_POOL_TIMEOUT, or hold connections for less time",
                 waited,
                 pool_size + max_overflow
             ),

@@ -14,13 +14,15 @@
 //! # let _ = one; Ok(()) }
 //! ```
 
+use std::future::Future;
+use std::panic::Location;
 use std::sync::RwLock;
 
 use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
 use crate::health::HealthReport;
 use crate::manager::{scoped, DatabaseManager};
-use crate::session::Session;
+use crate::session::{Session, SessionOptions};
 
 static GLOBAL: RwLock<Option<DatabaseManager>> = RwLock::new(None);
 /// Serializes set-up so that concurrent first calls create one pool.
@@ -118,8 +120,15 @@ pub async fn close_database() {
 ///
 /// # Cancel safety
 /// As [`DatabaseManager::session`].
-pub async fn get_session_context() -> Result<Session> {
-    get_database_manager().await?.session().await
+#[track_caller]
+pub fn get_session_context() -> impl Future<Output = Result<Session>> {
+    let at = Location::caller();
+    async move {
+        get_database_manager()
+            .await?
+            .session_for(SessionOptions::default(), at)
+            .await
+    }
 }
 
 /// The health of the process-wide database; unhealthy (never an error) when it cannot be set up.

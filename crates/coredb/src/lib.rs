@@ -47,7 +47,7 @@
 //! exec                            runs one bound statement on a connection
 //! conn                            opening connections, TLS, statement cache, state
 //! pool                            the generic pool
-//! params, row, retry              values in, rows out, backoff
+//! params, row, retry, telemetry   values in, rows out, backoff; span and metric names
 //! config, sql                     settings; pure SQL text (rewriter, classifier)
 //! error                           the one error type
 //! ```
@@ -75,6 +75,7 @@ mod retry;
 mod row;
 mod session;
 mod sql;
+pub mod telemetry;
 
 pub use config::{DatabaseConfig, DatabaseConfigBuilder, Password, SslMode, TargetSessionAttrs};
 pub use connection::Connection;

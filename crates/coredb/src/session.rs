@@ -4,6 +4,7 @@
 use std::future::Future;
 
 use tokio_postgres::error::SqlState;
+use tracing::Instrument as _;
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use crate::exec::{Outcome, Reply, Returns, WitnessReply};
 const RESOLVE_POLL: Duration = Duration::from_millis(100);
 use crate::params::ParamList;
 use crate::query::{sealed, Executor};
+use crate::telemetry;
 
 /// Transaction isolation levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,19 +101,70 @@ pub struct Session {
     first_failure: Option<String>,
     /// The lowest savepoint level dropped without commit, rolled back before the next statement.
     pending_rollback: Option<u32>,
+    /// The `transaction` span; the session's statements are its children.
+    span: tracing::Span,
+    /// Committed or rolled back (its outcome is on the span).
+    ended: bool,
 }
 
 impl Session {
     /// Begins a transaction on `conn`.
     pub(crate) async fn begin(mut conn: Connection, options: &SessionOptions) -> Result<Self> {
-        conn.control(&options.begin_sql(), Event::BeginSent).await?;
+        let target = conn.context().target();
+        let span = tracing::info_span!(
+            target: "coredb",
+            "transaction",
+            db.system.name = "postgresql",
+            db.namespace = &*target.namespace,
+            db.client.connection.pool.name = &*target.pool_name,
+            coredb.role = target.role,
+            coredb.read_only = options.read_only,
+            coredb.outcome = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let begin = options.begin_sql();
+        if let Err(e) = conn
+            .control(&begin, Event::BeginSent)
+            .instrument(span.clone())
+            .await
+        {
+            telemetry::record_error(&span, &e);
+            return Err(e);
+        }
         Ok(Session {
             conn,
             depth: 0,
             failed_at: None,
             first_failure: None,
             pending_rollback: None,
+            span,
+            ended: false,
         })
+    }
+
+    /// Records how the transaction ended on its span (and counts a commit whose outcome is
+    /// unknown).
+    fn ended(&mut self, result: &Result<()>, committing: bool) {
+        self.ended = true;
+        let outcome = match result {
+            Ok(()) if committing => "committed",
+            Err(e) if e.kind() == ErrorKind::CommitOutcomeUnknown => {
+                self.conn
+                    .context()
+                    .target()
+                    .count(telemetry::COMMITS_UNKNOWN_OUTCOME, &[]);
+                "unknown"
+            }
+            _ => "rolled back",
+        };
+        if self.span.is_disabled() {
+            return;
+        }
+        self.span.record("coredb.outcome", outcome);
+        if let Err(e) = result {
+            telemetry::record_error(&self.span, e);
+        }
     }
 
     /// Commits the transaction.
@@ -135,6 +188,14 @@ impl Session {
     /// If the future is dropped after `COMMIT` was sent, the transaction may have committed or
     /// not; the connection is closed rather than reused. Dropped before, it rolls back.
     pub async fn commit(mut self) -> Result<()> {
+        let span = self.span.clone();
+        let result = self.try_commit().instrument(span).await;
+        self.ended(&result, true);
+        result
+    }
+
+    /// [`commit`](Self::commit), before its outcome is recorded.
+    async fn try_commit(&mut self) -> Result<()> {
         self.apply_pending_rollback().await?;
         if self.failed_at.is_some() {
             self.end("ROLLBACK").await?;
@@ -220,7 +281,10 @@ impl Session {
     /// Dropping the future still ends the transaction: the connection is closed, which rolls it
     /// back on the server.
     pub async fn rollback(mut self) -> Result<()> {
-        self.end("ROLLBACK").await
+        let span = self.span.clone();
+        let result = self.end("ROLLBACK").instrument(span).await;
+        self.ended(&result, false);
+        result
     }
 
     async fn end(&mut self, sql: &str) -> Result<()> {
@@ -319,11 +383,24 @@ impl Session {
     async fn run(&mut self, sql: &str, params: ParamList<'_>, want: Returns) -> Result<Reply> {
         self.apply_pending_rollback().await?;
         self.check_not_aborted()?;
-        let result = self.conn.run(sql, params, want).await;
+        let result = self
+            .conn
+            .run(sql, params, want)
+            .instrument(self.span.clone())
+            .await;
         if let Err(e) = &result {
             self.record_failure(e);
         }
         result
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if !self.ended && !self.span.is_disabled() {
+            // The connection rolls the transaction back as it goes back to the pool.
+            self.span.record("coredb.outcome", "rolled back");
+        }
     }
 }
 

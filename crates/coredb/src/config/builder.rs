@@ -84,6 +84,8 @@ impl DatabaseConfigBuilder {
         echo: bool => |c, v| c.echo = v;
         /// Include parameter values in logged statements.
         echo_params: bool => |c, v| c.echo_params = v;
+        /// Log statements taking at least this long at WARN, echo or not; `None` logs none.
+        slow_statement: Option<Duration> => |c, v| c.slow_statement = v;
         /// Prepared statements cached per connection (0 disables the cache).
         statement_cache_size: usize => |c, v| c.statement_cache_size = v;
         /// Which server of a multi-host list to use.

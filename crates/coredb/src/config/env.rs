@@ -137,6 +137,13 @@ impl DatabaseConfig {
         ) {
             config.statement_cache_size = n as usize;
         }
+        if let Some(n) = number(
+            "POSTGRES_SLOW_STATEMENT_MS",
+            0,
+            "must be a whole number of milliseconds of at least 0 (0 logs every statement)",
+        ) {
+            config.slow_statement = Some(Duration::from_millis(n as u64));
+        }
         if let Some(raw) = get("POSTGRES_POOL_RECYCLE") {
             match raw.trim().parse::<f64>() {
                 Ok(-1.0) => config.pool_recycle = None,
@@ -311,6 +318,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "POSTGRES_APPLICATION_NAME",
     "POSTGRES_ECHO",
     "POSTGRES_ECHO_PARAMS",
+    "POSTGRES_SLOW_STATEMENT_MS",
     "POSTGRES_PIPELINE_AUTOCOMMIT",
     "POSTGRES_TARGET_SESSION_ATTRS",
     "POSTGRES_READ_HOSTS",

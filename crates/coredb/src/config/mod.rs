@@ -54,6 +54,9 @@ pub(crate) struct ExecSettings {
     pub(crate) echo_params: bool,
     /// The client-side limit of one statement, when there is a statement timeout.
     pub(crate) statement_guard: Option<Duration>,
+    /// Statements taking at least this long are logged at WARN, echo or not
+    /// (`POSTGRES_SLOW_STATEMENT_MS`).
+    pub(crate) slow_statement: Option<Duration>,
 }
 
 /// How the connection negotiates TLS, as libpq's `sslmode`.
@@ -179,6 +182,7 @@ pub struct DatabaseConfig {
     pub(crate) application_name: String,
     pub(crate) echo: bool,
     pub(crate) echo_params: bool,
+    pub(crate) slow_statement: Option<Duration>,
     pub(crate) statement_cache_size: usize,
     pub(crate) target_session_attrs: TargetSessionAttrs,
     pub(crate) keepalive_idle: Duration,
@@ -338,6 +342,7 @@ impl Default for DatabaseConfig {
             application_name: env!("CARGO_PKG_NAME").into(),
             echo: false,
             echo_params: false,
+            slow_statement: None,
             statement_cache_size: 100,
             target_session_attrs: TargetSessionAttrs::Any,
             keepalive_idle: Duration::from_secs(60),
@@ -447,6 +452,11 @@ impl DatabaseConfig {
     pub fn echo_params(&self) -> bool {
         self.echo_params
     }
+    /// Statements taking at least this long are logged at WARN with their duration, rows and
+    /// text (never values), echo or not; `None` (the default) logs none.
+    pub fn slow_statement(&self) -> Option<Duration> {
+        self.slow_statement
+    }
     /// Prepared statements cached per connection (0: none).
     pub fn statement_cache_size(&self) -> usize {
         self.statement_cache_size
@@ -466,6 +476,7 @@ impl DatabaseConfig {
             statement_guard: self
                 .statement_timeout
                 .map(|t| t + Duration::from_secs(1).max(t / 2)),
+            slow_statement: self.slow_statement,
         }
     }
 
@@ -521,6 +532,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("application_name", &self.application_name)
             .field("echo", &self.echo)
             .field("echo_params", &self.echo_params)
+            .field("slow_statement", &self.slow_statement)
             .field("statement_cache_size", &self.statement_cache_size)
             .field("pipeline_autocommit", &self.pipeline_autocommit)
             .field("ssl_root_cert", &self.ssl_root_cert)

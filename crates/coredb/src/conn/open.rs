@@ -229,6 +229,12 @@ fn find_io_error(err: &tokio_postgres::Error) -> Option<&std::io::Error> {
 impl Manage for PgManager {
     type Object = PgConn;
 
+    fn pool_name(&self) -> String {
+        crate::telemetry::Target::of(&self.config, false)
+            .pool_name
+            .to_string()
+    }
+
     async fn create(&self) -> Result<PgConn> {
         // The driver applies connect_timeout per host; this guards the whole handshake too.
         let limit =

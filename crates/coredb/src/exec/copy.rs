@@ -2,9 +2,11 @@
 
 use std::pin::pin;
 
+use tracing::Instrument as _;
+
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
-use super::{prepare_text, settled};
+use super::{prepare_text, settled, Context};
 use crate::conn::{Event, PgConn};
 use crate::error::{Error, Result};
 use crate::params::SqlParam;
@@ -13,9 +15,11 @@ use crate::params::SqlParam;
 /// of the same columns (prepared once and usually cached already). Returns the number of rows.
 ///
 /// The connection counts as busy until the copy ends, so a copy abandoned half-way (its future
-/// dropped) closes the connection instead of returning it to the pool mid-COPY.
+/// dropped) closes the connection instead of returning it to the pool mid-COPY. It runs in a
+/// `copy` span.
 pub(crate) async fn copy_in<'v>(
     conn: &mut PgConn,
+    context: &Context,
     copy_sql: &str,
     insert_sql: &str,
     rows: impl Iterator<Item = Vec<SqlParam<'v>>> + Send,
@@ -23,7 +27,31 @@ pub(crate) async fn copy_in<'v>(
     conn.on(Event::Sent {
         leaves_state: false,
     });
-    let result = copy_rows(conn, copy_sql, insert_sql, rows).await;
+    let target = context.target();
+    let span = tracing::info_span!(
+        target: "coredb",
+        "copy",
+        otel.name = "COPY",
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        db.system.name = "postgresql",
+        db.namespace = &*target.namespace,
+        db.operation.name = "COPY",
+        db.query.text = copy_sql,
+        server.address = &*target.address,
+        server.port = target.port,
+        db.response.returned_rows = tracing::field::Empty,
+        db.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    let result = copy_rows(conn, copy_sql, insert_sql, rows)
+        .instrument(span.clone())
+        .await;
+    crate::telemetry::end_statement_span(
+        &span,
+        result.as_ref().ok().copied(),
+        result.as_ref().err(),
+    );
     conn.on(settled(&result));
     result
 }

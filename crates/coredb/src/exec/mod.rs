@@ -13,37 +13,50 @@ mod encode;
 mod param_types;
 
 use std::future::Future;
-use std::time::Instant;
+use std::pin::pin;
+use std::time::{Duration, Instant};
 
 use postgres_types::FromSqlOwned;
 use tokio_postgres::Statement;
+use tracing::Instrument as _;
 
 use crate::config::ExecSettings;
 use crate::conn::{Event, PgConn};
 use crate::error::{Error, ErrorKind, Result};
 use crate::params::{Bound, ParamList, RewriteCache, SqlParam};
 use crate::row::{FromRow, Row};
+use crate::telemetry::{self, StatementInstruments, Target};
 
 pub(crate) use commit::{commit, outcome, Outcome, WitnessReply};
 pub(crate) use copy::copy_in;
 pub(crate) use encode::{encode, Encoded};
 
-/// What every statement of one database shares: the settings of the path and the cache of
-/// `:name` rewrites. Connections and the pipeline hold it; none of them needs the handle above.
+/// What every statement of one database shares: the settings of the path, the cache of
+/// `:name` rewrites, and the instruments that report statements. Connections and the pipeline
+/// hold it; none of them needs the handle above.
 pub(crate) struct Context {
-    /// Echo and guard settings.
+    /// Echo, guard and slow-statement settings.
     pub(crate) settings: ExecSettings,
     /// Rewritten `:name` statements.
     pub(crate) rewrites: RewriteCache,
+    /// Statement durations, and the attributes of spans and metrics.
+    pub(crate) instruments: StatementInstruments,
 }
 
 impl Context {
-    /// The context for `settings`, with an empty rewrite cache.
-    pub(crate) fn new(settings: ExecSettings) -> Self {
+    /// The context for `settings`, with an empty rewrite cache, for statements sent to
+    /// `target`.
+    pub(crate) fn new(settings: ExecSettings, target: Target) -> Self {
         Context {
             settings,
             rewrites: RewriteCache::new(),
+            instruments: StatementInstruments::new(target),
         }
+    }
+
+    /// Where the statements go.
+    pub(crate) fn target(&self) -> &Target {
+        self.instruments.target()
     }
 
     /// Matches `params` to `sql`'s placeholders; nothing is sent when they do not match.
@@ -75,6 +88,14 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// The number of rows returned or affected, without consuming the reply.
+    fn len(&self) -> u64 {
+        match self {
+            Reply::Count(n) => *n,
+            Reply::Rows(rows) => rows.len() as u64,
+        }
+    }
+
     /// The number of rows affected (or returned).
     pub(crate) fn count(self) -> u64 {
         match self {
@@ -132,13 +153,13 @@ impl Reply {
 /// statement may leave session state (so the connection is not reused with it).
 pub(crate) async fn run(
     conn: &mut PgConn,
-    settings: &ExecSettings,
+    context: &Context,
     bound: &Bound<'_, '_>,
     want: Returns,
 ) -> Result<Reply> {
     let leaves_state = !bound.class.is_shareable();
     conn.on(Event::Sent { leaves_state });
-    let result = observe(settings, bound, run_on(conn, bound, want)).await;
+    let result = observe(context, bound, run_on(conn, bound, want)).await;
     conn.on(settled(&result));
     result
 }
@@ -203,33 +224,82 @@ fn settled<T>(result: &Result<T>) -> Event {
     }
 }
 
-/// Runs `work` under the client-side guard, when there is one, and echoes the statement
-/// (`DEBUG` / `POSTGRES_ECHO`) with its duration and outcome.
+/// Runs `work` under the client-side guard, when there is one, in a `statement` span, and
+/// reports it: its duration to the metrics, a WARN line when it was slow
+/// (`POSTGRES_SLOW_STATEMENT_MS`), the echo line (`DEBUG` / `POSTGRES_ECHO`).
 pub(crate) async fn observe(
-    settings: &ExecSettings,
+    context: &Context,
     bound: &Bound<'_, '_>,
     work: impl Future<Output = Result<Reply>>,
 ) -> Result<Reply> {
-    let started = settings.echo.then(Instant::now);
-    let result = match settings.statement_guard {
-        None => work.await,
-        Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-            Err(Error::timeout(
-                "the statement (no reply from the server)",
-                limit,
-            ))
-        }),
-    };
-    if let Some(started) = started {
-        echo(settings, bound, started, &result);
+    let settings = &context.settings;
+    let span = telemetry::statement_span(context.target(), bound.class, bound.text.as_str());
+    let started = Instant::now();
+    let work = pin!(async {
+        match settings.statement_guard {
+            None => work.await,
+            Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                Err(Error::timeout(
+                    "the statement (no reply from the server)",
+                    limit,
+                ))
+            }),
+        }
+    }
+    .instrument(span));
+    let mut work = work;
+    let result = work.as_mut().await;
+    let elapsed = started.elapsed();
+    let rows = result.as_ref().ok().map(Reply::len);
+    let error = result.as_ref().err();
+    context.instruments.record(bound.class, elapsed, error);
+    telemetry::end_statement_span(work.span(), rows, error);
+    if settings.slow_statement.is_some_and(|slow| elapsed >= slow) {
+        slow(context, bound, elapsed, rows, error);
+    }
+    if settings.echo {
+        echo(settings, bound, elapsed, &result);
     }
     result
 }
 
-/// Logs a finished statement with its duration; parameter values only when asked.
-fn echo(settings: &ExecSettings, bound: &Bound<'_, '_>, started: Instant, result: &Result<Reply>) {
+/// Logs a statement over the slow-statement threshold at WARN: its text (never values),
+/// duration and rows, or its error.
+fn slow(
+    context: &Context,
+    bound: &Bound<'_, '_>,
+    elapsed: Duration,
+    rows: Option<u64>,
+    error: Option<&Error>,
+) {
+    let target = context.target();
+    let operation = telemetry::operation_name(bound.class);
+    target.count(
+        telemetry::SLOW_STATEMENTS,
+        &[("db.operation.name", operation)],
+    );
     let sql = bound.text.as_str();
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let duration_ms = elapsed.as_secs_f64() * 1000.0;
+    let threshold_ms = context
+        .settings
+        .slow_statement
+        .map_or(0, |d| d.as_millis() as u64);
+    let error = error.map(|e| e.message());
+    tracing::warn!(
+        target: "coredb",
+        sql,
+        duration_ms,
+        rows,
+        error,
+        db.namespace = &*target.namespace,
+        "slow statement: {duration_ms:.1} ms (POSTGRES_SLOW_STATEMENT_MS is {threshold_ms})"
+    );
+}
+
+/// Logs a finished statement with its duration; parameter values only when asked.
+fn echo(settings: &ExecSettings, bound: &Bound<'_, '_>, elapsed: Duration, result: &Result<Reply>) {
+    let sql = bound.text.as_str();
+    let duration_ms = elapsed.as_secs_f64() * 1000.0;
     let outcome = match result {
         Ok(Reply::Rows(rows)) => format!("{} row(s)", rows.len()),
         Ok(Reply::Count(n)) => format!("{n} row(s) affected"),

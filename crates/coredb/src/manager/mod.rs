@@ -1,6 +1,8 @@
 //! [`DatabaseManager`]: the handle a service keeps (`DatabaseManager` and `create_engine()`'s
 //! engine in core.db; here they are one type).
 
+use std::future::Future;
+use std::panic::Location;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,8 @@ use crate::query::Executor;
 use crate::retry::{RetryPolicy, TransientError};
 use crate::row::{FromRow, Row};
 use crate::session::{Session, SessionOptions};
+use crate::telemetry::Target;
+use tracing::Instrument as _;
 
 mod test_scope;
 
@@ -41,7 +45,8 @@ struct Database {
 }
 
 impl Database {
-    fn new(config: DatabaseConfig) -> Result<Self> {
+    /// The database of `config`; `replica` for the read replicas' pool.
+    fn new(config: DatabaseConfig, replica: bool) -> Result<Self> {
         let options = PoolOptions {
             pool_size: config.pool_size(),
             max_overflow: config.max_overflow(),
@@ -52,7 +57,10 @@ impl Database {
         };
         Ok(Database {
             pool: Pool::new(PgManager::new(&config)?, options),
-            context: Arc::new(Context::new(config.exec_settings())),
+            context: Arc::new(Context::new(
+                config.exec_settings(),
+                Target::of(&config, replica),
+            )),
             pipeline: Pipeline::new(config.pool_size()),
             config,
         })
@@ -108,10 +116,10 @@ impl DatabaseManager {
     /// A [`Config`](ErrorKind::Config) error when this build cannot honour a setting.
     pub fn from_config(config: &DatabaseConfig) -> Result<Self> {
         Ok(DatabaseManager {
-            db: Arc::new(Database::new(config.clone())?),
+            db: Arc::new(Database::new(config.clone(), false)?),
             replica: config
                 .replica_config()
-                .map(|c| Database::new(c).map(Arc::new))
+                .map(|c| Database::new(c, true).map(Arc::new))
                 .transpose()?,
         })
     }
@@ -157,8 +165,21 @@ impl DatabaseManager {
     ///
     /// # Cancel safety
     /// Cancel safe: a dropped call leaves its place in the queue and takes no connection.
-    pub async fn get_connection(&self) -> Result<Connection> {
-        let pooled = self.db.pool.get().await?;
+    ///
+    /// The caller's file and line are kept while the connection is out, so a pool timeout
+    /// names who holds the connections; the same holds for sessions and transactions.
+    #[track_caller]
+    pub fn get_connection(&self) -> impl Future<Output = Result<Connection>> + '_ {
+        self.connection_for(self.db.pool.options().timeout, Location::caller())
+    }
+
+    /// A connection within `limit`, held by the caller at `at`.
+    async fn connection_for(
+        &self,
+        limit: Duration,
+        at: &'static Location<'static>,
+    ) -> Result<Connection> {
+        let pooled = self.db.pool.get_for(limit, at).await?;
         Ok(Connection::new(
             pooled,
             Arc::clone(&self.db.context),
@@ -173,13 +194,12 @@ impl DatabaseManager {
     ///
     /// # Cancel safety
     /// As [`get_connection`](Self::get_connection).
-    pub async fn get_connection_within(&self, limit: Duration) -> Result<Connection> {
-        let pooled = self.db.pool.get_within(limit).await?;
-        Ok(Connection::new(
-            pooled,
-            Arc::clone(&self.db.context),
-            self.db.pool.clone(),
-        ))
+    #[track_caller]
+    pub fn get_connection_within(
+        &self,
+        limit: Duration,
+    ) -> impl Future<Output = Result<Connection>> + '_ {
+        self.connection_for(limit, Location::caller())
     }
 
     /// Begins a transaction (`get_session_context()` in core.db); commit it explicitly.
@@ -190,8 +210,9 @@ impl DatabaseManager {
     /// # Cancel safety
     /// Cancel safe: a call dropped during `BEGIN` closes its connection instead of returning
     /// it to the pool with a transaction open.
-    pub async fn session(&self) -> Result<Session> {
-        self.session_with(SessionOptions::default()).await
+    #[track_caller]
+    pub fn session(&self) -> impl Future<Output = Result<Session>> + '_ {
+        self.session_for(SessionOptions::default(), Location::caller())
     }
 
     /// Like [`session`](Self::session), with an isolation level or read-only mode.
@@ -204,10 +225,25 @@ impl DatabaseManager {
     ///
     /// # Cancel safety
     /// As [`session`](Self::session).
-    pub async fn session_with(&self, options: SessionOptions) -> Result<Session> {
+    #[track_caller]
+    pub fn session_with(
+        &self,
+        options: SessionOptions,
+    ) -> impl Future<Output = Result<Session>> + '_ {
+        self.session_for(options, Location::caller())
+    }
+
+    /// A session with `options`, held by the caller at `at`.
+    pub(crate) async fn session_for(
+        &self,
+        options: SessionOptions,
+        at: &'static Location<'static>,
+    ) -> Result<Session> {
         let mut attempt = 1;
         loop {
-            let conn = self.get_connection().await?;
+            let conn = self
+                .connection_for(self.db.pool.options().timeout, at)
+                .await?;
             match Session::begin(conn, &options).await {
                 Err(e) if e.kind() == ErrorKind::ConnectionLost && attempt < BEGIN_ATTEMPTS => {
                     tracing::debug!(target: "coredb", error = %e, "connection dead at BEGIN; taking another");
@@ -228,12 +264,16 @@ impl DatabaseManager {
     /// Dropping the future rolls the transaction back (the session is dropped with it), unless
     /// `COMMIT` was already sent: then it may have committed, and the connection is closed rather
     /// than reused.
-    pub async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
+    #[track_caller]
+    pub fn transaction<T, E, F>(
+        &self,
+        f: F,
+    ) -> impl Future<Output = Result<T, E>> + use<'_, T, E, F>
     where
         F: AsyncFnOnce(&mut Session) -> Result<T, E>,
         E: From<Error>,
     {
-        self.transaction_with(SessionOptions::default(), f).await
+        self.transaction_for(SessionOptions::default(), f, Location::caller())
     }
 
     /// Like [`transaction`](Self::transaction), with session options.
@@ -242,12 +282,31 @@ impl DatabaseManager {
     /// Dropping the future rolls the transaction back (the session is dropped with it), unless
     /// `COMMIT` was already sent: then it may have committed, and the connection is closed rather
     /// than reused.
-    pub async fn transaction_with<T, E, F>(&self, options: SessionOptions, f: F) -> Result<T, E>
+    #[track_caller]
+    pub fn transaction_with<T, E, F>(
+        &self,
+        options: SessionOptions,
+        f: F,
+    ) -> impl Future<Output = Result<T, E>> + use<'_, T, E, F>
     where
         F: AsyncFnOnce(&mut Session) -> Result<T, E>,
         E: From<Error>,
     {
-        let mut session = self.session_with(options).await?;
+        self.transaction_for(options, f, Location::caller())
+    }
+
+    /// [`transaction_with`](Self::transaction_with) for a caller at `at`.
+    async fn transaction_for<T, E, F>(
+        &self,
+        options: SessionOptions,
+        f: F,
+        at: &'static Location<'static>,
+    ) -> Result<T, E>
+    where
+        F: AsyncFnOnce(&mut Session) -> Result<T, E>,
+        E: From<Error>,
+    {
+        let mut session = self.session_for(options, at).await?;
         match f(&mut session).await {
             Ok(value) => {
                 session.commit().await?;
@@ -276,11 +335,35 @@ impl DatabaseManager {
     /// Dropping the future rolls the transaction back (the session is dropped with it), unless
     /// `COMMIT` was already sent: then it may have committed, and the connection is closed rather
     /// than reused.
-    pub async fn transaction_with_retry<T, E, F>(
+    #[track_caller]
+    pub fn transaction_with_retry<'a, T, E, F>(
+        &'a self,
+        options: SessionOptions,
+        policy: &'a RetryPolicy,
+        f: F,
+    ) -> impl Future<Output = Result<T, E>> + use<'a, T, E, F>
+    where
+        F: AsyncFnOnce(&mut Session) -> Result<T, E> + Clone,
+        E: From<Error> + TransientError + std::fmt::Display,
+    {
+        let at = Location::caller();
+        let span = tracing::info_span!(
+            target: "coredb",
+            "retry",
+            coredb.retry = "transaction",
+            coredb.attempts = tracing::field::Empty,
+        );
+        self.retry_transaction(options, policy, f, at)
+            .instrument(span)
+    }
+
+    /// [`transaction_with_retry`](Self::transaction_with_retry) for a caller at `at`.
+    async fn retry_transaction<T, E, F>(
         &self,
         options: SessionOptions,
         policy: &RetryPolicy,
         f: F,
+        at: &'static Location<'static>,
     ) -> Result<T, E>
     where
         F: AsyncFnOnce(&mut Session) -> Result<T, E> + Clone,
@@ -290,8 +373,9 @@ impl DatabaseManager {
         let mut backoff = policy.backoff();
         let mut attempt = 1;
         loop {
+            tracing::Span::current().record("coredb.attempts", attempt);
             let outcome = async {
-                let mut session = self.session_with(options).await?;
+                let mut session = self.session_for(options, at).await?;
                 // Each attempt runs a fresh copy of the closure.
                 match f.clone()(&mut session).await {
                     Ok(value) => {
@@ -317,6 +401,10 @@ impl DatabaseManager {
                 return Err(err);
             }
             tracing::debug!(target: "coredb", attempt, error = %err, ?delay, "transient error; retrying the transaction");
+            self.db.context.target().count(
+                crate::telemetry::RETRIES,
+                &[("coredb.retry", "transaction")],
+            );
             tokio::time::sleep(delay).await;
             attempt += 1;
         }
@@ -379,7 +467,7 @@ impl DatabaseManager {
                 db.pipeline.run(&db.pool, &db.context, &bound, want).await
             } else {
                 let mut conn = self.get_connection().await?;
-                crate::exec::run(conn.pg(), &db.context.settings, &bound, want).await
+                crate::exec::run(conn.pg(), &db.context, &bound, want).await
             }
         };
         match once().await {
@@ -388,20 +476,28 @@ impl DatabaseManager {
             // write all fail, so a read that hid a write is reported, never applied twice.
             Err(e) if e.kind() == ErrorKind::ConnectionLost && class.is_read_only() => {
                 tracing::debug!(target: "coredb", error = %e, "connection lost during a read; retrying once, read-only");
+                db.context
+                    .target()
+                    .count(crate::telemetry::RETRIES, &[("coredb.retry", "read")]);
                 let read_only = SessionOptions {
                     read_only: true,
                     ..SessionOptions::default()
                 };
-                let mut session = self.session_with(read_only).await?;
-                let reply = crate::exec::run(
-                    session.connection().pg(),
-                    &db.context.settings,
-                    &bound,
-                    want,
-                )
-                .await?;
-                session.commit().await?;
-                Ok(reply)
+                let retry = async {
+                    let mut session = self.session_with(read_only).await?;
+                    let reply =
+                        crate::exec::run(session.connection().pg(), &db.context, &bound, want)
+                            .await?;
+                    session.commit().await?;
+                    Ok(reply)
+                };
+                let span = tracing::info_span!(
+                    target: "coredb",
+                    "retry",
+                    coredb.retry = "read",
+                    coredb.attempts = 2,
+                );
+                retry.instrument(span).await
             }
             other => other,
         }

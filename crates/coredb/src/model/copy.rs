@@ -86,8 +86,10 @@ impl CopyIn for Session {
 /// Copies through the statement path, which keeps the connection's state.
 async fn copy_tracked<M: Model>(conn: &mut Connection, models: &[M]) -> Result<u64> {
     let statements = M::STATEMENTS;
+    let (pg, context) = conn.parts();
     crate::exec::copy_in(
-        conn.pg(),
+        pg,
+        context,
         statements.copy,
         statements.insert,
         models.iter().map(Model::insert_values),

@@ -21,4 +21,10 @@ pub trait Manage: Send + Sync + 'static {
 
     /// Verifies an object that sat idle before it is handed out (the pre-ping).
     fn ping(&self, object: &mut Self::Object) -> impl Future<Output = Result<()>> + Send;
+
+    /// The pool's name in spans and metrics (`db.client.connection.pool.name`), unique within
+    /// the service; coredb's engine uses `host:port/database`. By default, the type's name.
+    fn pool_name(&self) -> String {
+        std::any::type_name::<Self>().to_string()
+    }
 }

@@ -29,24 +29,32 @@
 //! warm ones are reused and the extra ones age out. Every step that can be cancelled holds a
 //! guard that undoes its bookkeeping, so a dropped future never leaks a slot.
 
+mod instruments;
 mod manage;
 mod status;
 
 pub use manage::Manage;
 pub use status::{CloseReason, PoolMetrics, PoolStatus};
 
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
+use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, TryAcquireError};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::config::defaults;
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::Backoff;
+use instruments::{describe_holders, Holder, Holders, Instruments};
 use status::Counters;
+
+/// How many holders a pool-timeout error names.
+const HOLDERS_NAMED: usize = 3;
 
 /// How long a checkout waits for a free slot before it says so in a WARN line.
 const WAIT_BEFORE_WARNING: Duration = Duration::from_secs(1);
@@ -133,12 +141,17 @@ struct Shared<M: Manage> {
     closed: AtomicBool,
     returned: Notify,
     counters: Counters,
+    instruments: Instruments,
+    /// Who holds each checked-out object.
+    holders: Mutex<Holders>,
 }
 
 impl<M: Manage> Pool<M> {
-    /// Creates an empty pool; objects are created on demand.
+    /// Creates an empty pool; objects are created on demand. Its metrics are registered now,
+    /// with the `metrics` recorder installed at this time (see [`telemetry`](crate::telemetry)).
     pub fn new(manager: M, options: PoolOptions) -> Self {
         let max = options.pool_size + options.max_overflow;
+        let instruments = Instruments::new(manager.pool_name(), &options);
         Pool {
             shared: Arc::new(Shared {
                 manager,
@@ -151,6 +164,8 @@ impl<M: Manage> Pool<M> {
                 closed: AtomicBool::new(false),
                 returned: Notify::new(),
                 counters: Counters::default(),
+                instruments,
+                holders: Mutex::new(Holders::default()),
             }),
         }
     }
@@ -167,26 +182,73 @@ impl<M: Manage> Pool<M> {
 
     /// Checks out an object, waiting up to the pool timeout.
     ///
+    /// The caller's file and line are kept while the object is out, so a pool timeout can say
+    /// who holds the connections (`#[track_caller]`: the location is the caller's, or its
+    /// caller's when that is `#[track_caller]` too).
+    ///
     /// # Errors
-    /// [`PoolTimeout`](ErrorKind::PoolTimeout) when none became free in time,
-    /// [`PoolClosed`](ErrorKind::PoolClosed) after [`close`](Self::close), or the error of
-    /// creating a new object once retries within the timeout are exhausted.
+    /// [`PoolTimeout`](ErrorKind::PoolTimeout) when none became free in time (naming the
+    /// longest holders), [`PoolClosed`](ErrorKind::PoolClosed) after [`close`](Self::close), or
+    /// the error of creating a new object once retries within the timeout are exhausted.
     ///
     /// # Cancel safety
     /// Cancel safe: a dropped call leaves the queue, and a connection being opened for it is
     /// kept for the next caller or closed; no slot is leaked.
-    pub async fn get(&self) -> Result<Pooled<M>> {
-        self.get_within(self.shared.options.timeout).await
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<Pooled<M>>> + Send + '_ {
+        self.get_within(self.shared.options.timeout)
     }
 
     /// Like [`get`](Self::get), with its own time limit.
-    pub async fn get_within(&self, limit: Duration) -> Result<Pooled<M>> {
+    #[track_caller]
+    pub fn get_within(
+        &self,
+        limit: Duration,
+    ) -> impl Future<Output = Result<Pooled<M>>> + Send + '_ {
+        self.get_for(limit, Location::caller())
+    }
+
+    /// Like [`get_within`](Self::get_within), for a caller whose location is `at`.
+    pub(crate) async fn get_for(
+        &self,
+        limit: Duration,
+        at: &'static Location<'static>,
+    ) -> Result<Pooled<M>> {
+        {
+            let held_in = tracing::Span::current().metadata().map(|m| m.name());
+            let span = tracing::info_span!(
+                target: "coredb",
+                "checkout",
+                db.client.connection.pool.name = &*self.shared.instruments.name,
+                coredb.pool.wait_ms = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            );
+            let start = Instant::now();
+            let holder = Holder {
+                since: start,
+                at,
+                span: held_in,
+            };
+            let result = self.acquire(limit, holder).instrument(span.clone()).await;
+            let waited = start.elapsed();
+            self.shared.instruments.wait_time.record(waited);
+            if !span.is_disabled() {
+                span.record("coredb.pool.wait_ms", waited.as_secs_f64() * 1000.0);
+                if let Err(err) = &result {
+                    crate::telemetry::record_error(&span, err);
+                }
+            }
+            result
+        }
+    }
+
+    /// Takes a permit, waiting up to `limit`, and hands out an object to `holder`.
+    async fn acquire(&self, limit: Duration, holder: Holder) -> Result<Pooled<M>> {
         let shared = &self.shared;
         if shared.closed.load(Ordering::Acquire) {
             return Err(Error::pool_closed());
         }
-        // The clock is read only when there is something to time: the fast path takes a
-        // free permit without looking at it.
         let deadline = match shared.semaphore.try_acquire() {
             Ok(permit) => {
                 permit.forget();
@@ -194,9 +256,9 @@ impl<M: Manage> Pool<M> {
             }
             Err(TryAcquireError::Closed) => return Err(Error::pool_closed()),
             Err(TryAcquireError::NoPermits) => {
-                let start = Instant::now();
+                let start = holder.since;
                 let deadline = start + limit;
-                let _waiting = Gauge::up(&shared.waiting);
+                let _waiting = Waiting::new(shared);
                 let acquired =
                     until_saying_why(shared.semaphore.acquire(), deadline, |left| {
                         tracing::warn!(
@@ -205,8 +267,9 @@ impl<M: Manage> Pool<M> {
                             waiting = shared.waiting.load(Ordering::Acquire),
                             pool_size = shared.options.pool_size,
                             max_overflow = shared.options.max_overflow,
-                            "waiting for a pooled connection: all {} are in use; waiting up to {left:?} more (the pool timeout, POSTGRES_POOL_TIMEOUT)",
+                            "waiting for a pooled connection: all {} are in use; waiting up to {left:?} more (the pool timeout, POSTGRES_POOL_TIMEOUT); {}",
                             shared.options.pool_size + shared.options.max_overflow,
+                            shared.describe_holders(),
                         );
                     })
                     .await;
@@ -215,11 +278,13 @@ impl<M: Manage> Pool<M> {
                     Ok(Err(_)) => return Err(Error::pool_closed()),
                     Err(_) => {
                         Counters::bump(&shared.counters.timeouts);
+                        shared.instruments.timeouts.increment(1);
                         tracing::debug!(target: "coredb", waited = ?limit, "pool checkout timed out");
                         return Err(Error::pool_timeout(
                             shared.options.pool_size,
                             shared.options.max_overflow,
                             start.elapsed(),
+                            &shared.describe_holders(),
                         ));
                     }
                 }
@@ -232,22 +297,30 @@ impl<M: Manage> Pool<M> {
         };
         // Gives the permit back if this future is dropped before the object is handed out.
         let permit = PermitGuard(shared);
-        self.checkout(permit, deadline, limit).await
+        self.checkout(permit, deadline, limit, holder).await
     }
 
     /// Checks out an object only if one can be had without waiting for another caller to
     /// return one (an idle object, or room to open a new one); `None` otherwise.
-    pub async fn try_get(&self) -> Result<Option<Pooled<M>>> {
-        let shared = &self.shared;
-        match shared.semaphore.try_acquire() {
-            Ok(permit) => permit.forget(),
-            Err(TryAcquireError::Closed) => return Err(Error::pool_closed()),
-            Err(TryAcquireError::NoPermits) => return Ok(None),
+    #[track_caller]
+    pub fn try_get(&self) -> impl Future<Output = Result<Option<Pooled<M>>>> + Send + '_ {
+        let holder = Holder {
+            since: Instant::now(),
+            at: Location::caller(),
+            span: None,
+        };
+        async move {
+            let shared = &self.shared;
+            match shared.semaphore.try_acquire() {
+                Ok(permit) => permit.forget(),
+                Err(TryAcquireError::Closed) => return Err(Error::pool_closed()),
+                Err(TryAcquireError::NoPermits) => return Ok(None),
+            }
+            let permit = PermitGuard(shared);
+            self.checkout(permit, None, shared.options.timeout, holder)
+                .await
+                .map(Some)
         }
-        let permit = PermitGuard(shared);
-        self.checkout(permit, None, shared.options.timeout)
-            .await
-            .map(Some)
     }
 
     /// Hands out an idle object (checked) or a new one, for a caller holding a permit.
@@ -257,6 +330,7 @@ impl<M: Manage> Pool<M> {
         permit: PermitGuard<'_, M>,
         deadline: Option<Instant>,
         limit: Duration,
+        holder: Holder,
     ) -> Result<Pooled<M>> {
         let shared = &self.shared;
         let now = Instant::now();
@@ -288,14 +362,15 @@ impl<M: Manage> Pool<M> {
                     shared.retire(slot, CloseReason::Broken);
                     continue;
                 }
-                return Ok(self.hand_out(slot, permit));
+                return Ok(self.hand_out(slot, permit, holder));
             }
-            return Ok(self.hand_out(slot, permit));
+            return Ok(self.hand_out(slot, permit, holder));
         }
 
         let object = self.create(deadline).await?;
         shared.open.fetch_add(1, Ordering::AcqRel);
         Counters::bump(&shared.counters.created);
+        shared.instruments.opened.increment(1);
         let now = Instant::now();
         let expires = shared.options.recycle.map(|age| {
             let jitter = age.mul_f64(fastrand::f64() * 0.1);
@@ -306,25 +381,45 @@ impl<M: Manage> Pool<M> {
             expires,
             idle_since: now,
         };
-        Ok(self.hand_out(slot, permit))
+        Ok(self.hand_out(slot, permit, holder))
     }
 
     fn pop_idle(&self) -> Option<Slot<M::Object>> {
-        self.shared
+        let slot = self
+            .shared
             .idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .pop()
+            .pop();
+        if slot.is_some() {
+            self.shared.instruments.idle(-1.0);
+        }
+        slot
     }
 
-    fn hand_out(&self, slot: Slot<M::Object>, permit: PermitGuard<'_, M>) -> Pooled<M> {
+    fn hand_out(
+        &self,
+        slot: Slot<M::Object>,
+        permit: PermitGuard<'_, M>,
+        mut holder: Holder,
+    ) -> Pooled<M> {
         std::mem::forget(permit);
-        self.shared.in_use.fetch_add(1, Ordering::AcqRel);
-        Counters::bump(&self.shared.counters.checkouts);
+        let shared = &self.shared;
+        shared.in_use.fetch_add(1, Ordering::AcqRel);
+        Counters::bump(&shared.counters.checkouts);
+        shared.instruments.used(1.0);
+        holder.since = Instant::now();
+        let key = shared
+            .holders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(holder);
         Pooled {
-            shared: Arc::clone(&self.shared),
+            shared: Arc::clone(shared),
             slot: Some(slot),
             broken: false,
+            holder: key,
+            since: holder.since,
         }
     }
 
@@ -334,6 +429,15 @@ impl<M: Manage> Pool<M> {
         let mut backoff = Backoff::default();
         let mut attempt = 1;
         loop {
+            let span = tracing::info_span!(
+                target: "coredb",
+                "connect",
+                db.client.connection.pool.name = &*shared.instruments.name,
+                coredb.attempt = attempt,
+                error.type = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            );
+            let started = Instant::now();
             let created = until_saying_why(shared.manager.create(), deadline, |left| {
                 if attempt == 1 {
                     tracing::warn!(
@@ -342,12 +446,19 @@ impl<M: Manage> Pool<M> {
                     );
                 }
             })
+            .instrument(span.clone())
             .await;
             let err = match created {
-                Ok(Ok(object)) => return Ok(object),
+                Ok(Ok(object)) => {
+                    shared.instruments.create_time.record(started.elapsed());
+                    return Ok(object);
+                }
                 Ok(Err(err)) => err,
                 Err(_) => {
                     Counters::bump(&shared.counters.connect_failures);
+                    shared.instruments.connect_failures.increment(1);
+                    span.record("error.type", "PoolTimeout");
+                    span.record("otel.status_code", "ERROR");
                     return Err(Error::new(
                         ErrorKind::PoolTimeout,
                         format!(
@@ -358,6 +469,8 @@ impl<M: Manage> Pool<M> {
                 }
             };
             Counters::bump(&shared.counters.connect_failures);
+            shared.instruments.connect_failures.increment(1);
+            crate::telemetry::record_error(&span, &err);
             let remaining = deadline.saturating_duration_since(Instant::now());
             if !err.is_transient() || remaining < LAST_ATTEMPT {
                 return Err(err);
@@ -415,6 +528,7 @@ impl<M: Manage> Pool<M> {
         s.closed.store(true, Ordering::Release);
         s.semaphore.close();
         let idle = std::mem::take(&mut *s.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        s.instruments.idle(-(idle.len() as f64));
         for slot in idle {
             s.retire(slot, CloseReason::PoolClosed);
         }
@@ -451,12 +565,35 @@ impl<M: Manage> Shared<M> {
     fn retire(&self, slot: Slot<M::Object>, reason: CloseReason) {
         self.open.fetch_sub(1, Ordering::AcqRel);
         self.counters.closed(reason);
+        self.instruments.closed(reason);
         tracing::debug!(target: "coredb", ?reason, "closing pooled connection");
         drop(slot);
     }
 
-    fn put_back(&self, mut slot: Slot<M::Object>, broken: bool) {
+    /// The longest holders of checked-out objects, for a message.
+    fn describe_holders(&self) -> String {
+        let holders = self
+            .holders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .longest(HOLDERS_NAMED);
+        describe_holders(
+            &holders,
+            Instant::now(),
+            self.in_use.load(Ordering::Acquire),
+        )
+    }
+
+    fn put_back(&self, mut slot: Slot<M::Object>, broken: bool, holder: usize, since: Instant) {
         let now = Instant::now();
+        self.holders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(holder);
+        self.instruments
+            .use_time
+            .record(now.saturating_duration_since(since));
+        self.instruments.used(-1.0);
         let reason = if broken {
             CloseReason::Discarded
         } else if self.closed.load(Ordering::Acquire) {
@@ -471,6 +608,7 @@ impl<M: Manage> Shared<M> {
             if idle.len() < self.options.pool_size {
                 idle.push(slot);
                 drop(idle);
+                self.instruments.idle(1.0);
                 self.release();
                 return;
             }
@@ -494,6 +632,10 @@ pub struct Pooled<M: Manage> {
     shared: Arc<Shared<M>>,
     slot: Option<Slot<M::Object>>,
     broken: bool,
+    /// The key of its holder in the pool's record.
+    holder: usize,
+    /// When it was handed out.
+    since: Instant,
 }
 
 impl<M: Manage> Pooled<M> {
@@ -524,24 +666,27 @@ impl<M: Manage> DerefMut for Pooled<M> {
 impl<M: Manage> Drop for Pooled<M> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            self.shared.put_back(slot, self.broken);
+            self.shared
+                .put_back(slot, self.broken, self.holder, self.since);
         }
     }
 }
 
-/// Counts something while it lives (e.g. a caller waiting for a permit).
-struct Gauge<'a>(&'a AtomicUsize);
+/// Counts a caller waiting for a permit while it lives.
+struct Waiting<'a, M: Manage>(&'a Shared<M>);
 
-impl<'a> Gauge<'a> {
-    fn up(counter: &'a AtomicUsize) -> Self {
-        counter.fetch_add(1, Ordering::AcqRel);
-        Gauge(counter)
+impl<'a, M: Manage> Waiting<'a, M> {
+    fn new(shared: &'a Shared<M>) -> Self {
+        shared.waiting.fetch_add(1, Ordering::AcqRel);
+        shared.instruments.pending.increment(1.0);
+        Waiting(shared)
     }
 }
 
-impl Drop for Gauge<'_> {
+impl<M: Manage> Drop for Waiting<'_, M> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.0.instruments.pending.decrement(1.0);
     }
 }
 

@@ -39,6 +39,20 @@ pub enum CloseReason {
     PoolClosed,
 }
 
+impl CloseReason {
+    /// The reason as a metric label: `broken`, `recycled`, `overflow`, `discarded`,
+    /// `pool_closed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Broken => "broken",
+            CloseReason::Recycled => "recycled",
+            CloseReason::Overflow => "overflow",
+            CloseReason::Discarded => "discarded",
+            CloseReason::PoolClosed => "pool_closed",
+        }
+    }
+}
+
 /// Counters since the pool was created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct PoolMetrics {

@@ -65,11 +65,15 @@ use std::fmt;
 use super::lexer::{tokenize, Token, TokenKind};
 
 /// What a statement (or a string of statements) does, as far as its text
-/// proves; made by [`classify`]. Copy, two bytes.
+/// proves, and the leading keyword of its first statement; made by
+/// [`classify`]. Copy.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct StatementClass {
     /// A set of the `StatementClass::*` flag constants.
     bits: u16,
+    /// The first statement's leading keyword, when it is one this module
+    /// knows: its place in [`LEADING_KEYWORDS`] (list and index), or 0.
+    operation: u8,
 }
 
 impl StatementClass {
@@ -196,6 +200,24 @@ impl StatementClass {
     pub(crate) fn calls_functions(self) -> bool {
         self.has(Self::CALLS_FUNCTIONS)
     }
+
+    /// The leading keyword of the first statement in upper case (`SELECT`,
+    /// `INSERT`, `CREATE`, `EXPLAIN`, `BEGIN`, ...), when it is one this
+    /// module knows: what tracing and metrics call the operation. Never any
+    /// other part of the text.
+    pub(crate) fn operation(self) -> Option<&'static str> {
+        let list = usize::from(self.operation >> 5).checked_sub(1)?;
+        LEADING_KEYWORDS[list]
+            .get(usize::from(self.operation & 31))
+            .copied()
+    }
+
+    /// A number for [`operation`](Self::operation), the same for every
+    /// statement with that leading keyword and 0 for none: an index for
+    /// tables kept per operation.
+    pub(crate) fn operation_id(self) -> u8 {
+        self.operation
+    }
 }
 
 impl fmt::Debug for StatementClass {
@@ -209,6 +231,7 @@ impl fmt::Debug for StatementClass {
             .field("shareable", &self.is_shareable())
             .field("read_only", &self.is_read_only())
             .field("calls_functions", &self.calls_functions())
+            .field("operation", &self.operation())
             .finish()
     }
 }
@@ -223,6 +246,7 @@ pub(crate) fn classify(sql: &str) -> StatementClass {
     classifier.end_statement();
     StatementClass {
         bits: classifier.bits,
+        operation: classifier.operation,
     }
 }
 
@@ -283,6 +307,30 @@ const OWN_CONNECTION_STATEMENTS: &[&str] = &[
     "SECURITY",
     "REASSIGN",
 ];
+
+/// Leading keywords that need the words after them to be classified.
+const HEADER_STATEMENTS: &[&str] = &["CREATE", "SET", "PREPARE", "EXPLAIN"];
+
+/// Every leading keyword this module knows, by list; each list is shorter than 32, so a
+/// statement's operation fits a byte (see [`StatementClass::operation`]).
+const LEADING_KEYWORDS: [&[&str]; 6] = [
+    READ_STATEMENTS,
+    SHAREABLE_STATEMENTS,
+    TRANSACTION_STATEMENTS,
+    SESSION_STATEMENTS,
+    OWN_CONNECTION_STATEMENTS,
+    HEADER_STATEMENTS,
+];
+/// Places of the lists in [`LEADING_KEYWORDS`].
+const READ: usize = 0;
+/// See [`READ`].
+const SHAREABLE: usize = 1;
+/// See [`READ`].
+const TRANSACTION: usize = 2;
+/// See [`READ`].
+const SESSION: usize = 3;
+/// See [`READ`].
+const OWN_CONNECTION: usize = 4;
 
 /// Keywords that, written directly after `SET`, make it last only until the
 /// end of the transaction.
@@ -552,6 +600,9 @@ struct CallCandidate<'a> {
 struct Classifier<'a> {
     /// Flags gathered so far, over all statements.
     bits: u16,
+    /// The first statement's leading keyword, once known, as stored in
+    /// [`StatementClass`].
+    operation: u8,
     /// The current statement has a significant token.
     in_statement: bool,
     /// Progress through the current statement's leading keywords.
@@ -659,6 +710,7 @@ impl<'a> Classifier<'a> {
         }
         *self = Classifier {
             bits: self.bits,
+            operation: self.operation,
             ..Classifier::default()
         };
     }
@@ -749,33 +801,37 @@ impl<'a> Classifier<'a> {
     /// Classifies a statement by its leading token. Returns true when it is a
     /// keyword this module knows.
     fn leading_keyword(&mut self, token: Token<'a>) -> bool {
-        let flags = if is_any_keyword(token, READ_STATEMENTS) {
-            StatementClass::READ_KIND | StatementClass::SHAREABLE_KIND
-        } else if is_any_keyword(token, SHAREABLE_STATEMENTS) {
-            StatementClass::SHAREABLE_KIND
-        } else if is_any_keyword(token, TRANSACTION_STATEMENTS) {
-            StatementClass::TRANSACTION_CONTROL
-        } else if is_any_keyword(token, SESSION_STATEMENTS) {
-            StatementClass::SESSION_STATE
-        } else if is_any_keyword(token, OWN_CONNECTION_STATEMENTS) {
-            0
-        } else if token.is_keyword("CREATE") {
-            self.header = Header::AfterCreate;
-            0
-        } else if token.is_keyword("SET") {
-            self.header = Header::AfterSet;
-            0
-        } else if token.is_keyword("PREPARE") {
-            self.header = Header::AfterPrepare;
-            0
-        } else if token.is_keyword("EXPLAIN") {
-            self.header = Header::AfterExplain;
-            0
-        } else {
+        let Some((list, index)) = LEADING_KEYWORDS
+            .iter()
+            .enumerate()
+            .find_map(|(list, keywords)| Some((list, matching_index(token, keywords)?)))
+        else {
             // An unknown word, a quoted identifier, a literal, an operator...
             self.bits |= StatementClass::UNRECOGNIZED;
             return false;
         };
+        let flags = match list {
+            READ => StatementClass::READ_KIND | StatementClass::SHAREABLE_KIND,
+            SHAREABLE => StatementClass::SHAREABLE_KIND,
+            TRANSACTION => StatementClass::TRANSACTION_CONTROL,
+            SESSION => StatementClass::SESSION_STATE,
+            OWN_CONNECTION => 0,
+            _ => {
+                self.header = match LEADING_KEYWORDS[list][index] {
+                    "CREATE" => Header::AfterCreate,
+                    "SET" => Header::AfterSet,
+                    "PREPARE" => Header::AfterPrepare,
+                    _ => Header::AfterExplain,
+                };
+                0
+            }
+        };
+        // Only the first statement's; the explained statement of `EXPLAIN` comes here too, and
+        // the operation stays `EXPLAIN`.
+        if self.operation == 0 && self.bits & StatementClass::MULTIPLE_STATEMENTS == 0 {
+            // Lists and indexes are below 8 and 32 (see `LEADING_KEYWORDS`).
+            self.operation = ((list as u8 + 1) << 5) | index as u8;
+        }
         self.bits |= flags;
         true
     }
@@ -956,7 +1012,17 @@ fn is_sorted_keyword(token: Token<'_>, sorted_keywords: &[&str]) -> bool {
 
 /// Whether `token` is the unquoted word of one of `keywords`.
 fn is_any_keyword(token: Token<'_>, keywords: &[&str]) -> bool {
-    token.kind == TokenKind::Word && keywords.iter().any(|k| token.text.eq_ignore_ascii_case(k))
+    matching_index(token, keywords).is_some()
+}
+
+/// Where `token` is (in any case) in `keywords`, if it is one of them.
+fn matching_index(token: Token<'_>, keywords: &[&str]) -> Option<usize> {
+    if token.kind != TokenKind::Word {
+        return None;
+    }
+    keywords
+        .iter()
+        .position(|k| token.text.eq_ignore_ascii_case(k))
 }
 
 #[cfg(test)]
@@ -964,6 +1030,32 @@ mod tests {
     use super::super::rewrite::rewrite;
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn operation_is_the_first_statements_leading_keyword_in_upper_case() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("select 1", Some("SELECT")),
+            ("  /* c */ (SELECT 1) UNION SELECT 2", Some("SELECT")),
+            (
+                "WITH t AS (DELETE FROM x RETURNING *) SELECT * FROM t",
+                Some("WITH"),
+            ),
+            ("insert into t values ($1)", Some("INSERT")),
+            ("Update t set a = 1", Some("UPDATE")),
+            ("create temp table t (a int)", Some("CREATE")),
+            ("SET LOCAL statement_timeout = 5", Some("SET")),
+            ("EXPLAIN ANALYZE DELETE FROM t", Some("EXPLAIN")),
+            ("begin; select 1", Some("BEGIN")),
+            ("vacuum t", Some("VACUUM")),
+            ("COPY t FROM STDIN", Some("COPY")),
+            ("frobnicate; SELECT 1", None),
+            ("\"select\" 1", None),
+            ("", None),
+        ];
+        for (sql, expected) in cases {
+            assert_eq!(classify(sql).operation(), *expected, "{sql}");
+        }
+    }
 
     /// Asserts `check` for every statement in `sqls`, naming the failing one.
     fn assert_all(sqls: &[&str], what: &str, check: impl Fn(StatementClass) -> bool) {
@@ -1576,8 +1668,15 @@ mod tests {
     }
 
     #[test]
-    fn the_class_is_two_bytes() {
-        assert_eq!(std::mem::size_of::<StatementClass>(), 2);
+    fn the_class_is_four_bytes() {
+        assert_eq!(std::mem::size_of::<StatementClass>(), 4);
+    }
+
+    #[test]
+    fn every_leading_keyword_list_fits_the_operation_byte() {
+        for list in LEADING_KEYWORDS {
+            assert!(list.len() < 32, "{list:?}");
+        }
     }
 
     // ---- PostgreSQL's regression statements ----
