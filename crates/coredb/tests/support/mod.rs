@@ -4,3 +4,4 @@
 
 pub mod log_capture;
 pub mod proxy;
+pub mod span_capture;
