@@ -2,6 +2,8 @@
 //! served by `axum::serve` on a local port and driven over real HTTP/1.1 connections, each test
 //! on a database of its own.
 
+mod support;
+
 // The example's modules, compiled here as they are: one copy of the code. The example's
 // `main` uses an item these tests do not (`app::shutdown_signal`).
 #[path = "../examples/prepaid"]
@@ -12,6 +14,7 @@ mod prepaid {
     pub mod ledger;
     pub mod models;
     pub mod routes;
+    pub mod telemetry;
 }
 
 use std::net::SocketAddr;
@@ -882,4 +885,153 @@ async fn health_is_503_within_the_connect_timeout_when_the_database_is_stopped()
         .expect("the service stops without its database")
         .unwrap()
         .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics and traces.
+
+#[tokio::test]
+async fn metrics_route_answers_prometheus_text_with_pool_gauges_and_statement_histogram() {
+    // Before the database: its pool registers its instruments with this recorder.
+    prepaid::telemetry::prometheus();
+    let db = TestDatabase::with_config(|b| b.pool_size(4).max_overflow(3))
+        .await
+        .unwrap();
+    let service = Service::start(db.manager().clone()).await;
+    let created = service
+        .post(
+            "/users",
+            json!({ "name": "Grace", "email": "grace@example.com" }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+
+    let reply = service.get("/metrics").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let content_type = reply.headers[header::CONTENT_TYPE].to_str().unwrap();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    let text = reply.body.as_str().expect("text, not JSON");
+    let config = db.config();
+    let pool = format!(
+        "db_client_connection_pool_name=\"{}:{}/{}\"",
+        config.hosts()[0],
+        config.ports()[0],
+        db.name()
+    );
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix) && l.contains(&pool))
+            .unwrap_or_else(|| panic!("no {prefix} line for {pool} in:\n{text}"))
+            .to_owned()
+    };
+    assert!(line("db_client_connection_max{").ends_with(" 7"));
+    assert!(line("db_client_connection_idle_max{").ends_with(" 4"));
+    let idle = line("db_client_connection_count{");
+    assert!(idle.contains("db_client_connection_state="), "{idle}");
+    assert!(line("db_client_connection_pending_requests{").ends_with(" 0"));
+    assert!(
+        line("coredb_connections_opened_total{").ends_with(" 1")
+            || db.manager().metrics().created > 1
+    );
+    line("db_client_connection_wait_time_seconds_bucket{");
+
+    let namespace = format!("db_namespace=\"{}\"", db.name());
+    let inserts: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("db_client_operation_duration_seconds_bucket{")
+                && l.contains(&namespace)
+                && l.contains("db_operation_name=\"INSERT\"")
+                && l.contains("db_system_name=\"postgresql\"")
+        })
+        .collect();
+    assert!(!inserts.is_empty(), "an INSERT histogram in:\n{text}");
+    assert!(
+        inserts
+            .iter()
+            .any(|l| l.contains("le=\"+Inf\"") && !l.ends_with(" 0")),
+        "{inserts:?}"
+    );
+    assert!(text.contains("# TYPE db_client_operation_duration_seconds histogram"));
+    assert!(!text.contains("grace@example.com"), "no value in metrics");
+}
+
+#[tokio::test]
+async fn spans_reach_opentelemetry_as_client_spans_named_after_their_operation() {
+    use opentelemetry::trace::SpanKind;
+    use opentelemetry_sdk::trace::InMemorySpanExporter;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let exporter = InMemorySpanExporter::default();
+    let provider = prepaid::telemetry::tracer_provider(exporter.clone());
+    let subscriber = tracing_subscriber::registry().with(prepaid::telemetry::otel_layer(&provider));
+    // The test's runtime runs the service's tasks on this thread too.
+    let _guard = support::span_capture::set_default(subscriber);
+
+    let db = database().await;
+    let service = Service::start(db.manager().clone()).await;
+    let created = service
+        .post(
+            "/users",
+            json!({ "name": "Katherine", "email": "katherine@example.com" }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    provider.force_flush().unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+
+    let attribute = |span: &opentelemetry_sdk::trace::SpanData, key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.as_str().into_owned())
+    };
+    let insert = spans
+        .iter()
+        .find(|s| {
+            s.name == "INSERT"
+                && attribute(s, "db.query.text")
+                    .is_some_and(|q| q.starts_with("INSERT INTO") && q.contains("users"))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "an INSERT span among {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(insert.span_kind, SpanKind::Client);
+    assert_eq!(
+        attribute(insert, "db.system.name").as_deref(),
+        Some("postgresql")
+    );
+    assert_eq!(
+        attribute(insert, "db.namespace").as_deref(),
+        Some(db.name())
+    );
+    assert_eq!(
+        attribute(insert, "db.operation.name").as_deref(),
+        Some("INSERT")
+    );
+    assert_eq!(
+        attribute(insert, "db.response.returned_rows").as_deref(),
+        Some("1")
+    );
+
+    let transaction = spans
+        .iter()
+        .find(|s| s.span_context.span_id() == insert.parent_span_id)
+        .expect("the INSERT's parent span");
+    assert_eq!(transaction.name, "transaction");
+    assert_eq!(
+        attribute(transaction, "coredb.outcome").as_deref(),
+        Some("committed")
+    );
+
+    let everything = format!("{spans:?}");
+    assert!(
+        !everything.contains("katherine@example.com"),
+        "no value in any span"
+    );
+    assert!(!everything.contains("Katherine"), "no value in any span");
+    let _ = provider.shutdown();
 }

@@ -40,7 +40,7 @@ struct Capture {
 impl Capture {
     fn install() -> Self {
         let spans = Spans::default();
-        let subscriber = tracing::subscriber::set_default(spans.subscriber());
+        let subscriber = support::span_capture::set_default(spans.subscriber());
         let recorder: &'static DebuggingRecorder = Box::leak(Box::new(DebuggingRecorder::new()));
         let snapshotter = recorder.snapshotter();
         let guard = metrics::set_default_local_recorder(recorder);

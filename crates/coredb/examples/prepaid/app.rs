@@ -9,7 +9,7 @@ use coredb::axum::TxLayer;
 use coredb::{model, DatabaseManager, Executor};
 use tokio::net::TcpListener;
 
-use super::routes;
+use super::{routes, telemetry};
 
 /// The routes, before the transaction layer and the state are added.
 pub fn router() -> Router<DatabaseManager> {
@@ -24,6 +24,7 @@ pub fn router() -> Router<DatabaseManager> {
         .route("/accounts/{id}/topups", post(routes::top_up))
         .route("/accounts/{id}/purchases", post(routes::purchase))
         .route("/health", get(coredb::axum::health))
+        .route("/metrics", get(telemetry::metrics))
 }
 
 /// `routes` with a transaction per request (`TxLayer`) and the manager as state.

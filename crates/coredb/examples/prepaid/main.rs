@@ -9,12 +9,17 @@
 //! a throwaway PostgreSQL of its own and removes it on exit. Listens on `PREPAID_ADDR`
 //! (default 127.0.0.1:8080, or a free port when that one is taken). Ctrl-C or SIGTERM stops
 //! it gracefully: requests in flight finish, then the pool closes.
+//!
+//! `GET /metrics` answers coredb's pool and statement metrics in Prometheus' text format. With
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` set (e.g. `http://localhost:4318`), spans go to that
+//! OpenTelemetry collector over OTLP/HTTP: one per statement, transaction and checkout.
 
 mod app;
 mod error;
 mod ledger;
 mod models;
 mod routes;
+mod telemetry;
 
 use std::net::SocketAddr;
 
@@ -24,11 +29,25 @@ const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+
+    // The OTLP exporter's HTTP client blocks: it is built off the runtime's threads.
+    let otlp = tokio::task::spawn_blocking(telemetry::otlp_from_env)
+        .await?
+        .map_err(|e| e as Box<dyn std::error::Error>)?;
+    let log_filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_filter(log_filter))
+        .with(otlp.as_ref().map(|provider| {
+            telemetry::otel_layer(provider)
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+        }))
         .init();
+    // Before the database: its pool registers its metrics with the recorder installed now.
+    telemetry::prometheus();
 
     // Starting an embedded server blocks (initdb copy, waiting for readiness).
     let (config, embedded) =
@@ -52,7 +71,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "try: curl -s -X POST http://{addr}/users -H 'content-type: application/json' -d '{{\"name\":\"Ada\",\"email\":\"ada@example.com\"}}'"
     );
-    println!("(the README lists every route; Ctrl-C stops the service)");
+    println!("(the README lists every route; GET /metrics has the pool and statement metrics; Ctrl-C stops the service)");
 
     app::serve(listener, app::app(db.clone()), db, async {
         app::shutdown_signal().await;
@@ -60,6 +79,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .await?;
     lifespan.shutdown().await;
+    if let Some(provider) = otlp {
+        // Sends the spans still queued.
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
     // Stops and deletes the embedded server, if one was started.
     drop(embedded);
     println!("stopped");

@@ -133,3 +133,16 @@ where
         });
     }
 }
+
+/// Makes `subscriber` this thread's default, like `tracing::subscriber::set_default`, in a way
+/// that also works for spans first met on another thread.
+///
+/// `tracing` decides once per call site whether anyone listens. While a single dispatcher
+/// exists, a call site first met on a thread without a subscriber (coredb's test harness
+/// creates databases on a thread of its own) is decided against for good. With a second
+/// dispatcher alive, every registered one is asked instead.
+pub fn set_default(subscriber: impl Subscriber + Send + Sync) -> tracing::subscriber::DefaultGuard {
+    static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+    SECOND.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+    tracing::subscriber::set_default(subscriber)
+}
