@@ -18,6 +18,7 @@ mod alloc_counter;
 mod contenders;
 mod machine;
 mod measure;
+mod observed;
 mod options;
 mod pgbench;
 mod report;

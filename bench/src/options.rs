@@ -12,14 +12,14 @@ usage: coredb-bench [--quick] [--out PATH] [--reps N] [--only LIST]
   --out PATH  where to write the Markdown report (full run default: docs/benchmarks.md
               in the workspace)
   --reps N    repetitions per measurement (full default 5, quick default 1)
-  --only LIST scenarios to run, e.g. 2,3 (default: 1,2,3,4,5)
+  --only LIST scenarios to run, e.g. 2,3 (default: 1,2,3,4,5,6)
 
 The server is the one configured by DATABASE_URL or POSTGRES_HOST (environment or .env) when
 set, else a throwaway embedded server. pgbench is looked up in PATH and in
 /usr/lib/postgresql/*/bin; without it, the pgbench columns read n/a.";
 
 /// The scenarios, by number.
-pub const ALL_SCENARIOS: [u8; 5] = [1, 2, 3, 4, 5];
+pub const ALL_SCENARIOS: [u8; 6] = [1, 2, 3, 4, 5, 6];
 
 /// What to do.
 pub enum Command {
@@ -40,7 +40,7 @@ pub struct Options {
     pub out: Option<PathBuf>,
     /// Sizes and durations.
     pub budget: Budget,
-    /// Scenarios to run (1 to 5).
+    /// Scenarios to run (1 to 6).
     pub only: Vec<u8>,
 }
 
@@ -137,7 +137,7 @@ impl Options {
                                 .parse::<u8>()
                                 .ok()
                                 .filter(|n| ALL_SCENARIOS.contains(n))
-                                .ok_or_else(|| format!("--only {list}: scenarios are 1 to 5"))
+                                .ok_or_else(|| format!("--only {list}: scenarios are 1 to 6"))
                         })
                         .collect::<Result<_, _>>()?;
                 }

@@ -18,9 +18,9 @@ use crate::server::Target;
 use crate::Result;
 
 /// Tasks issuing statements.
-const TASKS: usize = 64;
+pub const TASKS: usize = 64;
 /// Connections of every pool (and shared tokio-postgres clients).
-const CONNECTIONS: usize = 16;
+pub const CONNECTIONS: usize = 16;
 /// pgbench clients, each pipelining [`PIPELINE_DEPTH`] statements.
 const PGBENCH_CLIENTS: usize = 4;
 
@@ -94,6 +94,27 @@ enum Contender {
     Pgbench,
 }
 
+/// Measures coredb's autocommit `call` on a pool of its own, opened and closed here.
+async fn measure_coredb(target: &Target, call: CoredbCall, budget: &Budget) -> Result<f64> {
+    let db = target.coredb(CONNECTIONS)?;
+    let rate = measure_workload(
+        Autocommit {
+            db: db.clone(),
+            call,
+        },
+        budget,
+    )
+    .await;
+    db.close().await;
+    rate
+}
+
+/// Measures `db.execute_raw_sql("SELECT 1", ())` from [`TASKS`] tasks on a pool of
+/// [`CONNECTIONS`], as this scenario does.
+pub async fn measure_raw_sql(target: &Target, budget: &Budget) -> Result<f64> {
+    measure_coredb(target, CoredbCall::ExecuteRawSql, budget).await
+}
+
 async fn measure_workload<W: Workload>(work: W, budget: &Budget) -> Result<f64> {
     let work = Arc::new(work);
     throughput(&work, TASKS, Until::Elapsed(budget.warmup)).await?;
@@ -127,19 +148,7 @@ pub async fn run(budget: &Budget, target: &Target, pgbench: Option<&Pgbench>) ->
         );
         for (index, contender) in rotated(&contenders, rep) {
             let rate = match (contender, pgbench) {
-                (Contender::Coredb(call), _) => {
-                    let db = target.coredb(CONNECTIONS)?;
-                    let rate = measure_workload(
-                        Autocommit {
-                            db: db.clone(),
-                            call,
-                        },
-                        budget,
-                    )
-                    .await;
-                    db.close().await;
-                    rate?
-                }
+                (Contender::Coredb(call), _) => measure_coredb(target, call, budget).await?,
                 (Contender::Pool(pooler), _) => {
                     measure_pool(pooler, target, CONNECTIONS, TASKS, budget).await?
                 }

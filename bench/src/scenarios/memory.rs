@@ -148,7 +148,7 @@ async fn probe_child(target: &Target, pooler: Pooler, connections: usize) -> Res
 }
 
 /// Allocations and bytes per query of `SELECT 1` run `count` times in a row by one task.
-async fn allocations_per_query(query: &Query, count: u64) -> Result<(f64, f64)> {
+pub async fn allocations_per_query(query: &Query, count: u64) -> Result<(f64, f64)> {
     for _ in 0..100 {
         query.once().await?;
     }
@@ -164,7 +164,7 @@ async fn allocations_per_query(query: &Query, count: u64) -> Result<(f64, f64)> 
 }
 
 /// One simple query, as each contender runs it.
-enum Query {
+pub enum Query {
     /// Checkout + `SELECT 1` (S2's unit of work).
     Pool(PgPool),
     /// `db.execute_raw_sql("SELECT 1", ())`.
@@ -189,7 +189,8 @@ impl Query {
         }
     }
 
-    async fn close(self) {
+    /// Closes what the query ran on.
+    pub async fn close(self) {
         match self {
             Query::Pool(pool) => pool.close().await,
             Query::CoredbRawSql(db) => {

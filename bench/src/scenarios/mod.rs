@@ -1,10 +1,11 @@
-//! The five scenarios, each in its own module, each returning one table of the report.
+//! The six scenarios, each in its own module, each returning one table of the report.
 
 pub mod autocommit;
 pub mod checkout_query;
 pub mod memory;
 pub mod pool_overhead;
 pub mod rows_inserts;
+pub mod telemetry;
 
 use crate::options::Options;
 use crate::pgbench::Pgbench;
@@ -40,7 +41,11 @@ pub async fn run_all(options: &Options, target: &Target) -> Result<Vec<Table>> {
             2 => checkout_query::run(budget, target, pgbench.as_ref()).await?,
             3 => autocommit::run(budget, target, pgbench.as_ref()).await?,
             4 => rows_inserts::run(budget, target).await?,
-            _ => memory::run(budget, target).await?,
+            5 => memory::run(budget, target).await?,
+            _ => {
+                tables.extend(telemetry::run(budget, target).await?);
+                continue;
+            }
         });
     }
     Ok(tables)
