@@ -57,7 +57,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio_postgres::error::SqlState;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::exec::{Reply, Returns};
+use crate::exec::{Reply, Returns, Streaming};
 use crate::health::HealthReport;
 use crate::manager::DatabaseManager;
 use crate::params::ParamList;
@@ -243,6 +243,14 @@ impl sealed::Sealed for Tx {
         want: Returns,
     ) -> impl Future<Output = Result<Reply>> + Send + 'a {
         self.run(sql, params, want)
+    }
+
+    async fn start_stream<'a, 'p>(
+        &'a mut self,
+        sql: &'p str,
+        params: ParamList<'p>,
+    ) -> Result<Streaming<'a>> {
+        self.session().await?.start_stream(sql, params).await
     }
 }
 

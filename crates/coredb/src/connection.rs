@@ -8,7 +8,7 @@ use tokio_postgres::NoTls;
 
 use crate::conn::{Disposal, Event, PgConn, PgManager};
 use crate::error::Result;
-use crate::exec::{self, Context, Reply, Returns};
+use crate::exec::{self, Context, Reply, Returns, Streaming};
 use crate::params::ParamList;
 use crate::pool::{Pool, Pooled};
 use crate::query::{sealed, Executor};
@@ -74,8 +74,13 @@ impl Connection {
     }
 
     /// The connection and its context, borrowed together.
-    pub(crate) fn parts(&mut self) -> (&mut PgConn, &Context) {
+    pub(crate) fn parts(&mut self) -> (&mut PgConn, &Arc<Context>) {
         (self.pooled.as_mut().expect("set until drop"), &self.context)
+    }
+
+    /// The connection, shared.
+    pub(crate) fn pg_ref(&self) -> &PgConn {
+        self.pooled.as_ref().expect("set until drop")
     }
 
     pub(crate) fn pg(&mut self) -> &mut PgConn {
@@ -133,6 +138,16 @@ impl sealed::Sealed for Connection {
         want: Returns,
     ) -> impl Future<Output = Result<Reply>> + Send + 'a {
         self.run(sql, params, want)
+    }
+
+    async fn start_stream<'a, 'p>(
+        &'a mut self,
+        sql: &'p str,
+        params: ParamList<'p>,
+    ) -> Result<Streaming<'a>> {
+        let context = Arc::clone(&self.context);
+        let bound = context.bind(sql, params)?;
+        exec::stream(Box::new(self.pg()), Arc::clone(&context), &bound, None).await
     }
 }
 

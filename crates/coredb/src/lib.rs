@@ -88,7 +88,7 @@ pub use global::{
 pub use health::{HealthReport, HealthStatus};
 pub use manager::{DatabaseManager, Engine, TestScope};
 pub use params::{NamedParams, ParamList, Params, SqlParam};
-pub use query::Executor;
+pub use query::{Executor, RowStream};
 pub use retry::{Backoff, RetryPolicy, TransientError};
 pub use row::{ColumnIndex, FromRow, Row};
 pub use session::{IsolationLevel, Savepoint, Session, SessionOptions};

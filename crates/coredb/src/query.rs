@@ -3,11 +3,15 @@
 //! methods in autocommit.
 
 use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use futures_util::Stream;
 use postgres_types::FromSqlOwned;
 
 use crate::error::Result;
-use crate::exec::Returns;
+use crate::exec::{Returns, Streaming};
 use crate::params::Params;
 use crate::row::{FromRow, Row};
 
@@ -18,10 +22,10 @@ pub(crate) mod sealed {
     use std::future::Future;
 
     use crate::error::Result;
-    use crate::exec::{Reply, Returns};
+    use crate::exec::{Reply, Returns, Streaming};
     use crate::params::ParamList;
 
-    /// The one method every executor implements; [`Executor`](super::Executor)'s are built on it.
+    /// The methods every executor implements; [`Executor`](super::Executor)'s are built on them.
     pub trait Sealed {
         /// Runs one statement.
         fn run_statement<'a>(
@@ -30,6 +34,13 @@ pub(crate) mod sealed {
             params: ParamList<'a>,
             want: Returns,
         ) -> impl Future<Output = Result<Reply>> + Send + 'a;
+
+        /// Sends one statement whose rows are read as they arrive.
+        fn start_stream<'a, 'p>(
+            &'a mut self,
+            sql: &'p str,
+            params: ParamList<'p>,
+        ) -> impl Future<Output = Result<Streaming<'a>>> + Send;
     }
 }
 
@@ -186,5 +197,84 @@ pub trait Executor: sealed::Sealed + Send {
             let list = params.param_list();
             self.run_statement(sql, list, Returns::Rows).await?.scalar()
         }
+    }
+
+    /// Runs a query and yields its rows as `T` as they arrive, so a result of any size is
+    /// read in bounded memory: the connection reads from the server only as fast as the
+    /// stream is polled.
+    ///
+    /// The executor stays borrowed until the stream is dropped. A stream read to its end
+    /// leaves the connection as any statement does. One dropped half-way leaves the rest of
+    /// the reply to be discarded: the next statement on the same connection (or session)
+    /// waits until the server has sent it. A [`Connection`](crate::Connection) dropped then is
+    /// closed and its statement cancelled on the server, never pooled with unread rows;
+    /// [`DatabaseManager::stream`](crate::DatabaseManager::stream) does that at once.
+    ///
+    /// ```no_run
+    /// use futures_util::TryStreamExt as _;
+    /// use coredb::Executor;
+    ///
+    /// # async fn demo(db: coredb::DatabaseManager) -> coredb::Result<()> {
+    /// let mut session = db.session().await?;
+    /// let mut events = session
+    ///     .stream::<(i64, String), _>("SELECT id, kind FROM events ORDER BY id", ())
+    ///     .await?;
+    /// while let Some((id, kind)) = events.try_next().await? {
+    ///     println!("{id} {kind}");
+    /// }
+    /// # drop(events); session.commit().await }
+    /// ```
+    ///
+    /// # Errors
+    /// The future fails as [`query`](Self::query) does before any row; the stream yields the
+    /// error of a row that cannot become a `T`, or of a statement that fails half-way (in a
+    /// session, that aborts the transaction as any failed statement does).
+    ///
+    /// # Cancel safety
+    /// As [`query`](Self::query) for the future; dropping the stream is described above.
+    fn stream<'a, T: FromRow, P: Params + 'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: P,
+    ) -> impl Future<Output = Result<RowStream<'a, T>>> + Send + 'a {
+        async move {
+            let list = params.param_list();
+            let rows = self.start_stream(sql, list).await?;
+            Ok(RowStream::new(rows))
+        }
+    }
+}
+
+/// The rows of a query as `T`, read as they arrive: what [`Executor::stream`] and
+/// [`DatabaseManager::stream`](crate::DatabaseManager::stream) return. A
+/// [`Stream`](futures_util::Stream) of `Result<T>`; it ends after the last row or the first
+/// error.
+pub struct RowStream<'a, T> {
+    rows: Streaming<'a>,
+    _rows_of: PhantomData<fn() -> T>,
+}
+
+impl<'a, T> RowStream<'a, T> {
+    pub(crate) fn new(rows: Streaming<'a>) -> Self {
+        RowStream {
+            rows,
+            _rows_of: PhantomData,
+        }
+    }
+}
+
+impl<T: FromRow> Stream for RowStream<'_, T> {
+    type Item = Result<T>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<T>>> {
+        Pin::new(&mut self.rows)
+            .poll_next(cx)
+            .map(|row| row.map(|row| row.and_then(T::from_owned_row)))
+    }
+}
+
+impl<T> std::fmt::Debug for RowStream<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowStream").finish_non_exhaustive()
     }
 }

@@ -6,12 +6,13 @@ use std::future::Future;
 use tokio_postgres::error::SqlState;
 use tracing::Instrument as _;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::conn::Event;
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
-use crate::exec::{Outcome, Reply, Returns, WitnessReply};
+use crate::exec::{self, OnError, Outcome, Reply, Returns, Streaming, WitnessReply};
 
 /// How often it asks while the server still has the transaction in progress.
 const RESOLVE_POLL: Duration = Duration::from_millis(100);
@@ -344,16 +345,40 @@ impl Session {
     }
 
     fn record_failure(&mut self, err: &Error) {
-        // Only errors the server raised abort its transaction; parameter and decode errors
-        // happen on this side.
-        if err.code().is_some() || err.kind() == ErrorKind::ConnectionLost {
-            if self.failed_at.is_none_or(|level| self.depth < level) {
-                self.failed_at = Some(self.depth);
-            }
-            if self.first_failure.is_none() {
-                self.first_failure = Some(err.to_string());
-            }
-        }
+        note_failure(
+            &mut self.failed_at,
+            &mut self.first_failure,
+            self.depth,
+            err,
+        );
+    }
+
+    /// Sends a statement whose rows are read as they arrive; an error the server sends
+    /// half-way is recorded like any failed statement's.
+    async fn start_stream<'a>(
+        &'a mut self,
+        sql: &str,
+        params: ParamList<'_>,
+    ) -> Result<Streaming<'a>> {
+        self.apply_pending_rollback().await?;
+        self.check_not_aborted()?;
+        let span = self.span.clone();
+        let depth = self.depth;
+        let Session {
+            conn,
+            failed_at,
+            first_failure,
+            ..
+        } = self;
+        let on_error: OnError<'a> = Box::new(move |err: &Error| {
+            note_failure(failed_at, first_failure, depth, err);
+        });
+        let (pg, context) = conn.parts();
+        let context = Arc::clone(context);
+        let bound = context.bind(sql, params)?;
+        exec::stream(Box::new(pg), Arc::clone(&context), &bound, Some(on_error))
+            .instrument(span)
+            .await
     }
 
     async fn apply_pending_rollback(&mut self) -> Result<()> {
@@ -404,6 +429,24 @@ impl Drop for Session {
     }
 }
 
+/// Records that a statement failed at savepoint level `depth`: only errors the server raised
+/// abort its transaction (parameter and decode errors happen on this side).
+fn note_failure(
+    failed_at: &mut Option<u32>,
+    first_failure: &mut Option<String>,
+    depth: u32,
+    err: &Error,
+) {
+    if err.code().is_some() || err.kind() == ErrorKind::ConnectionLost {
+        if failed_at.is_none_or(|level| depth < level) {
+            *failed_at = Some(depth);
+        }
+        if first_failure.is_none() {
+            *first_failure = Some(err.to_string());
+        }
+    }
+}
+
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
@@ -424,6 +467,14 @@ impl sealed::Sealed for Session {
         want: Returns,
     ) -> impl Future<Output = Result<Reply>> + Send + 'a {
         self.run(sql, params, want)
+    }
+
+    fn start_stream<'a, 'p>(
+        &'a mut self,
+        sql: &'p str,
+        params: ParamList<'p>,
+    ) -> impl Future<Output = Result<Streaming<'a>>> + Send {
+        Session::start_stream(self, sql, params)
     }
 }
 
@@ -518,6 +569,14 @@ impl sealed::Sealed for Savepoint<'_> {
         want: Returns,
     ) -> impl Future<Output = Result<Reply>> + Send + 'a {
         self.session.run(sql, params, want)
+    }
+
+    fn start_stream<'a, 'p>(
+        &'a mut self,
+        sql: &'p str,
+        params: ParamList<'p>,
+    ) -> impl Future<Output = Result<Streaming<'a>>> + Send {
+        self.session.start_stream(sql, params)
     }
 }
 

@@ -11,6 +11,7 @@ mod commit;
 mod copy;
 mod encode;
 mod param_types;
+mod stream;
 
 use std::future::Future;
 use std::pin::pin;
@@ -30,6 +31,8 @@ use crate::telemetry::{self, StatementInstruments, Target};
 pub(crate) use commit::{commit, outcome, Outcome, WitnessReply};
 pub(crate) use copy::copy_in;
 pub(crate) use encode::{encode, Encoded};
+pub use stream::Streaming;
+pub(crate) use stream::{stream, OnError};
 
 /// What every statement of one database shares: the settings of the path, the cache of
 /// `:name` rewrites, and the instruments that report statements. Connections and the pipeline
@@ -217,10 +220,17 @@ pub(crate) async fn reset_session(conn: &mut PgConn) -> Result<()> {
 fn settled<T>(result: &Result<T>) -> Event {
     match result {
         Ok(_) => Event::Replied,
+        Err(e) => after_error(e),
+    }
+}
+
+/// The event that ends a request that failed with `err`.
+fn after_error(err: &Error) -> Event {
+    match err.kind() {
         // Cut off by the guard: the server may still be running it.
-        Err(e) if e.kind() == ErrorKind::Timeout => Event::Abandoned,
-        Err(e) if e.kind() == ErrorKind::ConnectionLost => Event::Lost,
-        Err(_) => Event::Replied,
+        ErrorKind::Timeout => Event::Abandoned,
+        ErrorKind::ConnectionLost => Event::Lost,
+        _ => Event::Replied,
     }
 }
 
@@ -249,36 +259,62 @@ pub(crate) async fn observe(
     .instrument(span));
     let mut work = work;
     let result = work.as_mut().await;
-    let elapsed = started.elapsed();
     let rows = result.as_ref().ok().map(Reply::len);
     let error = result.as_ref().err();
-    context.instruments.record(bound.class, elapsed, error);
-    telemetry::end_statement_span(work.span(), rows, error);
-    if settings.slow_statement.is_some_and(|slow| elapsed >= slow) {
-        slow(context, bound, elapsed, rows, error);
-    }
+    let elapsed = report(
+        context,
+        work.span(),
+        bound.class,
+        bound.text.as_str(),
+        started.elapsed(),
+        rows,
+        error,
+    );
     if settings.echo {
         echo(settings, bound, elapsed, &result);
     }
     result
 }
 
+/// Reports a finished statement: its duration to the metrics, its rows or error to its span,
+/// and a WARN line when it was slow (`POSTGRES_SLOW_STATEMENT_MS`). Returns `elapsed`.
+fn report(
+    context: &Context,
+    span: &tracing::Span,
+    class: crate::sql::StatementClass,
+    text: &str,
+    elapsed: Duration,
+    rows: Option<u64>,
+    error: Option<&Error>,
+) -> Duration {
+    context.instruments.record(class, elapsed, error);
+    telemetry::end_statement_span(span, rows, error);
+    if context
+        .settings
+        .slow_statement
+        .is_some_and(|slow| elapsed >= slow)
+    {
+        slow(context, class, text, elapsed, rows, error);
+    }
+    elapsed
+}
+
 /// Logs a statement over the slow-statement threshold at WARN: its text (never values),
 /// duration and rows, or its error.
 fn slow(
     context: &Context,
-    bound: &Bound<'_, '_>,
+    class: crate::sql::StatementClass,
+    sql: &str,
     elapsed: Duration,
     rows: Option<u64>,
     error: Option<&Error>,
 ) {
     let target = context.target();
-    let operation = telemetry::operation_name(bound.class);
+    let operation = telemetry::operation_name(class);
     target.count(
         telemetry::SLOW_STATEMENTS,
         &[("db.operation.name", operation)],
     );
-    let sql = bound.text.as_str();
     let duration_ms = elapsed.as_secs_f64() * 1000.0;
     let threshold_ms = context
         .settings

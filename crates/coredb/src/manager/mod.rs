@@ -17,7 +17,7 @@ use crate::health::HealthReport;
 use crate::params::{ParamList, Params};
 use crate::pipeline::Pipeline;
 use crate::pool::{Pool, PoolMetrics, PoolOptions, PoolStatus};
-use crate::query::Executor;
+use crate::query::{Executor, RowStream};
 use crate::retry::{RetryPolicy, TransientError};
 use crate::row::{FromRow, Row};
 use crate::session::{Session, SessionOptions};
@@ -503,6 +503,51 @@ impl DatabaseManager {
         }
     }
 
+    /// Like [`Executor::stream`], in autocommit, on a connection of the stream's own: rows are
+    /// decoded as they arrive, in bounded memory, and the connection goes back to the pool
+    /// when the stream is dropped. Dropped before its end, the statement is cancelled on the
+    /// server and the connection closed, never pooled with unread rows.
+    ///
+    /// ```no_run
+    /// use futures_util::TryStreamExt as _;
+    ///
+    /// # async fn demo(db: coredb::DatabaseManager) -> coredb::Result<()> {
+    /// let mut rows = db
+    ///     .stream::<(i64,), _>("SELECT n FROM generate_series(1, 1000000) AS n", ())
+    ///     .await?;
+    /// let mut total = 0;
+    /// while let Some((n,)) = rows.try_next().await? {
+    ///     total += n;
+    /// }
+    /// # let _ = total; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`query`](Self::query) before the first row; the stream yields a decode error or an
+    /// error the server sends half-way.
+    #[track_caller]
+    pub fn stream<'a, T: FromRow, P: Params + 'a>(
+        &'a self,
+        sql: &'a str,
+        params: P,
+    ) -> impl Future<Output = Result<RowStream<'static, T>>> + Send + 'a {
+        let at = Location::caller();
+        async move {
+            let db = &*self.db;
+            // Parameters are checked before a connection is taken.
+            let bound = db.context.bind(sql, params.param_list())?;
+            let conn = self.connection_for(db.pool.options().timeout, at).await?;
+            let rows = crate::exec::stream(
+                Box::new(OwnedConnection(conn)),
+                Arc::clone(&db.context),
+                &bound,
+                None,
+            )
+            .await?;
+            Ok(RowStream::new(rows))
+        }
+    }
+
     /// Like [`Executor::execute`], in autocommit.
     ///
     /// # Cancel safety
@@ -631,6 +676,22 @@ impl DatabaseManager {
             db.pipeline.clear();
             db.pool.close_idle();
         }
+    }
+}
+
+/// A checked-out connection owned by a stream, seen as the connection it holds.
+struct OwnedConnection(Connection);
+
+impl std::ops::Deref for OwnedConnection {
+    type Target = crate::conn::PgConn;
+    fn deref(&self) -> &Self::Target {
+        self.0.pg_ref()
+    }
+}
+
+impl std::ops::DerefMut for OwnedConnection {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.pg()
     }
 }
 

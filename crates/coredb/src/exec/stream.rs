@@ -1,0 +1,180 @@
+//! A statement whose rows are read as they arrive, instead of gathered first.
+//!
+//! The driver hands rows over a channel of one message batch, so a reader that stops pulling
+//! stops the connection from reading the socket: memory stays bounded however big the result.
+//! The connection is marked busy from the moment the statement leaves until its last row (or
+//! its error) is read; a stream dropped half-way leaves it busy, so a connection of the
+//! stream's own is cancelled and closed, never pooled with unread rows, and a shared one (a
+//! session's) answers its next statement only after the driver discarded the rest.
+
+use std::ops::DerefMut;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Instant;
+
+use futures_util::Stream;
+use tracing::Instrument as _;
+
+use super::{after_error, encode, param_types, prepare, query_failed, report, Context};
+use crate::conn::{Event, PgConn};
+use crate::error::{Error, Result};
+use crate::params::{Bound, SqlParam};
+use crate::row::Row;
+use crate::sql::StatementClass;
+
+/// The connection a stream reads from: borrowed (a session's, a checked-out connection's) or
+/// owned (the manager's autocommit stream).
+pub(crate) type Held<'a> = Box<dyn DerefMut<Target = PgConn> + Send + 'a>;
+
+/// Called with an error the server sent mid-stream (a session records it: its transaction is
+/// aborted).
+pub(crate) type OnError<'a> = Box<dyn FnMut(&Error) + Send + 'a>;
+
+/// Rows of one statement as they arrive; see the module doc.
+pub struct Streaming<'a> {
+    conn: Held<'a>,
+    rows: Pin<Box<tokio_postgres::RowStream>>,
+    context: Arc<Context>,
+    class: StatementClass,
+    text: String,
+    span: tracing::Span,
+    started: Instant,
+    count: u64,
+    ended: bool,
+    on_error: Option<OnError<'a>>,
+}
+
+/// Sends `bound` on `conn` and returns its rows as a stream; nothing is read yet.
+///
+/// # Errors
+/// Parameter errors (nothing sent), or the server's error for the statement's first message.
+pub(crate) async fn stream<'a>(
+    mut conn: Held<'a>,
+    context: Arc<Context>,
+    bound: &Bound<'_, '_>,
+    on_error: Option<OnError<'a>>,
+) -> Result<Streaming<'a>> {
+    let leaves_state = !bound.class.is_shareable();
+    conn.on(Event::Sent { leaves_state });
+    let span = crate::telemetry::statement_span(context.target(), bound.class, bound.text.as_str());
+    let started = Instant::now();
+    let rows = start(&conn, bound).instrument(span.clone()).await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(err) => {
+            conn.on(after_error(&err));
+            report(
+                &context,
+                &span,
+                bound.class,
+                bound.text.as_str(),
+                started.elapsed(),
+                None,
+                Some(&err),
+            );
+            return Err(err);
+        }
+    };
+    Ok(Streaming {
+        conn,
+        rows: Box::pin(rows),
+        class: bound.class,
+        text: bound.text.as_str().to_owned(),
+        context,
+        span,
+        started,
+        count: 0,
+        ended: false,
+        on_error,
+    })
+}
+
+/// Prepares (or takes from the cache) and sends the statement; unnamed, in one round trip,
+/// when the cache is off. Values the driver refuses for their parameter's type are sent again
+/// widened, as [`run_on`](super::run_on) does.
+async fn start(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<tokio_postgres::RowStream> {
+    let sql = bound.text.as_str();
+    if !conn.statements.is_enabled() {
+        let types = param_types::infer(&bound.text, &bound.values)?;
+        let typed = bound.values.iter().copied().zip(types);
+        return conn
+            .client
+            .query_typed_raw(sql, typed)
+            .await
+            .map_err(|e| Error::from_driver(e, Some(sql)));
+    }
+    let statement = prepare(conn, bound).await?;
+    let values = bound.values.iter().copied();
+    let result = match conn.client.query_raw(&statement, values).await {
+        Err(err) if encode::is_wrong_type(&err) => {
+            let encoded = encode(&statement, bound).inspect_err(|_| {
+                conn.statements.remove(sql);
+            })?;
+            let values = encoded.iter().map(|v| v as SqlParam<'_>);
+            conn.client.query_raw(&statement, values).await
+        }
+        result => result,
+    };
+    result.map_err(|err| query_failed(conn, err, bound, &statement))
+}
+
+impl Streaming<'_> {
+    /// Records the end of the statement: on the connection, the span and the metrics.
+    fn finish(&mut self, error: Option<&Error>) {
+        self.ended = true;
+        self.conn.on(error.map_or(Event::Replied, after_error));
+        if let (Some(err), Some(on_error)) = (error, self.on_error.as_mut()) {
+            on_error(err);
+        }
+        report(
+            &self.context,
+            &self.span,
+            self.class,
+            &self.text,
+            self.started.elapsed(),
+            Some(self.count),
+            error,
+        );
+    }
+}
+
+impl Stream for Streaming<'_> {
+    type Item = Result<Row>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let polled = {
+            let _in_span = this.span.enter();
+            this.rows.as_mut().poll_next(cx)
+        };
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(row))) => {
+                this.count += 1;
+                Poll::Ready(Some(Ok(Row::from(row))))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                let err = Error::from_driver(err, Some(&this.text));
+                this.finish(Some(&err));
+                Poll::Ready(Some(Err(err)))
+            }
+            Poll::Ready(None) => {
+                this.finish(None);
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl Drop for Streaming<'_> {
+    fn drop(&mut self) {
+        if !self.ended && !self.span.is_disabled() {
+            self.span.record("db.response.returned_rows", self.count);
+            self.span.record("error.type", "abandoned");
+        }
+    }
+}
