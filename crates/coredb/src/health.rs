@@ -45,8 +45,20 @@ pub struct HealthReport {
     pub server_version: Option<String>,
     /// Pool figures at the time of the check.
     pub pool: Option<PoolStatus>,
+    /// The manager's [`Listener`](crate::Listener)s, whose connections are outside the pool.
+    #[serde(default)]
+    pub listeners: Option<ListenerStatus>,
     /// Why the check failed.
     pub error: Option<String>,
+}
+
+/// The listeners of a manager, in its health report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerStatus {
+    /// Listeners not yet dropped.
+    pub open: usize,
+    /// Those whose connection is up (the others are reconnecting).
+    pub connected: usize,
 }
 
 impl HealthReport {
@@ -64,6 +76,7 @@ impl HealthReport {
             latency_ms: None,
             server_version: None,
             pool: None,
+            listeners: None,
             error: Some(error.to_string()),
         }
     }
@@ -82,6 +95,7 @@ impl HealthReport {
             latency_ms: Some(latency.as_secs_f64() * 1000.0),
             server_version: Some(server_version),
             pool: Some(pool),
+            listeners: None,
             error: None,
         }
     }

@@ -42,7 +42,7 @@
 //! manager                         DatabaseManager (= Engine): pools, sessions, autocommit
 //! health                          the health report
 //! session                         transactions and savepoints
-//! connection, pipeline            a checked-out connection; shared autocommit lanes
+//! connection, pipeline, listener  a checked-out connection; shared autocommit lanes; LISTEN
 //! query                           the sealed Executor trait
 //! exec                            runs one bound statement on a connection
 //! conn                            opening connections, TLS, statement cache, state
@@ -64,6 +64,7 @@ mod error;
 mod exec;
 mod global;
 mod health;
+mod listener;
 mod manager;
 #[cfg(feature = "models")]
 pub mod model;
@@ -85,7 +86,8 @@ pub use global::{
     get_database_manager, get_session_context, initialize_database, initialize_database_with,
     DatabaseLifespan,
 };
-pub use health::{HealthReport, HealthStatus};
+pub use health::{HealthReport, HealthStatus, ListenerStatus};
+pub use listener::{Listener, ListenerEvent, Notification};
 pub use manager::{DatabaseManager, Engine, TestScope};
 pub use params::{NamedParams, ParamList, Params, SqlParam};
 pub use query::{Executor, RowStream};

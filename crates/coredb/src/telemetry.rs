@@ -42,6 +42,7 @@
 //! | [`RETRIES`] | counter | `db.namespace`, `coredb.retry` = `transaction` or `read` |
 //! | [`COMMITS_UNKNOWN_OUTCOME`] | counter | `db.namespace` |
 //! | [`SLOW_STATEMENTS`] | counter | `db.namespace`, `db.operation.name` |
+//! | [`LISTENER_RECONNECTS`] | counter | `db.namespace` |
 //!
 //! A Prometheus exporter writes the dots as underscores (`db_client_operation_duration_seconds`).
 
@@ -82,6 +83,8 @@ pub const CONNECT_FAILURES: &str = "coredb.connect.failures";
 pub const RETRIES: &str = "coredb.retries";
 /// Commits whose reply was lost and whose outcome could not be learnt (counter).
 pub const COMMITS_UNKNOWN_OUTCOME: &str = "coredb.commits.unknown_outcome";
+/// Listener connections lost and opened again (counter).
+pub const LISTENER_RECONNECTS: &str = "coredb.listener.reconnects";
 /// Statements over `POSTGRES_SLOW_STATEMENT_MS` (counter).
 pub const SLOW_STATEMENTS: &str = "coredb.statements.slow";
 
@@ -140,6 +143,10 @@ pub(crate) fn describe_metrics() {
     describe_counter!(
         SLOW_STATEMENTS,
         "Statements over the slow-statement threshold"
+    );
+    describe_counter!(
+        LISTENER_RECONNECTS,
+        "Listener connections lost and opened again"
     );
 }
 

@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
 
 use super::{PgConn, StatementCache};
 use crate::config::{DatabaseConfig, Setting};
@@ -18,13 +20,35 @@ pub(crate) struct PgManager {
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
 }
 
-/// Runs a connection's I/O until it ends; a lost connection is worth a warning.
-async fn drive<F>(connection: F)
-where
-    F: std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>>,
+/// Where a connection's notifications (`LISTEN`) go; a pooled connection has none.
+pub(crate) type Notifications = mpsc::UnboundedSender<Notification>;
+
+/// Runs a connection's I/O until it ends, handing notifications to `notifications` (dropped
+/// without one); a lost connection is worth a warning.
+async fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    notifications: Option<Notifications>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
 {
-    if let Err(err) = connection.await {
-        tracing::warn!(target: "coredb", error = %err, "connection to PostgreSQL lost");
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(AsyncMessage::Notification(notification))) => {
+                if let Some(to) = &notifications {
+                    // The listener is gone: its connection has no reader left.
+                    if to.send(notification).is_err() {
+                        return;
+                    }
+                }
+            }
+            Some(Ok(_notice)) => {}
+            Some(Err(err)) => {
+                tracing::warn!(target: "coredb", error = %err, "connection to PostgreSQL lost");
+                return;
+            }
+            None => return,
+        }
     }
 }
 
@@ -53,16 +77,41 @@ impl PgManager {
     }
 
     /// Connects with TLS when configured, and runs the connection on a task of its own.
-    async fn connect(&self) -> std::result::Result<Client, tokio_postgres::Error> {
+    async fn connect(
+        &self,
+        notifications: Option<Notifications>,
+    ) -> std::result::Result<Client, tokio_postgres::Error> {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             let (client, connection) = self.driver.connect(tls.clone()).await?;
-            tokio::spawn(drive(connection));
+            tokio::spawn(drive(connection, notifications));
             return Ok(client);
         }
         let (client, connection) = self.driver.connect(NoTls).await?;
-        tokio::spawn(drive(connection));
+        tokio::spawn(drive(connection, notifications));
         Ok(client)
+    }
+
+    /// Opens a connection within the connect timeout, with an error that says what to check.
+    pub(crate) async fn open(&self, notifications: Option<Notifications>) -> Result<Client> {
+        // The driver applies connect_timeout per host; this guards the whole handshake too.
+        let limit =
+            self.config.connect_timeout * self.config.hosts.len() as u32 + Duration::from_secs(1);
+        match tokio::time::timeout(limit, self.connect(notifications)).await {
+            Ok(Ok(client)) => {
+                tracing::debug!(target: "coredb", target_hosts = %self.target(), "opened connection");
+                Ok(client)
+            }
+            Ok(Err(err)) => Err(self.connect_error(err)),
+            Err(_) => Err(Error::new(
+                ErrorKind::Connect,
+                format!(
+                    "no answer from {} within the connect timeout of {:?} (POSTGRES_CONNECT_TIMEOUT): is the host reachable and the port open?",
+                    self.target(),
+                    self.config.connect_timeout
+                ),
+            )),
+        }
     }
 
     fn target(&self) -> String {
@@ -236,24 +285,7 @@ impl Manage for PgManager {
     }
 
     async fn create(&self) -> Result<PgConn> {
-        // The driver applies connect_timeout per host; this guards the whole handshake too.
-        let limit =
-            self.config.connect_timeout * self.config.hosts.len() as u32 + Duration::from_secs(1);
-        let client = match tokio::time::timeout(limit, self.connect()).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(err)) => return Err(self.connect_error(err)),
-            Err(_) => {
-                return Err(Error::new(
-                    ErrorKind::Connect,
-                    format!(
-                        "no answer from {} within the connect timeout of {:?} (POSTGRES_CONNECT_TIMEOUT): is the host reachable and the port open?",
-                        self.target(),
-                        self.config.connect_timeout
-                    ),
-                ))
-            }
-        };
-        tracing::debug!(target: "coredb", target_hosts = %self.target(), "opened connection");
+        let client = self.open(None).await?;
         Ok(PgConn::new(
             client,
             StatementCache::new(self.config.statement_cache_size),

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::panic::Location;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,8 @@ use crate::conn::PgManager;
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec::{Context, Reply, Returns};
-use crate::health::HealthReport;
+use crate::health::{HealthReport, ListenerStatus};
+use crate::listener::{Listener, ListenerCounts};
 use crate::params::{ParamList, Params};
 use crate::pipeline::Pipeline;
 use crate::pool::{Pool, PoolMetrics, PoolOptions, PoolStatus};
@@ -42,6 +44,8 @@ struct Database {
     pool: Pool<PgManager>,
     context: Arc<Context>,
     pipeline: Pipeline,
+    /// Its listeners, outside the pool.
+    listeners: Arc<ListenerCounts>,
 }
 
 impl Database {
@@ -62,6 +66,7 @@ impl Database {
                 Target::of(&config, replica),
             )),
             pipeline: Pipeline::new(config.pool_size()),
+            listeners: Arc::default(),
             config,
         })
     }
@@ -436,13 +441,19 @@ impl DatabaseManager {
         .await
         .unwrap_or_else(|_| Err(Error::timeout("the health check", limit)));
         let url = self.config().database_url();
-        match outcome {
+        let mut report = match outcome {
             Ok(version) => HealthReport::healthy(url, started.elapsed(), version, self.status()),
             Err(err) => {
                 tracing::warn!(target: "coredb", error = %err, "database health check failed");
                 HealthReport::unhealthy(url, &err, Some(self.status()))
             }
-        }
+        };
+        let counts = &self.db.listeners;
+        report.listeners = Some(ListenerStatus {
+            open: counts.open.load(Ordering::Acquire),
+            connected: counts.connected.load(Ordering::Acquire),
+        });
+        report
     }
 
     /// Runs raw SQL with `:name` (or `$n`) parameters in autocommit and returns the rows
@@ -546,6 +557,39 @@ impl DatabaseManager {
             .await?;
             Ok(RowStream::new(rows))
         }
+    }
+
+    /// A [`Listener`] on a connection of its own, outside the pool (it does not count
+    /// against `pool_size`; the health report lists it): `LISTEN` to channels and read their
+    /// notifications as a stream, across reconnects.
+    ///
+    /// # Errors
+    /// A [`Connect`](ErrorKind::Connect) error when the first connection cannot be opened
+    /// (later losses are reconnected by the listener itself).
+    pub async fn listener(&self) -> Result<Listener> {
+        let db = &*self.db;
+        Listener::start(
+            db.pool.clone(),
+            db.context.target().clone(),
+            Arc::clone(&db.listeners),
+        )
+        .await
+    }
+
+    /// Sends a notification on `channel` with `payload` (`pg_notify`, parameterised), in
+    /// autocommit: listeners receive it at once. Inside a [`Session`], run
+    /// `SELECT pg_notify($1, $2)` instead: it is delivered when the session commits.
+    ///
+    /// # Errors
+    /// The server's error, e.g. for a payload of 8000 bytes or more.
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<()> {
+        self.autocommit(
+            "SELECT pg_notify($1, $2)",
+            (channel, payload).param_list(),
+            Returns::Count,
+        )
+        .await
+        .map(drop)
     }
 
     /// Like [`Executor::execute`], in autocommit.
