@@ -42,6 +42,32 @@
 //! `{"error": "<what happened, in general terms>", "code": "<SQLSTATE or null>"}`: no SQL, no
 //! values, no constraint names unless the application asks for them. An application changes
 //! the table with [`TxLayer::error_responses`].
+//!
+//! # Streaming responses
+//!
+//! [`JsonLines`] writes a query's rows as JSON lines and [`CopyBody`] a `COPY .. TO STDOUT`'s
+//! output (a CSV export, say) into the response as they arrive, without gathering them:
+//!
+//! ```no_run
+//! use axum::extract::State;
+//! use coredb::axum::{CopyBody, JsonLines};
+//! use coredb::{DatabaseManager, RowStream};
+//!
+//! #[derive(serde::Serialize, coredb::FromRow)]
+//! struct Event { id: i64, kind: String }
+//!
+//! async fn events(State(db): State<DatabaseManager>) -> Result<JsonLines<RowStream<'static, Event>>, coredb::Error> {
+//!     Ok(JsonLines(db.stream("SELECT id, kind FROM events ORDER BY id", ()).await?))
+//! }
+//!
+//! async fn export(State(db): State<DatabaseManager>) -> Result<CopyBody, coredb::Error> {
+//!     let csv = db.copy_out("COPY events TO STDOUT WITH (FORMAT csv, HEADER)").await?;
+//!     Ok(CopyBody::csv(csv))
+//! }
+//! ```
+//!
+//! A failure half-way cuts the response short (the client sees an incomplete body, never a
+//! complete-looking one) and is logged at WARN.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -49,6 +75,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use ::axum::body::Body;
 use ::axum::extract::{FromRequestParts, Request, State};
 use ::axum::http::{header, request::Parts, HeaderValue, StatusCode};
 use ::axum::response::{IntoResponse, Response};
@@ -57,13 +84,16 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio_postgres::error::SqlState;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::exec::{Reply, Returns, Streaming};
+use crate::exec::{CopyData, Reply, Returns, Streaming};
 use crate::health::HealthReport;
 use crate::manager::DatabaseManager;
 use crate::params::ParamList;
 use crate::query::sealed::{self, Sealed as _};
-use crate::query::Executor;
+use crate::query::{CopyOutStream, Executor};
 use crate::session::Session;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt as _};
+use serde::Serialize;
 
 tokio::task_local! {
     /// The error responses of the [`TxLayer`] handling the current request. A task-local, not
@@ -249,8 +279,13 @@ impl sealed::Sealed for Tx {
         &'a mut self,
         sql: &'p str,
         params: ParamList<'p>,
+        copy: bool,
     ) -> Result<Streaming<'a>> {
-        self.session().await?.start_stream(sql, params).await
+        self.session().await?.start_stream(sql, params, copy).await
+    }
+
+    async fn copy_in_data<'a>(&'a mut self, sql: &'a str, data: CopyData<'a>) -> Result<u64> {
+        self.session().await?.copy_in_data(sql, data).await
     }
 }
 
@@ -638,4 +673,70 @@ pub async fn health(State(db): State<DatabaseManager>) -> (StatusCode, Json<Heal
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(report))
+}
+
+/// A response whose body is the rows of `S` as JSON lines (`application/x-ndjson`), written as
+/// they arrive; see the [module docs](self#streaming-responses).
+pub struct JsonLines<S>(pub S);
+
+impl<S, T> IntoResponse for JsonLines<S>
+where
+    S: Stream<Item = Result<T>> + Send + 'static,
+    T: Serialize,
+{
+    fn into_response(self) -> Response {
+        let lines = self.0.map(|row| {
+            let mut line = serde_json::to_vec(&row?).map_err(|e| {
+                Error::new(
+                    ErrorKind::Decode,
+                    format!("a row could not be written as JSON: {e}"),
+                )
+            })?;
+            line.push(b'\n');
+            Ok(Bytes::from(line))
+        });
+        streamed("application/x-ndjson", lines)
+    }
+}
+
+/// A response whose body is the output of a `COPY .. TO STDOUT`, written as it arrives; see
+/// the [module docs](self#streaming-responses).
+pub struct CopyBody {
+    data: CopyOutStream<'static>,
+    content_type: &'static str,
+}
+
+impl CopyBody {
+    /// `COPY .. WITH (FORMAT csv)` output, as `text/csv`.
+    pub fn csv(data: CopyOutStream<'static>) -> Self {
+        Self::new(data, "text/csv; charset=utf-8")
+    }
+
+    /// Output of any format, with the given `Content-Type`.
+    pub fn new(data: CopyOutStream<'static>, content_type: &'static str) -> Self {
+        CopyBody { data, content_type }
+    }
+}
+
+impl IntoResponse for CopyBody {
+    fn into_response(self) -> Response {
+        streamed(self.content_type, self.data)
+    }
+}
+
+/// A 200 response streaming `chunks`; an error ends the body early (and is logged).
+fn streamed(
+    content_type: &'static str,
+    chunks: impl Stream<Item = Result<Bytes>> + Send + 'static,
+) -> Response {
+    let chunks = chunks.map(|chunk| {
+        chunk.inspect_err(|e| {
+            tracing::warn!(target: "coredb", error = %e, "a streamed response failed half-way; its body is cut short");
+        })
+    });
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        Body::from_stream(chunks),
+    )
+        .into_response()
 }

@@ -8,8 +8,8 @@ use tokio_postgres::NoTls;
 
 use crate::conn::{Disposal, Event, PgConn, PgManager};
 use crate::error::Result;
-use crate::exec::{self, Context, Reply, Returns, Streaming};
-use crate::params::ParamList;
+use crate::exec::{self, Context, CopyData, Reply, Returns, Streaming};
+use crate::params::{ParamList, Params as _};
 use crate::pool::{Pool, Pooled};
 use crate::query::{sealed, Executor};
 
@@ -144,10 +144,24 @@ impl sealed::Sealed for Connection {
         &'a mut self,
         sql: &'p str,
         params: ParamList<'p>,
+        copy: bool,
     ) -> Result<Streaming<'a>> {
         let context = Arc::clone(&self.context);
         let bound = context.bind(sql, params)?;
-        exec::stream(Box::new(self.pg()), Arc::clone(&context), &bound, None).await
+        exec::stream(
+            Box::new(self.pg()),
+            Arc::clone(&context),
+            &bound,
+            copy,
+            None,
+        )
+        .await
+    }
+
+    async fn copy_in_data<'a>(&'a mut self, sql: &'a str, data: CopyData<'a>) -> Result<u64> {
+        let (pg, context) = self.parts();
+        let bound = context.bind(sql, ().param_list())?;
+        exec::copy_in_data(pg, context, &bound, data).await
     }
 }
 

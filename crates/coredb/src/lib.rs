@@ -90,7 +90,7 @@ pub use health::{HealthReport, HealthStatus, ListenerStatus};
 pub use listener::{Listener, ListenerEvent, Notification};
 pub use manager::{DatabaseManager, Engine, TestScope};
 pub use params::{NamedParams, ParamList, Params, SqlParam};
-pub use query::{Executor, RowStream};
+pub use query::{CopyOutStream, Executor, RowStream};
 pub use retry::{Backoff, RetryPolicy, TransientError};
 pub use row::{ColumnIndex, FromRow, Row};
 pub use session::{IsolationLevel, Savepoint, Session, SessionOptions};

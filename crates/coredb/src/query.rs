@@ -11,7 +11,7 @@ use futures_util::Stream;
 use postgres_types::FromSqlOwned;
 
 use crate::error::Result;
-use crate::exec::{Returns, Streaming};
+use crate::exec::{CopyData, Item, Returns, Streaming};
 use crate::params::Params;
 use crate::row::{FromRow, Row};
 
@@ -22,7 +22,7 @@ pub(crate) mod sealed {
     use std::future::Future;
 
     use crate::error::Result;
-    use crate::exec::{Reply, Returns, Streaming};
+    use crate::exec::{CopyData, Reply, Returns, Streaming};
     use crate::params::ParamList;
 
     /// The methods every executor implements; [`Executor`](super::Executor)'s are built on them.
@@ -35,12 +35,21 @@ pub(crate) mod sealed {
             want: Returns,
         ) -> impl Future<Output = Result<Reply>> + Send + 'a;
 
-        /// Sends one statement whose rows are read as they arrive.
+        /// Sends one statement whose rows (or, with `copy`, COPY data) are read as they
+        /// arrive.
         fn start_stream<'a, 'p>(
             &'a mut self,
             sql: &'p str,
             params: ParamList<'p>,
+            copy: bool,
         ) -> impl Future<Output = Result<Streaming<'a>>> + Send;
+
+        /// Sends `data` into one `COPY .. FROM STDIN`.
+        fn copy_in_data<'a>(
+            &'a mut self,
+            sql: &'a str,
+            data: CopyData<'a>,
+        ) -> impl Future<Output = Result<u64>> + Send + 'a;
     }
 }
 
@@ -239,9 +248,84 @@ pub trait Executor: sealed::Sealed + Send {
     ) -> impl Future<Output = Result<RowStream<'a, T>>> + Send + 'a {
         async move {
             let list = params.param_list();
-            let rows = self.start_stream(sql, list).await?;
+            let rows = self.start_stream(sql, list, false).await?;
             Ok(RowStream::new(rows))
         }
+    }
+
+    /// Runs a `COPY .. TO STDOUT` and yields its data as it arrives, in bounded memory: the
+    /// server's CSV, text or binary output, chunk by chunk (a row per chunk in the text
+    /// formats), ready to write to a file or an HTTP response.
+    ///
+    /// ```no_run
+    /// use futures_util::TryStreamExt as _;
+    /// use coredb::Executor;
+    ///
+    /// # async fn demo(mut conn: coredb::Connection) -> coredb::Result<()> {
+    /// let csv: Vec<bytes::Bytes> = conn
+    ///     .copy_out("COPY (SELECT id, email FROM users) TO STDOUT WITH (FORMAT csv, HEADER)")
+    ///     .await?
+    ///     .try_collect()
+    ///     .await?;
+    /// # let _ = csv; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// A [`Params`](crate::ErrorKind::Params) error for a statement that is not a `COPY`;
+    /// the server's error, before the first chunk or half-way.
+    ///
+    /// # Cancel safety
+    /// As [`stream`](Self::stream).
+    fn copy_out<'a>(
+        &'a mut self,
+        sql: &'a str,
+    ) -> impl Future<Output = Result<CopyOutStream<'a>>> + Send + 'a {
+        async move {
+            let data = self.start_stream(sql, ().param_list(), true).await?;
+            Ok(CopyOutStream::new(data))
+        }
+    }
+
+    /// Runs a `COPY .. FROM STDIN`, sending `data` as it comes (CSV, text or binary, as the
+    /// statement says); returns the number of rows. Memory stays bounded by what the stream
+    /// holds.
+    ///
+    /// ```no_run
+    /// use bytes::Bytes;
+    /// use coredb::Executor;
+    ///
+    /// # async fn demo(mut session: coredb::Session) -> coredb::Result<()> {
+    /// let lines = futures_util::stream::iter(
+    ///     ["1,ada\n", "2,grace\n"].map(|l| Ok::<_, std::io::Error>(Bytes::from(l))),
+    /// );
+    /// let rows = session
+    ///     .copy_in_bytes("COPY users (id, name) FROM STDIN WITH (FORMAT csv)", lines)
+    ///     .await?;
+    /// assert_eq!(rows, 2);
+    /// session.commit().await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// A [`Params`](crate::ErrorKind::Params) error for a statement that is not a `COPY`, or
+    /// when `data` yields an error: the COPY is then abandoned and none of its rows kept (in a
+    /// session, the transaction is aborted). The server's error for bad data, e.g. `22P02`.
+    ///
+    /// # Cancel safety
+    /// Dropped half-way, the COPY is abandoned; a [`Connection`](crate::Connection) is then
+    /// closed rather than pooled.
+    fn copy_in_bytes<'a, S, E>(
+        &'a mut self,
+        sql: &'a str,
+        data: S,
+    ) -> impl Future<Output = Result<u64>> + Send + 'a
+    where
+        S: Stream<Item = std::result::Result<bytes::Bytes, E>> + Send + 'a,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'a,
+    {
+        use futures_util::StreamExt as _;
+        let data: CopyData<'a> = Box::pin(data.map(|chunk| chunk.map_err(Into::into)));
+        self.copy_in_data(sql, data)
     }
 }
 
@@ -267,14 +351,49 @@ impl<T: FromRow> Stream for RowStream<'_, T> {
     type Item = Result<T>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<T>>> {
-        Pin::new(&mut self.rows)
-            .poll_next(cx)
-            .map(|row| row.map(|row| row.and_then(T::from_owned_row)))
+        Pin::new(&mut self.rows).poll_next(cx).map(|item| {
+            item.map(|item| match item? {
+                Item::Row(row) => T::from_owned_row(row),
+                Item::Data(_) => unreachable!("a COPY is refused before it is sent"),
+            })
+        })
     }
 }
 
 impl<T> std::fmt::Debug for RowStream<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RowStream").finish_non_exhaustive()
+    }
+}
+
+/// The data of a `COPY .. TO STDOUT` as it arrives: what [`Executor::copy_out`] and
+/// [`DatabaseManager::copy_out`](crate::DatabaseManager::copy_out) return. A
+/// [`Stream`](futures_util::Stream) of `Result<Bytes>`.
+pub struct CopyOutStream<'a> {
+    data: Streaming<'a>,
+}
+
+impl<'a> CopyOutStream<'a> {
+    pub(crate) fn new(data: Streaming<'a>) -> Self {
+        CopyOutStream { data }
+    }
+}
+
+impl Stream for CopyOutStream<'_> {
+    type Item = Result<bytes::Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.data).poll_next(cx).map(|item| {
+            item.map(|item| match item? {
+                Item::Data(data) => Ok(data),
+                Item::Row(_) => unreachable!("rows are refused before the statement is sent"),
+            })
+        })
+    }
+}
+
+impl std::fmt::Debug for CopyOutStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CopyOutStream").finish_non_exhaustive()
     }
 }

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use crate::conn::Event;
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
-use crate::exec::{self, OnError, Outcome, Reply, Returns, Streaming, WitnessReply};
+use crate::exec::{self, CopyData, OnError, Outcome, Reply, Returns, Streaming, WitnessReply};
 
 /// How often it asks while the server still has the transaction in progress.
 const RESOLVE_POLL: Duration = Duration::from_millis(100);
-use crate::params::ParamList;
+use crate::params::{ParamList, Params as _};
 use crate::query::{sealed, Executor};
 use crate::telemetry;
 
@@ -359,6 +359,7 @@ impl Session {
         &'a mut self,
         sql: &str,
         params: ParamList<'_>,
+        copy: bool,
     ) -> Result<Streaming<'a>> {
         self.apply_pending_rollback().await?;
         self.check_not_aborted()?;
@@ -376,9 +377,15 @@ impl Session {
         let (pg, context) = conn.parts();
         let context = Arc::clone(context);
         let bound = context.bind(sql, params)?;
-        exec::stream(Box::new(pg), Arc::clone(&context), &bound, Some(on_error))
-            .instrument(span)
-            .await
+        exec::stream(
+            Box::new(pg),
+            Arc::clone(&context),
+            &bound,
+            copy,
+            Some(on_error),
+        )
+        .instrument(span)
+        .await
     }
 
     async fn apply_pending_rollback(&mut self) -> Result<()> {
@@ -429,6 +436,25 @@ impl Drop for Session {
     }
 }
 
+impl Session {
+    /// Sends `data` into a `COPY .. FROM STDIN`; a failure aborts the transaction as any
+    /// failed statement does.
+    async fn copy_in_data(&mut self, sql: &str, data: CopyData<'_>) -> Result<u64> {
+        self.apply_pending_rollback().await?;
+        self.check_not_aborted()?;
+        let span = self.span.clone();
+        let (pg, context) = self.conn.parts();
+        let bound = context.bind(sql, ().param_list())?;
+        let result = exec::copy_in_data(pg, context, &bound, data)
+            .instrument(span)
+            .await;
+        if let Err(e) = &result {
+            self.record_failure(e);
+        }
+        result
+    }
+}
+
 /// Records that a statement failed at savepoint level `depth`: only errors the server raised
 /// abort its transaction (parameter and decode errors happen on this side).
 fn note_failure(
@@ -473,8 +499,17 @@ impl sealed::Sealed for Session {
         &'a mut self,
         sql: &'p str,
         params: ParamList<'p>,
+        copy: bool,
     ) -> impl Future<Output = Result<Streaming<'a>>> + Send {
-        Session::start_stream(self, sql, params)
+        Session::start_stream(self, sql, params, copy)
+    }
+
+    fn copy_in_data<'a>(
+        &'a mut self,
+        sql: &'a str,
+        data: CopyData<'a>,
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+        Session::copy_in_data(self, sql, data)
     }
 }
 
@@ -575,8 +610,17 @@ impl sealed::Sealed for Savepoint<'_> {
         &'a mut self,
         sql: &'p str,
         params: ParamList<'p>,
+        copy: bool,
     ) -> impl Future<Output = Result<Streaming<'a>>> + Send {
-        self.session.start_stream(sql, params)
+        self.session.start_stream(sql, params, copy)
+    }
+
+    fn copy_in_data<'a>(
+        &'a mut self,
+        sql: &'a str,
+        data: CopyData<'a>,
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+        self.session.copy_in_data(sql, data)
     }
 }
 

@@ -234,3 +234,225 @@ async fn connections_and_savepoints_stream_with_named_parameters() {
     assert_eq!(err.kind(), ErrorKind::Decode, "{err}");
     m.close().await;
 }
+
+#[tokio::test]
+async fn copy_out_then_copy_in_of_a_hundred_thousand_rows_round_trips_equal() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDatabase::new().await.unwrap();
+    let m = db.manager();
+    m.execute(
+        "CREATE TABLE source AS SELECT n, 'label ' || n AS label, n * 0.5 AS half, \
+         CASE WHEN n % 7 = 0 THEN NULL ELSE now() END AS at FROM generate_series(1, 100000) AS n",
+        (),
+    )
+    .await
+    .unwrap();
+    m.execute("CREATE TABLE target (LIKE source)", ())
+        .await
+        .unwrap();
+
+    for format in ["csv", "binary"] {
+        m.execute("TRUNCATE target", ()).await.unwrap();
+        let data = m
+            .copy_out(&format!("COPY source TO STDOUT WITH (FORMAT {format})"))
+            .await
+            .unwrap();
+        let copied = m
+            .copy_in_bytes(
+                &format!("COPY target FROM STDIN WITH (FORMAT {format})"),
+                data,
+            )
+            .await
+            .unwrap();
+        assert_eq!(copied, 100_000, "{format}");
+        let differing: i64 = m
+            .scalar(
+                "SELECT count(*) FROM ((TABLE source EXCEPT ALL TABLE target) \
+                 UNION ALL (TABLE target EXCEPT ALL TABLE source)) AS d",
+                (),
+            )
+            .await
+            .unwrap();
+        assert_eq!(differing, 0, "{format}");
+    }
+
+    let err = m.copy_out("SELECT 1").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Params);
+    let err = m
+        .stream::<(i32,), _>("COPY source TO STDOUT", ())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("copy_out"), "{err}");
+    m.close().await;
+}
+
+/// CSV lines `1..=rows` of `(n, label)`; the stream fails instead of giving line `fail_at`.
+fn lines(
+    rows: i64,
+    fail_at: Option<i64>,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send {
+    futures_util::stream::iter(1..=rows).map(move |n| {
+        if Some(n) == fail_at {
+            Err(std::io::Error::other("the upload was cut"))
+        } else {
+            Ok(bytes::Bytes::from(format!("{n},row {n}\n")))
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_copy_failing_at_row_fifty_thousand_keeps_nothing_and_the_connection_goes_on() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDatabase::new().await.unwrap();
+    let m = db.manager();
+    m.execute("CREATE TABLE uploads (n int8 PRIMARY KEY, label text)", ())
+        .await
+        .unwrap();
+    let copy = "COPY uploads (n, label) FROM STDIN WITH (FORMAT csv)";
+    let count = async || -> i64 { m.scalar("SELECT count(*) FROM uploads", ()).await.unwrap() };
+
+    // The caller's data fails: autocommit, on a connection kept for the next statement.
+    let mut conn = m.get_connection().await.unwrap();
+    let err = conn
+        .copy_in_bytes(copy, lines(100_000, Some(50_000)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Params);
+    assert_eq!(err.code().unwrap().code(), "57014");
+    assert!(err.to_string().contains("the upload was cut"), "{err}");
+    let n: i32 = conn.scalar("SELECT 41 + 1", ()).await.unwrap();
+    assert_eq!(n, 42, "the connection serves the next statement");
+    drop(conn);
+    assert_eq!(count().await, 0);
+
+    // The server refuses row 50,000: nothing of the COPY is kept either.
+    let bad = futures_util::stream::iter(1..=100_000i64).map(|n| {
+        let line = if n == 50_000 {
+            "oops,bad\n".to_owned()
+        } else {
+            format!("{n},row {n}\n")
+        };
+        Ok::<_, std::io::Error>(bytes::Bytes::from(line))
+    });
+    let err = m.copy_in_bytes(copy, bad).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22P02", "{err}");
+    assert_eq!(count().await, 0);
+
+    // In a session the failure aborts the transaction: nothing is committed.
+    let mut s = m.session().await.unwrap();
+    s.execute("INSERT INTO uploads VALUES (0, 'before')", ())
+        .await
+        .unwrap();
+    s.copy_in_bytes(copy, lines(100_000, Some(50_000)))
+        .await
+        .unwrap_err();
+    assert!(s.is_aborted());
+    assert!(s.commit().await.is_err());
+    assert_eq!(count().await, 0);
+
+    // And a whole one goes in.
+    let copied = m.copy_in_bytes(copy, lines(100_000, None)).await.unwrap();
+    assert_eq!(copied, 100_000);
+    assert_eq!(count().await, 100_000);
+    m.close().await;
+}
+
+#[derive(Debug, FromRow, serde::Serialize)]
+struct Exported {
+    n: i64,
+    label: String,
+}
+
+#[tokio::test]
+async fn an_axum_route_streams_a_hundred_thousand_rows_as_json_lines_in_bounded_memory() {
+    use axum::extract::State;
+    use axum::routing::get;
+    use coredb::axum::{CopyBody, JsonLines};
+    use coredb::{DatabaseManager, RowStream};
+    use http_body_util::BodyExt as _;
+
+    let _serial = SERIAL.lock().await;
+    let db = TestDatabase::new().await.unwrap();
+    let m = db.manager().clone();
+
+    async fn export(
+        State(db): State<DatabaseManager>,
+    ) -> Result<JsonLines<RowStream<'static, Exported>>, coredb::Error> {
+        let sql =
+            "SELECT n, repeat('x', 100) || n AS label FROM generate_series(1, 100000::int8) AS n";
+        Ok(JsonLines(db.stream(sql, ()).await?))
+    }
+    async fn csv(State(db): State<DatabaseManager>) -> Result<CopyBody, coredb::Error> {
+        let sql =
+            "COPY (SELECT n FROM generate_series(1, 3) AS n) TO STDOUT WITH (FORMAT csv, HEADER)";
+        Ok(CopyBody::csv(db.copy_out(sql).await?))
+    }
+    let app = axum::Router::new()
+        .route("/export", get(export))
+        .route("/export.csv", get(csv))
+        .with_state(m.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let get = async |path: &str| {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = axum::http::Request::get(path)
+            .header("host", addr.to_string())
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        sender.send_request(request).await.unwrap()
+    };
+
+    let before = resident_bytes();
+    let mut peak = before;
+    let response = get("/export").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let mut body = response.into_body();
+    let (mut lines, mut pending, mut last) = (0u64, Vec::new(), String::new());
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.unwrap().into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            lines += 1;
+            if lines % 10_000 == 0 {
+                peak = peak.max(resident_bytes());
+            }
+            last = String::from_utf8(line).unwrap();
+        }
+    }
+    assert_eq!(lines, 100_000);
+    let last: serde_json::Value = serde_json::from_str(last.trim_end()).unwrap();
+    assert_eq!(last["n"], 100_000);
+    let growth = peak.saturating_sub(before);
+    eprintln!(
+        "resident memory growth while serving 100000 rows as JSON lines: {} KiB",
+        growth / 1024
+    );
+    assert!(
+        growth < RESIDENT_GROWTH_LIMIT,
+        "resident memory grew by {} MiB while serving",
+        growth / (1024 * 1024)
+    );
+
+    let response = get("/export.csv").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/csv; charset=utf-8"
+    );
+    let csv = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&csv[..], b"n\n1\n2\n3\n");
+
+    server.abort();
+    m.close().await;
+}

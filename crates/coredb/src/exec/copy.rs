@@ -1,15 +1,72 @@
-//! `COPY .. FROM STDIN BINARY` on a connection of one's own.
+//! `COPY .. FROM STDIN` on a connection of one's own: models in binary, or any data the
+//! caller streams.
 
-use std::pin::pin;
+use std::pin::{pin, Pin};
 
+use bytes::Bytes;
+use futures_util::{SinkExt as _, Stream, StreamExt as _};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
 use tracing::Instrument as _;
 
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-
-use super::{prepare_text, settled, Context};
+use super::{observe, prepare_text, settled, Context, Reply};
 use crate::conn::{Event, PgConn};
 use crate::error::{Error, Result};
-use crate::params::SqlParam;
+use crate::params::{Bound, SqlParam};
+
+/// The data a caller streams into `COPY .. FROM STDIN`.
+pub type CopyData<'a> = Pin<
+    Box<
+        dyn Stream<Item = std::result::Result<Bytes, Box<dyn std::error::Error + Send + Sync>>>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// Sends `data` into the `COPY .. FROM STDIN` of `bound`, as it comes; returns the number of
+/// rows. A chunk the caller's stream fails to give abandons the COPY (the server keeps none of
+/// it and answers `57014`, which in a transaction aborts it) and is returned as a
+/// [`Params`](crate::ErrorKind::Params) error carrying that code.
+pub(crate) async fn copy_in_data(
+    conn: &mut PgConn,
+    context: &Context,
+    bound: &Bound<'_, '_>,
+    data: CopyData<'_>,
+) -> Result<u64> {
+    let sql = bound.text.as_str();
+    if bound.class.operation() != Some("COPY") || !bound.values.is_empty() {
+        return Err(Error::params(
+            "copy_in_bytes runs one `COPY .. FROM STDIN` statement, without parameters",
+        )
+        .with_statement(sql));
+    }
+    conn.on(Event::Sent {
+        leaves_state: !bound.class.is_shareable(),
+    });
+    let pg = &*conn;
+    let result = observe(context, bound, async move {
+        let statement = prepare_text(pg, sql).await?;
+        let driver = |e| Error::from_driver(e, Some(sql));
+        let sink = pg.client.copy_in::<_, Bytes>(&statement).await.map_err(driver)?;
+        let mut sink = pin!(sink);
+        let mut data = data;
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk.map_err(|e| {
+                // Dropping the sink unfinished tells the server the COPY failed.
+                Error::params(format!(
+                    "the data for COPY failed half-way ({e}); the COPY was abandoned and none of its rows kept"
+                ))
+                .with_code(SqlState::QUERY_CANCELED)
+                .with_statement(sql)
+            })?;
+            sink.as_mut().send(chunk).await.map_err(driver)?;
+        }
+        sink.finish().await.map(Reply::Count).map_err(driver)
+    })
+    .await;
+    conn.on(settled(&result));
+    result.map(Reply::count)
+}
 
 /// Copies `rows` with `copy_sql`; the columns' types come from `insert_sql`, the one-row INSERT
 /// of the same columns (prepared once and usually cached already). Returns the number of rows.

@@ -29,10 +29,11 @@ use crate::row::{FromRow, Row};
 use crate::telemetry::{self, StatementInstruments, Target};
 
 pub(crate) use commit::{commit, outcome, Outcome, WitnessReply};
-pub(crate) use copy::copy_in;
+pub use copy::CopyData;
+pub(crate) use copy::{copy_in, copy_in_data};
 pub(crate) use encode::{encode, Encoded};
 pub use stream::Streaming;
-pub(crate) use stream::{stream, OnError};
+pub(crate) use stream::{stream, Item, OnError};
 
 /// What every statement of one database shares: the settings of the path, the cache of
 /// `:name` rewrites, and the instruments that report statements. Connections and the pipeline

@@ -1,4 +1,5 @@
-//! A statement whose rows are read as they arrive, instead of gathered first.
+//! A statement whose rows (or, for `COPY .. TO STDOUT`, whose bytes) are read as they
+//! arrive, instead of gathered first.
 //!
 //! The driver hands rows over a channel of one message batch, so a reader that stops pulling
 //! stops the connection from reading the socket: memory stays bounded however big the result.
@@ -13,10 +14,13 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures_util::Stream;
 use tracing::Instrument as _;
 
-use super::{after_error, encode, param_types, prepare, query_failed, report, Context};
+use super::{
+    after_error, encode, param_types, prepare, prepare_text, query_failed, report, Context,
+};
 use crate::conn::{Event, PgConn};
 use crate::error::{Error, Result};
 use crate::params::{Bound, SqlParam};
@@ -31,10 +35,24 @@ pub(crate) type Held<'a> = Box<dyn DerefMut<Target = PgConn> + Send + 'a>;
 /// aborted).
 pub(crate) type OnError<'a> = Box<dyn FnMut(&Error) + Send + 'a>;
 
-/// Rows of one statement as they arrive; see the module doc.
+/// What a stream reads: a query's rows or a `COPY .. TO STDOUT`'s data.
+enum Source {
+    Rows(Pin<Box<tokio_postgres::RowStream>>),
+    Copy(Pin<Box<tokio_postgres::CopyOutStream>>),
+}
+
+/// One item of a [`Streaming`].
+pub enum Item {
+    /// A row of a query.
+    Row(Row),
+    /// A chunk of a `COPY .. TO STDOUT`'s data.
+    Data(Bytes),
+}
+
+/// Rows (or COPY data) of one statement as they arrive; see the module doc.
 pub struct Streaming<'a> {
     conn: Held<'a>,
-    rows: Pin<Box<tokio_postgres::RowStream>>,
+    source: Source,
     context: Arc<Context>,
     class: StatementClass,
     text: String,
@@ -45,23 +63,39 @@ pub struct Streaming<'a> {
     on_error: Option<OnError<'a>>,
 }
 
-/// Sends `bound` on `conn` and returns its rows as a stream; nothing is read yet.
+/// Sends `bound` on `conn` and returns its rows (or, with `copy`, the data of a
+/// `COPY .. TO STDOUT`) as a stream; nothing is read yet.
 ///
 /// # Errors
-/// Parameter errors (nothing sent), or the server's error for the statement's first message.
+/// Parameter errors (nothing sent), a COPY where rows are wanted or the other way round, or
+/// the server's error for the statement's first message.
 pub(crate) async fn stream<'a>(
     mut conn: Held<'a>,
     context: Arc<Context>,
     bound: &Bound<'_, '_>,
+    copy: bool,
     on_error: Option<OnError<'a>>,
 ) -> Result<Streaming<'a>> {
+    let is_copy = bound.class.operation() == Some("COPY");
+    if is_copy != copy {
+        let message = if copy {
+            "copy_out runs `COPY .. TO STDOUT`; read a query's rows with stream"
+        } else {
+            "a COPY's data is read with copy_out, not as rows"
+        };
+        return Err(Error::params(message).with_statement(bound.text.as_str()));
+    }
     let leaves_state = !bound.class.is_shareable();
     conn.on(Event::Sent { leaves_state });
     let span = crate::telemetry::statement_span(context.target(), bound.class, bound.text.as_str());
     let started = Instant::now();
-    let rows = start(&conn, bound).instrument(span.clone()).await;
-    let rows = match rows {
-        Ok(rows) => rows,
+    let source = if copy {
+        start_copy(&conn, bound).instrument(span.clone()).await
+    } else {
+        start(&conn, bound).instrument(span.clone()).await
+    };
+    let source = match source {
+        Ok(source) => source,
         Err(err) => {
             conn.on(after_error(&err));
             report(
@@ -78,7 +112,7 @@ pub(crate) async fn stream<'a>(
     };
     Ok(Streaming {
         conn,
-        rows: Box::pin(rows),
+        source,
         class: bound.class,
         text: bound.text.as_str().to_owned(),
         context,
@@ -93,7 +127,7 @@ pub(crate) async fn stream<'a>(
 /// Prepares (or takes from the cache) and sends the statement; unnamed, in one round trip,
 /// when the cache is off. Values the driver refuses for their parameter's type are sent again
 /// widened, as [`run_on`](super::run_on) does.
-async fn start(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<tokio_postgres::RowStream> {
+async fn start(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Source> {
     let sql = bound.text.as_str();
     if !conn.statements.is_enabled() {
         let types = param_types::infer(&bound.text, &bound.values)?;
@@ -102,6 +136,7 @@ async fn start(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<tokio_postgres::R
             .client
             .query_typed_raw(sql, typed)
             .await
+            .map(|rows| Source::Rows(Box::pin(rows)))
             .map_err(|e| Error::from_driver(e, Some(sql)));
     }
     let statement = prepare(conn, bound).await?;
@@ -116,7 +151,26 @@ async fn start(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<tokio_postgres::R
         }
         result => result,
     };
-    result.map_err(|err| query_failed(conn, err, bound, &statement))
+    result
+        .map(|rows| Source::Rows(Box::pin(rows)))
+        .map_err(|err| query_failed(conn, err, bound, &statement))
+}
+
+/// Sends a `COPY .. TO STDOUT`, which takes no parameters.
+async fn start_copy(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Source> {
+    let sql = bound.text.as_str();
+    if !bound.values.is_empty() {
+        return Err(Error::params(
+            "COPY takes no parameters: put the values in the statement's query, or filter after reading",
+        )
+        .with_statement(sql));
+    }
+    let statement = prepare_text(conn, sql).await?;
+    conn.client
+        .copy_out(&statement)
+        .await
+        .map(|data| Source::Copy(Box::pin(data)))
+        .map_err(|err| query_failed(conn, err, bound, &statement))
 }
 
 impl Streaming<'_> {
@@ -140,7 +194,7 @@ impl Streaming<'_> {
 }
 
 impl Stream for Streaming<'_> {
-    type Item = Result<Row>;
+    type Item = Result<Item>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -149,13 +203,23 @@ impl Stream for Streaming<'_> {
         }
         let polled = {
             let _in_span = this.span.enter();
-            this.rows.as_mut().poll_next(cx)
+            match &mut this.source {
+                Source::Rows(rows) => rows
+                    .as_mut()
+                    .poll_next(cx)
+                    .map(|r| r.map(|r| r.map(|row| Item::Row(Row::from(row))))),
+                Source::Copy(data) => data
+                    .as_mut()
+                    .poll_next(cx)
+                    .map(|r| r.map(|r| r.map(Item::Data))),
+            }
         };
         match polled {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(row))) => {
+            Poll::Ready(Some(Ok(item))) => {
+                // Rows, or for COPY the chunks of data (one per row in text and CSV formats).
                 this.count += 1;
-                Poll::Ready(Some(Ok(Row::from(row))))
+                Poll::Ready(Some(Ok(item)))
             }
             Poll::Ready(Some(Err(err))) => {
                 let err = Error::from_driver(err, Some(&this.text));

@@ -13,13 +13,13 @@ use crate::config::DatabaseConfig;
 use crate::conn::PgManager;
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
-use crate::exec::{Context, Reply, Returns};
+use crate::exec::{Context, Reply, Returns, Streaming};
 use crate::health::{HealthReport, ListenerStatus};
 use crate::listener::{Listener, ListenerCounts};
 use crate::params::{ParamList, Params};
 use crate::pipeline::Pipeline;
 use crate::pool::{Pool, PoolMetrics, PoolOptions, PoolStatus};
-use crate::query::{Executor, RowStream};
+use crate::query::{CopyOutStream, Executor, RowStream};
 use crate::retry::{RetryPolicy, TransientError};
 use crate::row::{FromRow, Row};
 use crate::session::{Session, SessionOptions};
@@ -544,19 +544,65 @@ impl DatabaseManager {
     ) -> impl Future<Output = Result<RowStream<'static, T>>> + Send + 'a {
         let at = Location::caller();
         async move {
-            let db = &*self.db;
-            // Parameters are checked before a connection is taken.
-            let bound = db.context.bind(sql, params.param_list())?;
-            let conn = self.connection_for(db.pool.options().timeout, at).await?;
-            let rows = crate::exec::stream(
-                Box::new(OwnedConnection(conn)),
-                Arc::clone(&db.context),
-                &bound,
-                None,
-            )
-            .await?;
+            let rows = self
+                .stream_owned(sql, params.param_list(), false, at)
+                .await?;
             Ok(RowStream::new(rows))
         }
+    }
+
+    /// Like [`Executor::copy_out`], on a connection of the stream's own (as
+    /// [`stream`](Self::stream)): the data of a `COPY .. TO STDOUT` as it arrives, e.g. a CSV
+    /// export written straight into an HTTP response.
+    ///
+    /// # Errors
+    /// As [`Executor::copy_out`].
+    #[track_caller]
+    pub fn copy_out<'a>(
+        &'a self,
+        sql: &'a str,
+    ) -> impl Future<Output = Result<CopyOutStream<'static>>> + Send + 'a {
+        let at = Location::caller();
+        async move {
+            let data = self.stream_owned(sql, ().param_list(), true, at).await?;
+            Ok(CopyOutStream::new(data))
+        }
+    }
+
+    /// Like [`Executor::copy_in_bytes`], in autocommit on a connection of its own: a COPY
+    /// that fails half-way keeps none of its rows.
+    ///
+    /// # Errors
+    /// As [`Executor::copy_in_bytes`].
+    pub async fn copy_in_bytes<S, E>(&self, sql: &str, data: S) -> Result<u64>
+    where
+        S: futures_util::Stream<Item = std::result::Result<bytes::Bytes, E>> + Send,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut conn = self.get_connection().await?;
+        conn.copy_in_bytes(sql, data).await
+    }
+
+    /// Starts a stream on a connection it owns, taken for the caller at `at`.
+    async fn stream_owned(
+        &self,
+        sql: &str,
+        params: ParamList<'_>,
+        copy: bool,
+        at: &'static Location<'static>,
+    ) -> Result<Streaming<'static>> {
+        let db = &*self.db;
+        // Parameters are checked before a connection is taken.
+        let bound = db.context.bind(sql, params)?;
+        let conn = self.connection_for(db.pool.options().timeout, at).await?;
+        crate::exec::stream(
+            Box::new(OwnedConnection(conn)),
+            Arc::clone(&db.context),
+            &bound,
+            copy,
+            None,
+        )
+        .await
     }
 
     /// A [`Listener`] on a connection of its own, outside the pool (it does not count
