@@ -12,14 +12,14 @@ usage: coredb-bench [--quick] [--out PATH] [--reps N] [--only LIST]
   --out PATH  where to write the Markdown report (full run default: docs/benchmarks.md
               in the workspace)
   --reps N    repetitions per measurement (full default 5, quick default 1)
-  --only LIST scenarios to run, e.g. 2,3 (default: 1,2,3,4,5,6)
+  --only LIST scenarios to run, e.g. 2,3 (default: 1,2,3,4,5,6,7)
 
 The server is the one configured by DATABASE_URL or POSTGRES_HOST (environment or .env) when
 set, else a throwaway embedded server. pgbench is looked up in PATH and in
 /usr/lib/postgresql/*/bin; without it, the pgbench columns read n/a.";
 
 /// The scenarios, by number.
-pub const ALL_SCENARIOS: [u8; 6] = [1, 2, 3, 4, 5, 6];
+pub const ALL_SCENARIOS: [u8; 7] = [1, 2, 3, 4, 5, 6, 7];
 
 /// What to do.
 pub enum Command {
@@ -40,7 +40,7 @@ pub struct Options {
     pub out: Option<PathBuf>,
     /// Sizes and durations.
     pub budget: Budget,
-    /// Scenarios to run (1 to 6).
+    /// Scenarios to run (1 to 7).
     pub only: Vec<u8>,
 }
 
@@ -61,6 +61,8 @@ pub struct Budget {
     pub idle_connections: usize,
     /// Queries counted per contender for allocations per query.
     pub alloc_queries: u64,
+    /// Rows read per measurement in the streaming scenario.
+    pub stream_rows: u64,
 }
 
 impl Budget {
@@ -74,6 +76,7 @@ impl Budget {
             pgbench_seconds: 1,
             idle_connections: 100,
             alloc_queries: 10_000,
+            stream_rows: 200_000,
         }
     }
 
@@ -87,6 +90,7 @@ impl Budget {
             pgbench_seconds: 1,
             idle_connections: 20,
             alloc_queries: 1_000,
+            stream_rows: 20_000,
         }
     }
 }
@@ -137,7 +141,7 @@ impl Options {
                                 .parse::<u8>()
                                 .ok()
                                 .filter(|n| ALL_SCENARIOS.contains(n))
-                                .ok_or_else(|| format!("--only {list}: scenarios are 1 to 6"))
+                                .ok_or_else(|| format!("--only {list}: scenarios are 1 to 7"))
                         })
                         .collect::<Result<_, _>>()?;
                 }

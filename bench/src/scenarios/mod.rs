@@ -1,10 +1,11 @@
-//! The six scenarios, each in its own module, each returning one table of the report.
+//! The seven scenarios, each in its own module, each returning one table of the report.
 
 pub mod autocommit;
 pub mod checkout_query;
 pub mod memory;
 pub mod pool_overhead;
 pub mod rows_inserts;
+pub mod streaming;
 pub mod telemetry;
 
 use crate::options::Options;
@@ -42,8 +43,12 @@ pub async fn run_all(options: &Options, target: &Target) -> Result<Vec<Table>> {
             3 => autocommit::run(budget, target, pgbench.as_ref()).await?,
             4 => rows_inserts::run(budget, target).await?,
             5 => memory::run(budget, target).await?,
-            _ => {
+            6 => {
                 tables.extend(telemetry::run(budget, target).await?);
+                continue;
+            }
+            _ => {
+                tables.extend(streaming::run(budget, target).await?);
                 continue;
             }
         });
