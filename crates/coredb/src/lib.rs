@@ -93,7 +93,7 @@ pub use params::{NamedParams, ParamList, Params, SqlParam};
 pub use query::{CopyOutStream, Executor, RowStream};
 pub use retry::{Backoff, RetryPolicy, TransientError};
 pub use row::{ColumnIndex, FromRow, Row};
-pub use session::{IsolationLevel, Savepoint, Session, SessionOptions};
+pub use session::{CursorStream, IsolationLevel, Savepoint, Session, SessionOptions};
 // The model macros; their runtime side is the `model` module.
 #[cfg(feature = "models")]
 pub use coredb_macros::{model, FromRow, SqlEnum};

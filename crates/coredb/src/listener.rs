@@ -254,6 +254,32 @@ struct Task {
     events: mpsc::UnboundedSender<ListenerEvent>,
 }
 
+/// Counts a listener as connected while it lives: also when the task is aborted (the
+/// listener dropped) in the middle of serving.
+struct Connected {
+    counts: Arc<ListenerCounts>,
+    target: Target,
+}
+
+impl Connected {
+    fn new(counts: &Arc<ListenerCounts>, target: &Target) -> Self {
+        counts.connected.fetch_add(1, Ordering::AcqRel);
+        target.adjust(crate::telemetry::LISTENERS_CONNECTED, 1.0);
+        Connected {
+            counts: Arc::clone(counts),
+            target: target.clone(),
+        }
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.counts.connected.fetch_sub(1, Ordering::AcqRel);
+        self.target
+            .adjust(crate::telemetry::LISTENERS_CONNECTED, -1.0);
+    }
+}
+
 /// Why the task stopped serving a connection.
 enum Ended {
     /// The connection was lost: reconnect.
@@ -284,9 +310,9 @@ impl Task {
                 },
             };
             backoff = Backoff::default();
-            self.counts.connected.fetch_add(1, Ordering::AcqRel);
+            let connected = Connected::new(&self.counts, &self.target);
             let ended = self.serve(&client, notes).await;
-            self.counts.connected.fetch_sub(1, Ordering::AcqRel);
+            drop(connected);
             match ended {
                 Ended::Dropped => return,
                 Ended::Lost => {

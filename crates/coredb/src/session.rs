@@ -2,6 +2,7 @@
 //! [`Savepoint`]s do the same inside it.
 
 use std::future::Future;
+use std::pin::Pin;
 
 use tokio_postgres::error::SqlState;
 use tracing::Instrument as _;
@@ -18,6 +19,7 @@ use crate::exec::{self, CopyData, OnError, Outcome, Reply, Returns, Streaming, W
 const RESOLVE_POLL: Duration = Duration::from_millis(100);
 use crate::params::{ParamList, Params as _};
 use crate::query::{sealed, Executor};
+use crate::row::{FromRow, Row};
 use crate::telemetry;
 
 /// Transaction isolation levels.
@@ -106,6 +108,8 @@ pub struct Session {
     span: tracing::Span,
     /// Committed or rolled back (its outcome is on the span).
     ended: bool,
+    /// Cursors declared so far, for their names.
+    cursors: u32,
 }
 
 impl Session {
@@ -141,6 +145,7 @@ impl Session {
             pending_rollback: None,
             span,
             ended: false,
+            cursors: 0,
         })
     }
 
@@ -437,6 +442,77 @@ impl Drop for Session {
 }
 
 impl Session {
+    /// Runs `sql` through a cursor and yields its rows as `T`, fetching `batch` rows per
+    /// round trip (`DECLARE .. NO SCROLL CURSOR`, then `FETCH batch` as the stream is read):
+    /// at most one batch is held at a time, and the server keeps the rest. Unlike
+    /// [`stream`](Executor::stream), the session can run other statements between two
+    /// batches once the stream is dropped, and a stream dropped half-way leaves nothing in
+    /// flight (the cursor closes with the transaction).
+    ///
+    /// ```no_run
+    /// use futures_util::TryStreamExt as _;
+    ///
+    /// # async fn demo(db: coredb::DatabaseManager) -> coredb::Result<()> {
+    /// let mut session = db.session().await?;
+    /// let mut rows = session
+    ///     .cursor::<(i64,), _>("SELECT id FROM events WHERE kind = :kind", coredb::params! { "kind" => "login" }, 500)
+    ///     .await?;
+    /// while let Some((id,)) = rows.try_next().await? {
+    ///     println!("{id}");
+    /// }
+    /// # drop(rows); session.commit().await }
+    /// ```
+    ///
+    /// # Errors
+    /// A [`Params`](ErrorKind::Params) error for a `batch` of 0; as
+    /// [`query`](Executor::query) for the `DECLARE` and each `FETCH`.
+    pub async fn cursor<'a, T, P>(
+        &'a mut self,
+        sql: &str,
+        params: P,
+        batch: u32,
+    ) -> Result<CursorStream<'a, T>>
+    where
+        T: FromRow + Send + 'a,
+        P: crate::params::Params,
+    {
+        if batch == 0 {
+            return Err(Error::params(
+                "a cursor fetches at least 1 row per round trip; batch is 0",
+            ));
+        }
+        self.cursors += 1;
+        let name = format!("coredb_cursor_{}", self.cursors);
+        let declare = format!("DECLARE {name} NO SCROLL CURSOR FOR {sql}");
+        self.run(&declare, params.param_list(), Returns::Count)
+            .await?;
+        let fetch = format!("FETCH {batch} FROM {name}");
+        let state = (self, fetch, std::collections::VecDeque::<Row>::new(), false);
+        let rows = futures_util::stream::try_unfold(
+            state,
+            move |(session, fetch, mut buffer, mut done)| async move {
+                if buffer.is_empty() && !done {
+                    let rows = session
+                        .run(&fetch, ().param_list(), Returns::Rows)
+                        .await?
+                        .rows();
+                    done = rows.len() < batch as usize;
+                    buffer.extend(rows);
+                }
+                match buffer.pop_front() {
+                    Some(row) => Ok(Some((
+                        T::from_owned_row(row)?,
+                        (session, fetch, buffer, done),
+                    ))),
+                    None => Ok(None),
+                }
+            },
+        );
+        Ok(CursorStream {
+            rows: Box::pin(rows),
+        })
+    }
+
     /// Sends `data` into a `COPY .. FROM STDIN`; a failure aborts the transaction as any
     /// failed statement does.
     async fn copy_in_data(&mut self, sql: &str, data: CopyData<'_>) -> Result<u64> {
@@ -634,5 +710,27 @@ impl Drop for Savepoint<'_> {
                 .map_or(self.level, |l| l.min(self.level));
             self.session.pending_rollback = Some(level);
         }
+    }
+}
+
+/// The rows of a [`Session::cursor`], fetched a batch at a time as the stream is read.
+pub struct CursorStream<'a, T> {
+    rows: Pin<Box<dyn futures_util::Stream<Item = Result<T>> + Send + 'a>>,
+}
+
+impl<T> futures_util::Stream for CursorStream<'_, T> {
+    type Item = Result<T>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<T>>> {
+        self.rows.as_mut().poll_next(cx)
+    }
+}
+
+impl<T> std::fmt::Debug for CursorStream<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CursorStream").finish_non_exhaustive()
     }
 }

@@ -43,6 +43,7 @@
 //! | [`COMMITS_UNKNOWN_OUTCOME`] | counter | `db.namespace` |
 //! | [`SLOW_STATEMENTS`] | counter | `db.namespace`, `db.operation.name` |
 //! | [`LISTENER_RECONNECTS`] | counter | `db.namespace` |
+//! | [`LISTENERS_CONNECTED`] | gauge | `db.namespace` |
 //!
 //! A Prometheus exporter writes the dots as underscores (`db_client_operation_duration_seconds`).
 
@@ -83,6 +84,8 @@ pub const CONNECT_FAILURES: &str = "coredb.connect.failures";
 pub const RETRIES: &str = "coredb.retries";
 /// Commits whose reply was lost and whose outcome could not be learnt (counter).
 pub const COMMITS_UNKNOWN_OUTCOME: &str = "coredb.commits.unknown_outcome";
+/// Listeners whose connection is up (gauge).
+pub const LISTENERS_CONNECTED: &str = "coredb.listeners.connected";
 /// Listener connections lost and opened again (counter).
 pub const LISTENER_RECONNECTS: &str = "coredb.listener.reconnects";
 /// Statements over `POSTGRES_SLOW_STATEMENT_MS` (counter).
@@ -144,6 +147,7 @@ pub(crate) fn describe_metrics() {
         SLOW_STATEMENTS,
         "Statements over the slow-statement threshold"
     );
+    describe_gauge!(LISTENERS_CONNECTED, "Listeners whose connection is up");
     describe_counter!(
         LISTENER_RECONNECTS,
         "Listener connections lost and opened again"
@@ -198,6 +202,11 @@ impl Target {
             Label::new("server.port", self.port.to_string()),
             Label::from_static_parts("coredb.role", self.role),
         ]
+    }
+
+    /// Moves the gauge `name` of this database by `delta`.
+    pub(crate) fn adjust(&self, name: &'static str, delta: f64) {
+        metrics::gauge!(name, vec![Self::label("db.namespace", &self.namespace)]).increment(delta);
     }
 
     /// Counts one event of `name` for this database, with `extra` labels.

@@ -1,6 +1,8 @@
 //! Rows as a stream: decoded as they arrive in bounded memory, on the manager and on every
 //! executor; a stream dropped half-way leaves no query running and nothing unread in the pool.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use coredb::{params, ErrorKind, Executor, FromRow};
@@ -454,5 +456,62 @@ async fn an_axum_route_streams_a_hundred_thousand_rows_as_json_lines_in_bounded_
     assert_eq!(&csv[..], b"n\n1\n2\n3\n");
 
     server.abort();
+    m.close().await;
+}
+
+#[tokio::test]
+async fn a_session_cursor_fetches_one_batch_per_round_trip() {
+    let _serial = SERIAL.lock().await;
+    let spans = support::span_capture::Spans::default();
+    let _subscriber = support::span_capture::set_default(spans.subscriber());
+    let db = TestDatabase::new().await.unwrap();
+    let m = db.manager();
+    let fetches = || {
+        spans
+            .named("statement")
+            .iter()
+            .filter(|s| s.field("db.operation.name") == Some("FETCH"))
+            .count()
+    };
+
+    let mut s = m.session().await.unwrap();
+    let all: Vec<(i64,)> = s
+        .cursor::<(i64,), _>(
+            "SELECT n FROM generate_series(1, :upto::int8) AS n",
+            params! { "upto" => 10_000i64 },
+            1_000,
+        )
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 10_000);
+    assert_eq!(all.last(), Some(&(10_000,)));
+    assert_eq!(fetches(), 11, "ten full batches, then an empty one");
+
+    // Dropped half-way: nothing is in flight, the session goes on.
+    {
+        let mut rows = s
+            .cursor::<(i64,), _>(
+                "SELECT n FROM generate_series(1, 100000::int8) AS n",
+                (),
+                100,
+            )
+            .await
+            .unwrap();
+        for expected in 1..=150 {
+            assert_eq!(rows.try_next().await.unwrap(), Some((expected,)));
+        }
+    }
+    assert_eq!(fetches(), 13, "two batches for 150 rows");
+    let one: i32 = s.scalar("SELECT 1", ()).await.unwrap();
+    assert_eq!(one, 1);
+    let err = s
+        .cursor::<(i64,), _>("SELECT 1::int8", (), 0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Params);
+    s.commit().await.unwrap();
     m.close().await;
 }
