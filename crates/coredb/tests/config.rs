@@ -123,7 +123,7 @@ fn every_bad_variable_is_reported_at_once_with_what_is_allowed() {
         "POSTGRES_POOL_TIMEOUT=\"-5\": must be a number of seconds greater than 0",
         "POSTGRES_CONNECT_TIMEOUT=\"soon\"",
         "POSTGRES_POOL_RECYCLE=\"0\": must be a number of seconds greater than 0, or -1",
-        "POSTGRES_SSLMODE=\"sometimes\": unknown sslmode; allowed: disable, prefer, require, verify-ca, verify-full",
+        "POSTGRES_SSLMODE=\"sometimes\": unknown sslmode; allowed: disable, allow, prefer, require, verify-ca, verify-full",
         "POSTGRES_POOL_PRE_PING=\"maybe\": must be true or false",
     ] {
         assert!(msg.contains(expected), "missing {expected:?} in:\n{msg}");
@@ -213,4 +213,56 @@ fn unreadable_root_certificate_is_a_config_error_naming_the_file() {
             .contains("POSTGRES_SSLROOTCERT=\"/nonexistent/root.pem\""),
         "{err}"
     );
+}
+
+#[test]
+fn tls_settings_in_the_url_are_taken_as_libpq_takes_them() {
+    let cases = [
+        ("disable", SslMode::Disable),
+        ("allow", SslMode::Prefer),
+        ("prefer", SslMode::Prefer),
+        ("require", SslMode::Require),
+        ("verify-ca", SslMode::VerifyCa),
+        ("verify-full", SslMode::VerifyFull),
+    ];
+    for (mode, expected) in cases {
+        let url = format!(
+            "postgres://app:s3cret@db.internal:6432/app?sslmode={mode}&sslrootcert=%2Fetc%2Fssl%2Fca.pem&application_name=svc"
+        );
+        let c = vars(&[("DATABASE_URL", &url)]).unwrap();
+        assert_eq!(c.ssl_mode(), expected, "{mode}");
+        assert_eq!(
+            c.ssl_root_cert(),
+            Some(std::path::Path::new("/etc/ssl/ca.pem"))
+        );
+        assert_eq!(c.application_name(), "svc", "other parameters still apply");
+        assert_eq!(
+            (c.hosts(), c.ports()),
+            (&["db.internal".to_owned()][..], &[6432][..])
+        );
+    }
+
+    let err = vars(&[(
+        "DATABASE_URL",
+        "postgres://app:s3cret@db/app?sslmode=sometimes",
+    )])
+    .unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(text.contains("sslmode=\"sometimes\""), "{text}");
+    assert!(
+        text.contains("allow, prefer, require, verify-ca, verify-full"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+
+    let err = vars(&[(
+        "DATABASE_URL",
+        "postgres://app:s3cret@db/app?sslmode=verify-full&sslcert=client.pem&sslkey=client.key",
+    )])
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("sslcert="), "{text}");
+    assert!(text.contains("not supported"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
 }

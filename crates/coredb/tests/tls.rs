@@ -259,3 +259,32 @@ async fn a_tls_only_server_asked_without_tls_says_to_turn_tls_on() {
     assert!(!err.is_transient());
     assert_eq!(plain.metrics().connect_failures, 1);
 }
+
+#[tokio::test]
+async fn verify_full_and_the_root_certificate_given_in_the_url_are_honoured() {
+    let certs = Certificates::make("url", "DNS:localhost,IP:127.0.0.1");
+    let other = Certificates::make("url-other", "DNS:localhost");
+    let server = tls_server(&certs).await;
+    let url = |mode: &str, root: &Path| {
+        DatabaseConfig::from_vars([(
+            "DATABASE_URL",
+            format!(
+                "postgres://postgres@localhost:{}/postgres?sslmode={mode}&sslrootcert={}&connect_timeout=2",
+                server.port(),
+                root.display()
+            ),
+        )])
+        .unwrap()
+    };
+    for mode in ["verify-full", "verify-ca"] {
+        assert!(
+            encrypted(&url(mode, &certs.path("ca.pem"))).await.unwrap(),
+            "{mode}"
+        );
+    }
+    let err = encrypted(&url("verify-full", &other.path("ca.pem")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect);
+    assert!(!err.is_transient(), "{err}");
+}

@@ -64,7 +64,9 @@ pub(crate) struct ExecSettings {
 pub enum SslMode {
     /// Never use TLS.
     Disable,
-    /// Use TLS when the server offers it and this build can speak it (the default).
+    /// Use TLS when the server offers it and this build can speak it (the default). libpq's
+    /// `allow` (plaintext first, TLS if the server insists) is taken as `prefer`: it connects
+    /// wherever `allow` would, encrypted when it can.
     #[default]
     Prefer,
     /// Require TLS, without checking the certificate.
@@ -76,7 +78,7 @@ pub enum SslMode {
 }
 
 impl SslMode {
-    const ALLOWED: &'static str = "disable, prefer, require, verify-ca, verify-full";
+    const ALLOWED: &'static str = "disable, allow, prefer, require, verify-ca, verify-full";
 
     /// The libpq spelling, e.g. `verify-full`.
     pub fn as_str(self) -> &'static str {

@@ -60,7 +60,9 @@ pub(super) fn parse_url(url: &str) -> std::result::Result<DatabaseConfig, String
             "not a PostgreSQL URL; expected postgres://user:password@host:port/database".into(),
         );
     }
-    let pg = tokio_postgres::Config::from_str(trimmed).map_err(|e| {
+    // The TLS settings are read here: the driver knows only some of their values.
+    let (rest, tls) = take_tls_params(trimmed)?;
+    let pg = tokio_postgres::Config::from_str(&rest).map_err(|e| {
         format!("not a valid PostgreSQL URL ({e}); expected postgres://user:password@host:port/database")
     })?;
     let mut config = DatabaseConfig::default();
@@ -91,24 +93,10 @@ pub(super) fn parse_url(url: &str) -> std::result::Result<DatabaseConfig, String
     if let Some(t) = pg.get_connect_timeout() {
         config.connect_timeout = *t;
     }
-    config.ssl_mode = match pg.get_ssl_mode() {
-        tokio_postgres::config::SslMode::Disable => SslMode::Disable,
-        tokio_postgres::config::SslMode::Require => SslMode::Require,
-        _ => SslMode::Prefer,
-    };
-    // tokio-postgres folds verify-ca/verify-full into `require`; keep the stricter wish.
-    if let Some(path) = trimmed
-        .split_once('?')
-        .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("sslrootcert=")))
-    {
-        config.ssl_root_cert = Some(path.into());
+    if let Some(mode) = tls.mode {
+        config.ssl_mode = mode;
     }
-    if let Some(mode) = trimmed
-        .split_once('?')
-        .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("sslmode=")))
-    {
-        config.ssl_mode = mode.parse()?;
-    }
+    config.ssl_root_cert = tls.root_cert;
     if pg.get_target_session_attrs() == tokio_postgres::config::TargetSessionAttrs::ReadWrite {
         config.target_session_attrs = TargetSessionAttrs::ReadWrite;
     }
@@ -116,6 +104,66 @@ pub(super) fn parse_url(url: &str) -> std::result::Result<DatabaseConfig, String
         config.dbname = config.user.clone();
     }
     Ok(config)
+}
+
+/// The TLS settings of a URL's query string.
+#[derive(Default)]
+struct TlsParams {
+    mode: Option<SslMode>,
+    root_cert: Option<std::path::PathBuf>,
+}
+
+/// Takes `sslmode` (all of libpq's values) and `sslrootcert` out of the URL's query string;
+/// refuses the client-certificate settings, which coredb cannot honour. Returns the URL
+/// without them.
+fn take_tls_params(url: &str) -> std::result::Result<(String, TlsParams), String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), TlsParams::default()));
+    };
+    let mut tls = TlsParams::default();
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value);
+        match key {
+            "sslmode" => {
+                tls.mode = Some(value.parse().map_err(|e| format!("sslmode={value:?} in DATABASE_URL: {e}"))?)
+            }
+            "sslrootcert" => tls.root_cert = Some(value.into()),
+            "sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir" => {
+                return Err(format!(
+                    "{key}= in DATABASE_URL: client certificates and revocation lists are not supported by this version of coredb; the TLS settings it takes are sslmode (disable, allow, prefer, require, verify-ca, verify-full) and sslrootcert"
+                ))
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let rest = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((rest, tls))
+}
+
+/// Decodes `%XX` escapes (as in a path given in a URL); anything else is kept as written.
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Masks the password of a URL that may not even parse: `scheme://user:***@rest`.
