@@ -8,7 +8,7 @@ use tokio_postgres::NoTls;
 
 use crate::conn::{Disposal, Event, PgConn, PgManager};
 use crate::error::Result;
-use crate::exec::{self, Context, CopyData, Reply, Returns, Streaming};
+use crate::exec::{self, Context, CopyData, Place, Reply, Returns, Streaming};
 use crate::params::{ParamList, Params as _};
 use crate::pool::{Pool, Pooled};
 use crate::query::{sealed, Executor};
@@ -153,6 +153,7 @@ impl sealed::Sealed for Connection {
             Arc::clone(&context),
             &bound,
             copy,
+            crate::exec::Place::Connection,
             None,
         )
         .await
@@ -161,7 +162,7 @@ impl sealed::Sealed for Connection {
     async fn copy_in_data<'a>(&'a mut self, sql: &'a str, data: CopyData<'a>) -> Result<u64> {
         let (pg, context) = self.parts();
         let bound = context.bind(sql, ().param_list())?;
-        exec::copy_in_data(pg, context, &bound, data).await
+        exec::copy_in_data(pg, context, &bound, data, Place::Connection).await
     }
 }
 

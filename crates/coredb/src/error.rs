@@ -204,7 +204,15 @@ impl Error {
             } else {
                 ErrorKind::Query
             };
-            let mut e = Error::new(kind, info.message.clone());
+            let mut message = info.message.clone();
+            if code == SqlState::INVALID_SQL_STATEMENT_NAME && names_a_driver_statement(&message) {
+                // The driver's own prepared statement is gone: the classic sign of a pooler
+                // lending the connection to someone else between two messages.
+                message.push_str(
+                    ": coredb prepared it on a server connection this one is not; behind PgBouncer in transaction mode set POSTGRES_PGBOUNCER=transaction",
+                );
+            }
+            let mut e = Error::new(kind, message);
             e.inner.code = Some(code);
             e.inner.db = Some(info);
             e.inner.statement = sql.map(str::to_owned);
@@ -225,7 +233,12 @@ impl Error {
             return e;
         }
         let text = err.to_string();
-        let kind = if err.is_closed() || text.contains("connection closed") {
+        // A message the driver did not expect leaves the protocol state unknown: the
+        // connection is treated as lost, so it is closed rather than pooled.
+        let kind = if err.is_closed()
+            || text.contains("connection closed")
+            || text.contains("unexpected message")
+        {
             ErrorKind::ConnectionLost
         } else if text.starts_with("error serializing") {
             ErrorKind::Params
@@ -307,6 +320,15 @@ impl Error {
 }
 
 /// SQLSTATEs after which the same work may succeed when run again.
+/// True when `message` is "prepared statement "sN" does not exist" for a name the driver
+/// gives its statements (`s` and a number).
+fn names_a_driver_statement(message: &str) -> bool {
+    message
+        .strip_prefix("prepared statement \"s")
+        .and_then(|rest| rest.split_once('"'))
+        .is_some_and(|(digits, _)| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+}
+
 pub(crate) fn is_transient_code(code: &SqlState) -> bool {
     let c = code.code();
     c.starts_with("08")

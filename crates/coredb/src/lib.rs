@@ -78,7 +78,9 @@ mod session;
 mod sql;
 pub mod telemetry;
 
-pub use config::{DatabaseConfig, DatabaseConfigBuilder, Password, SslMode, TargetSessionAttrs};
+pub use config::{
+    DatabaseConfig, DatabaseConfigBuilder, Password, PgBouncerMode, SslMode, TargetSessionAttrs,
+};
 pub use connection::Connection;
 pub use error::{DbErrorInfo, Error, ErrorKind, Result};
 pub use global::{

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use crate::conn::Event;
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
-use crate::exec::{self, CopyData, OnError, Outcome, Reply, Returns, Streaming, WitnessReply};
+use crate::exec::{
+    self, CopyData, OnError, Outcome, Place, Reply, Returns, Streaming, WitnessReply,
+};
 
 /// How often it asks while the server still has the transaction in progress.
 const RESOLVE_POLL: Duration = Duration::from_millis(100);
@@ -128,7 +130,11 @@ impl Session {
             error.type = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
-        let begin = options.begin_sql();
+        let mut begin = options.begin_sql();
+        if let Some(after) = &conn.context().settings.after_begin {
+            // Behind PgBouncer: the statement timeout, for this transaction only.
+            begin = format!("{begin}; {after}");
+        }
         if let Err(e) = conn
             .control(&begin, Event::BeginSent)
             .instrument(span.clone())
@@ -387,6 +393,7 @@ impl Session {
             Arc::clone(&context),
             &bound,
             copy,
+            crate::exec::Place::Session,
             Some(on_error),
         )
         .instrument(span)
@@ -521,7 +528,7 @@ impl Session {
         let span = self.span.clone();
         let (pg, context) = self.conn.parts();
         let bound = context.bind(sql, ().param_list())?;
-        let result = exec::copy_in_data(pg, context, &bound, data)
+        let result = exec::copy_in_data(pg, context, &bound, data, Place::Session)
             .instrument(span)
             .await;
         if let Err(e) = &result {

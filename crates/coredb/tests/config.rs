@@ -266,3 +266,19 @@ fn tls_settings_in_the_url_are_taken_as_libpq_takes_them() {
     assert!(text.contains("not supported"), "{text}");
     assert!(!text.contains("s3cret"), "{text}");
 }
+
+#[test]
+fn pgbouncer_mode_is_read_checked_and_turns_the_statement_cache_off() {
+    let c = vars(&[("POSTGRES_PGBOUNCER", "transaction")]).unwrap();
+    assert_eq!(c.pgbouncer(), coredb::PgBouncerMode::Transaction);
+    assert_eq!(c.statement_cache_size(), 0, "no named statements behind it");
+    for off in ["off", "session"] {
+        let c = vars(&[("POSTGRES_PGBOUNCER", off)]).unwrap();
+        assert_eq!(c.pgbouncer(), coredb::PgBouncerMode::Off);
+        assert_eq!(c.statement_cache_size(), 100);
+    }
+    let err = vars(&[("POSTGRES_PGBOUNCER", "statement")]).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("POSTGRES_PGBOUNCER=\"statement\""), "{text}");
+    assert!(text.contains("allowed: off, session, transaction"), "{text}");
+}

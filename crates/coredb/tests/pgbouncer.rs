@@ -1,5 +1,6 @@
-//! Behind PgBouncer in transaction-pooling mode, with the statement cache off: statements are
-//! sent unprepared, so a statement never meets a server connection that lacks it.
+//! Behind PgBouncer in transaction-pooling mode: with the statement cache off, statements are
+//! sent unprepared, so a statement never meets a server connection that lacks it; with
+//! `POSTGRES_PGBOUNCER=transaction`, COPY, the statement timeout and sessions work too.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -7,8 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coredb::{params, DatabaseConfig, DatabaseManager, Executor};
+use coredb::{params, DatabaseConfig, DatabaseManager, ErrorKind, Executor, PgBouncerMode};
 use coredb_embedded::EmbeddedServer;
+use futures_util::{StreamExt as _, TryStreamExt as _};
 
 /// A PgBouncer in transaction mode in front of `server`; stopped when dropped.
 struct Bouncer {
@@ -19,6 +21,11 @@ struct Bouncer {
 
 impl Bouncer {
     fn start(server_port: u16) -> Bouncer {
+        Self::start_ignoring(server_port, "extra_float_digits,options")
+    }
+
+    /// A PgBouncer that ignores (rather than refuses) the startup parameters `ignored`.
+    fn start_ignoring(server_port: u16, ignored: &str) -> Bouncer {
         let binary = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
@@ -33,7 +40,7 @@ impl Bouncer {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("users.txt"), "\"postgres\" \"\"\n").unwrap();
         let ini = format!(
-            "[databases]\n* = host=127.0.0.1 port={server_port}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\nauth_type = trust\nauth_file = {users}\npool_mode = transaction\ndefault_pool_size = 2\nmax_client_conn = 100\nlogfile = {log}\npidfile = {pid}\nignore_startup_parameters = extra_float_digits,options\n",
+            "[databases]\n* = host=127.0.0.1 port={server_port}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\nauth_type = trust\nauth_file = {users}\npool_mode = transaction\ndefault_pool_size = 2\nmax_client_conn = 100\nlogfile = {log}\npidfile = {pid}\nignore_startup_parameters = {ignored}\n",
             users = dir.join("users.txt").display(),
             log = dir.join("pgbouncer.log").display(),
             pid = dir.join("pgbouncer.pid").display(),
@@ -135,4 +142,199 @@ async fn transaction_pooling_works_with_the_statement_cache_off() {
     db.close().await;
     drop(bouncer);
     drop(server);
+}
+
+/// The config of a manager reaching `bouncer` in transaction mode (`POSTGRES_PGBOUNCER`).
+fn behind(bouncer: &Bouncer, statement_timeout: Option<Duration>) -> DatabaseConfig {
+    DatabaseConfig::from_vars(
+        [
+            ("POSTGRES_HOST", "127.0.0.1".to_owned()),
+            ("POSTGRES_PORT", bouncer.port.to_string()),
+            ("POSTGRES_USER", "postgres".to_owned()),
+            ("POSTGRES_DB", "postgres".to_owned()),
+            ("POSTGRES_SSLMODE", "disable".to_owned()),
+            ("POSTGRES_PGBOUNCER", "transaction".to_owned()),
+            ("POSTGRES_POOL_SIZE", "8".to_owned()),
+            (
+                "POSTGRES_STATEMENT_TIMEOUT",
+                statement_timeout.map_or("".to_owned(), |t| t.as_secs_f64().to_string()),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty()),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_mode_runs_copy_sessions_pipelines_and_the_statement_timeout_without_errors() {
+    let server = tokio::task::spawn_blocking(EmbeddedServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    // PgBouncer as shipped: startup options refused, not ignored.
+    let bouncer = Bouncer::start_ignoring(server.port(), "extra_float_digits");
+    let config = behind(&bouncer, Some(Duration::from_secs(1)));
+    assert_eq!(config.pgbouncer(), PgBouncerMode::Transaction);
+    assert_eq!(config.statement_cache_size(), 0);
+    let db = Arc::new(DatabaseManager::from_config(&config).unwrap());
+    db.execute("CREATE TABLE IF NOT EXISTS copied (n int8, label text)", ())
+        .await
+        .unwrap();
+    db.execute("TRUNCATE copied", ()).await.unwrap();
+
+    // COPY in autocommit, on a connection, and in a session; COPY out from the manager.
+    let lines = |from: i64, to: i64| {
+        futures_util::stream::iter(from..to)
+            .map(|n| Ok::<_, std::io::Error>(bytes::Bytes::from(format!("{n}\trow {n}\n"))))
+    };
+    assert_eq!(
+        db.copy_in_bytes("COPY copied FROM STDIN", lines(0, 1000))
+            .await
+            .unwrap(),
+        1000
+    );
+    let mut conn = db.get_connection().await.unwrap();
+    assert_eq!(
+        conn.copy_in_bytes("COPY copied FROM STDIN", lines(1000, 2000))
+            .await
+            .unwrap(),
+        1000
+    );
+    let err = conn.copy_out("COPY copied TO STDOUT").await.unwrap_err();
+    assert!(err.to_string().contains("POSTGRES_PGBOUNCER"), "{err}");
+    drop(conn);
+    let mut s = db.session().await.unwrap();
+    s.copy_in_bytes("COPY copied FROM STDIN", lines(2000, 3000))
+        .await
+        .unwrap();
+    let inside: Vec<bytes::Bytes> = s
+        .copy_out("COPY (SELECT count(*) FROM copied) TO STDOUT")
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(&inside.concat()[..], b"3000\n");
+    s.commit().await.unwrap();
+    let out: Vec<bytes::Bytes> = db
+        .copy_out("COPY (SELECT n FROM copied ORDER BY n) TO STDOUT")
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 3000);
+
+    // The statement timeout holds in sessions, set per transaction.
+    let mut s = db.session().await.unwrap();
+    let timeout: String = s.scalar("SHOW statement_timeout", ()).await.unwrap();
+    assert_eq!(timeout, "1s");
+    let err = s.execute("SELECT pg_sleep(3)", ()).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "57014", "{err}");
+    drop(s);
+
+    // 64 pipelined tasks and sessions with savepoints, side by side.
+    let mut tasks = Vec::new();
+    for task in 0..64i64 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..20i64 {
+                let got: i64 = db
+                    .scalar(
+                        "SELECT :n::int8 * :task",
+                        params! { "n" => n, "task" => task },
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(got, n * task);
+            }
+            if task % 8 == 0 {
+                let mut s = db.session().await.unwrap();
+                s.execute("INSERT INTO copied VALUES ($1, 'kept')", (task,))
+                    .await
+                    .unwrap();
+                let mut sp = s.begin_nested().await.unwrap();
+                sp.execute("INSERT INTO copied VALUES ($1, 'undone')", (task,))
+                    .await
+                    .unwrap();
+                sp.rollback().await.unwrap();
+                s.commit().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let kept: i64 = db
+        .scalar("SELECT count(*) FROM copied WHERE label = 'kept'", ())
+        .await
+        .unwrap();
+    let undone: i64 = db
+        .scalar("SELECT count(*) FROM copied WHERE label = 'undone'", ())
+        .await
+        .unwrap();
+    assert_eq!((kept, undone), (8, 0));
+    db.close().await;
+    drop(bouncer);
+    drop(server);
+}
+
+#[tokio::test]
+async fn a_startup_parameter_refused_by_pgbouncer_is_not_retried_and_names_the_setting() {
+    let server = tokio::task::spawn_blocking(EmbeddedServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let bouncer = Bouncer::start_ignoring(server.port(), "extra_float_digits");
+    let config = DatabaseConfig::builder()
+        .host("127.0.0.1")
+        .port(bouncer.port)
+        .user("postgres")
+        .dbname("postgres")
+        .ssl_mode(coredb::SslMode::Disable)
+        .statement_timeout(Some(Duration::from_secs(5)))
+        .pool_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let db = DatabaseManager::from_config(&config).unwrap();
+    let started = Instant::now();
+    let err = db.get_connection().await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not retried for the pool timeout"
+    );
+    assert_eq!(err.kind(), ErrorKind::Connect);
+    assert!(!err.is_transient(), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("POSTGRES_PGBOUNCER=transaction"), "{text}");
+    assert!(text.contains("POSTGRES_STATEMENT_TIMEOUT"), "{text}");
+    db.close().await;
+}
+
+#[tokio::test]
+async fn a_lost_driver_statement_names_the_pgbouncer_setting() {
+    // A statement named as the driver names its own, missing on the server: what a pooler
+    // in transaction mode causes when statements are prepared.
+    let db = coredb_testkit::TestDatabase::new().await.unwrap();
+    let err = db
+        .manager()
+        .execute("EXECUTE s999999", ())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "26000");
+    assert!(
+        err.to_string().contains("POSTGRES_PGBOUNCER=transaction"),
+        "{err}"
+    );
+    let err = db
+        .manager()
+        .execute("EXECUTE my_own_statement", ())
+        .await
+        .unwrap_err();
+    assert!(
+        !err.to_string().contains("PGBOUNCER"),
+        "a statement of the application's own is its own business: {err}"
+    );
+    db.manager().close().await;
 }

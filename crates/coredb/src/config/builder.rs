@@ -88,6 +88,8 @@ impl DatabaseConfigBuilder {
         slow_statement: Option<Duration> => |c, v| c.slow_statement = v;
         /// Prepared statements cached per connection (0 disables the cache).
         statement_cache_size: usize => |c, v| c.statement_cache_size = v;
+        /// Reached through PgBouncer in transaction mode (see [`PgBouncerMode`](crate::config::PgBouncerMode)).
+        pgbouncer: crate::config::PgBouncerMode => |c, v| c.pgbouncer = v;
         /// Which server of a multi-host list to use.
         target_session_attrs: TargetSessionAttrs => |c, v| c.target_session_attrs = v;
         /// Idle time before TCP keepalive probes start.

@@ -225,6 +225,12 @@ impl DatabaseConfig {
         if let Some(name) = get("POSTGRES_APPLICATION_NAME") {
             config.application_name = name;
         }
+        if let Some(raw) = get("POSTGRES_PGBOUNCER") {
+            match raw.parse() {
+                Ok(mode) => config.pgbouncer = mode,
+                Err(what) => problems.push("POSTGRES_PGBOUNCER", &raw, &what),
+            }
+        }
         if let Some(raw) = get("POSTGRES_TARGET_SESSION_ATTRS") {
             match raw.trim() {
                 "any" => config.target_session_attrs = TargetSessionAttrs::Any,
@@ -319,6 +325,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "POSTGRES_ECHO",
     "POSTGRES_ECHO_PARAMS",
     "POSTGRES_SLOW_STATEMENT_MS",
+    "POSTGRES_PGBOUNCER",
     "POSTGRES_PIPELINE_AUTOCOMMIT",
     "POSTGRES_TARGET_SESSION_ATTRS",
     "POSTGRES_READ_HOSTS",

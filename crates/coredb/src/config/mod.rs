@@ -57,6 +57,10 @@ pub(crate) struct ExecSettings {
     /// Statements taking at least this long are logged at WARN, echo or not
     /// (`POSTGRES_SLOW_STATEMENT_MS`).
     pub(crate) slow_statement: Option<Duration>,
+    /// Behind PgBouncer in transaction mode: nothing may outlive a transaction.
+    pub(crate) pgbouncer_transaction: bool,
+    /// Sent right after `BEGIN` (the statement timeout behind PgBouncer).
+    pub(crate) after_begin: Option<String>,
 }
 
 /// How the connection negotiates TLS, as libpq's `sslmode`.
@@ -103,6 +107,39 @@ impl FromStr for SslMode {
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
             _ => return Err(format!("unknown sslmode; allowed: {}", SslMode::ALLOWED)),
+        })
+    }
+}
+
+/// Whether the server is reached through PgBouncer, and in which pool mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PgBouncerMode {
+    /// A direct connection, or PgBouncer in session mode (which behaves like one).
+    #[default]
+    Off,
+    /// PgBouncer in transaction mode: a server connection is lent for one transaction only,
+    /// so coredb keeps nothing on it between transactions. Statements are sent unnamed (no
+    /// statement cache), COPY runs inside a transaction of its own, and the statement timeout
+    /// is set with `SET LOCAL` at `BEGIN` instead of at connect (PgBouncer refuses startup
+    /// options).
+    Transaction,
+}
+
+impl PgBouncerMode {
+    const ALLOWED: &'static str = "off, session, transaction";
+}
+
+impl FromStr for PgBouncerMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "off" | "none" | "false" | "session" => PgBouncerMode::Off,
+            "transaction" => PgBouncerMode::Transaction,
+            _ => return Err(format!(
+                "unknown PgBouncer pool mode; allowed: {} (statement mode cannot run transactions)",
+                PgBouncerMode::ALLOWED
+            )),
         })
     }
 }
@@ -185,6 +222,7 @@ pub struct DatabaseConfig {
     pub(crate) echo: bool,
     pub(crate) echo_params: bool,
     pub(crate) slow_statement: Option<Duration>,
+    pub(crate) pgbouncer: PgBouncerMode,
     pub(crate) statement_cache_size: usize,
     pub(crate) target_session_attrs: TargetSessionAttrs,
     pub(crate) keepalive_idle: Duration,
@@ -345,6 +383,7 @@ impl Default for DatabaseConfig {
             echo: false,
             echo_params: false,
             slow_statement: None,
+            pgbouncer: PgBouncerMode::Off,
             statement_cache_size: 100,
             target_session_attrs: TargetSessionAttrs::Any,
             keepalive_idle: Duration::from_secs(60),
@@ -459,9 +498,18 @@ impl DatabaseConfig {
     pub fn slow_statement(&self) -> Option<Duration> {
         self.slow_statement
     }
-    /// Prepared statements cached per connection (0: none).
+    /// Prepared statements cached per connection (0: none, and always 0 behind PgBouncer in
+    /// transaction mode).
     pub fn statement_cache_size(&self) -> usize {
-        self.statement_cache_size
+        match self.pgbouncer {
+            PgBouncerMode::Transaction => 0,
+            PgBouncerMode::Off => self.statement_cache_size,
+        }
+    }
+    /// Whether the server is reached through PgBouncer in transaction mode
+    /// (`POSTGRES_PGBOUNCER`).
+    pub fn pgbouncer(&self) -> PgBouncerMode {
+        self.pgbouncer
     }
     /// Whether the manager's autocommit statements share pipelined connections.
     pub fn pipeline_autocommit(&self) -> bool {
@@ -479,6 +527,14 @@ impl DatabaseConfig {
                 .statement_timeout
                 .map(|t| t + Duration::from_secs(1).max(t / 2)),
             slow_statement: self.slow_statement,
+            pgbouncer_transaction: self.pgbouncer == PgBouncerMode::Transaction,
+            after_begin: match (self.pgbouncer, self.statement_timeout) {
+                (PgBouncerMode::Transaction, Some(t)) => Some(format!(
+                    "SET LOCAL statement_timeout = {}",
+                    t.as_millis().max(1)
+                )),
+                _ => None,
+            },
         }
     }
 
@@ -512,7 +568,8 @@ impl DatabaseConfig {
         if self.load_balance {
             pg.load_balance_hosts(tokio_postgres::config::LoadBalanceHosts::Random);
         }
-        if let Some(t) = self.statement_timeout {
+        // PgBouncer refuses startup options; behind it the timeout is set at BEGIN.
+        if let (Some(t), PgBouncerMode::Off) = (self.statement_timeout, self.pgbouncer) {
             pg.options(format!("-c statement_timeout={}", t.as_millis().max(1)));
         }
         pg
@@ -536,6 +593,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("echo_params", &self.echo_params)
             .field("slow_statement", &self.slow_statement)
             .field("statement_cache_size", &self.statement_cache_size)
+            .field("pgbouncer", &self.pgbouncer)
             .field("pipeline_autocommit", &self.pipeline_autocommit)
             .field("ssl_root_cert", &self.ssl_root_cert)
             .field("read_replicas", &self.read_replicas)

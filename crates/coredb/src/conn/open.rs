@@ -133,7 +133,16 @@ impl PgManager {
         if let Some(db) = err.as_db_error() {
             let code = db.code().clone();
             let server_says = db.message();
-            let (message, permanent) = if code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            let (message, permanent) = if code == SqlState::PROTOCOL_VIOLATION
+                && server_says.contains("unsupported startup parameter")
+            {
+                (
+                    format!(
+                        "{target} refused a startup parameter ({server_says}): PgBouncer refuses the statement timeout sent at connect; set POSTGRES_PGBOUNCER=transaction (coredb then sets POSTGRES_STATEMENT_TIMEOUT with SET LOCAL in each transaction), or add `options` to PgBouncer's ignore_startup_parameters"
+                    ),
+                    true,
+                )
+            } else if code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
                 && (server_says.contains("no encryption") || server_says.contains("SSL off"))
             {
                 (
@@ -288,7 +297,7 @@ impl Manage for PgManager {
         let client = self.open(None).await?;
         Ok(PgConn::new(
             client,
-            StatementCache::new(self.config.statement_cache_size),
+            StatementCache::new(self.config.statement_cache_size()),
         ))
     }
 

@@ -9,7 +9,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tracing::Instrument as _;
 
-use super::{observe, prepare_text, settled, Context, Reply};
+use super::{observe, prepare_text, run_simple, settled, Context, Reply};
 use crate::conn::{Event, PgConn};
 use crate::error::{Error, Result};
 use crate::params::{Bound, SqlParam};
@@ -32,6 +32,7 @@ pub(crate) async fn copy_in_data(
     context: &Context,
     bound: &Bound<'_, '_>,
     data: CopyData<'_>,
+    place: Place,
 ) -> Result<u64> {
     let sql = bound.text.as_str();
     if bound.class.operation() != Some("COPY") || !bound.values.is_empty() {
@@ -40,6 +41,7 @@ pub(crate) async fn copy_in_data(
         )
         .with_statement(sql));
     }
+    let own = begin_own_transaction(conn, context, place).await?;
     conn.on(Event::Sent {
         leaves_state: !bound.class.is_shareable(),
     });
@@ -65,7 +67,51 @@ pub(crate) async fn copy_in_data(
     })
     .await;
     conn.on(settled(&result));
-    result.map(Reply::count)
+    end_own_transaction(conn, own, result.map(Reply::count)).await
+}
+
+/// Where a COPY runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// In a session's transaction.
+    Session,
+    /// On a checked-out connection, in autocommit.
+    Connection,
+    /// On a connection of the statement's own (the manager's streams).
+    OwnConnection,
+}
+
+/// Behind PgBouncer in transaction mode, COPY's statement is prepared (the driver has no
+/// unnamed COPY), so it must meet the same server connection: outside a session, the COPY is
+/// given a transaction of its own. Returns whether it was.
+pub(crate) async fn begin_own_transaction(
+    conn: &mut PgConn,
+    context: &Context,
+    place: Place,
+) -> Result<bool> {
+    if !context.settings.pgbouncer_transaction || place == Place::Session {
+        return Ok(false);
+    }
+    run_simple(conn, "BEGIN", Event::BeginSent).await?;
+    Ok(true)
+}
+
+/// Ends the transaction [`begin_own_transaction`] opened: committed after `result` succeeded,
+/// rolled back otherwise.
+async fn end_own_transaction<T>(conn: &mut PgConn, own: bool, result: Result<T>) -> Result<T> {
+    if !own {
+        return result;
+    }
+    match result {
+        Ok(value) => run_simple(conn, "COMMIT", Event::EndSent)
+            .await
+            .map(|()| value),
+        Err(err) => {
+            // The error that matters is the COPY's; a failed rollback closes the connection.
+            let _ = run_simple(conn, "ROLLBACK", Event::EndSent).await;
+            Err(err)
+        }
+    }
 }
 
 /// Copies `rows` with `copy_sql`; the columns' types come from `insert_sql`, the one-row INSERT
@@ -80,7 +126,9 @@ pub(crate) async fn copy_in<'v>(
     copy_sql: &str,
     insert_sql: &str,
     rows: impl Iterator<Item = Vec<SqlParam<'v>>> + Send,
+    place: Place,
 ) -> Result<u64> {
+    let own = begin_own_transaction(conn, context, place).await?;
     conn.on(Event::Sent {
         leaves_state: false,
     });
@@ -110,7 +158,7 @@ pub(crate) async fn copy_in<'v>(
         result.as_ref().err(),
     );
     conn.on(settled(&result));
-    result
+    end_own_transaction(conn, own, result).await
 }
 
 async fn copy_rows<'v>(

@@ -30,7 +30,7 @@ use crate::telemetry::{self, StatementInstruments, Target};
 
 pub(crate) use commit::{commit, outcome, Outcome, WitnessReply};
 pub use copy::CopyData;
-pub(crate) use copy::{copy_in, copy_in_data};
+pub(crate) use copy::{copy_in, copy_in_data, Place};
 pub(crate) use encode::{encode, Encoded};
 pub use stream::Streaming;
 pub(crate) use stream::{stream, Item, OnError};

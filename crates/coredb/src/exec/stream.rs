@@ -18,6 +18,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tracing::Instrument as _;
 
+use super::copy::Place;
 use super::{
     after_error, encode, param_types, prepare, prepare_text, query_failed, report, Context,
 };
@@ -74,6 +75,7 @@ pub(crate) async fn stream<'a>(
     context: Arc<Context>,
     bound: &Bound<'_, '_>,
     copy: bool,
+    place: Place,
     on_error: Option<OnError<'a>>,
 ) -> Result<Streaming<'a>> {
     let is_copy = bound.class.operation() == Some("COPY");
@@ -84,6 +86,17 @@ pub(crate) async fn stream<'a>(
             "a COPY's data is read with copy_out, not as rows"
         };
         return Err(Error::params(message).with_statement(bound.text.as_str()));
+    }
+    if copy && context.settings.pgbouncer_transaction {
+        if place == Place::Connection {
+            return Err(Error::params(
+                "behind PgBouncer in transaction mode (POSTGRES_PGBOUNCER=transaction), COPY .. TO STDOUT runs in a transaction: call copy_out in a session, or on the manager",
+            )
+            .with_statement(bound.text.as_str()));
+        }
+        // The stream's connection is its own: the transaction is rolled back when it goes back
+        // to the pool (COPY TO writes nothing).
+        super::copy::begin_own_transaction(&mut conn, &context, place).await?;
     }
     let leaves_state = !bound.class.is_shareable();
     conn.on(Event::Sent { leaves_state });

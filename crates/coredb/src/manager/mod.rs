@@ -600,6 +600,7 @@ impl DatabaseManager {
             Arc::clone(&db.context),
             &bound,
             copy,
+            crate::exec::Place::OwnConnection,
             None,
         )
         .await

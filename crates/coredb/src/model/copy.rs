@@ -5,6 +5,7 @@ use std::future::Future;
 use crate::conn::Event;
 use crate::connection::Connection;
 use crate::error::Result;
+use crate::exec::Place;
 use crate::query::Executor;
 use crate::session::Session;
 
@@ -53,7 +54,7 @@ impl CopyIn for Connection {
         &'a mut self,
         models: &'a [M],
     ) -> impl Future<Output = Result<u64>> + Send + 'a {
-        copy_tracked(self, models)
+        copy_tracked(self, models, Place::Connection)
     }
 }
 
@@ -65,7 +66,7 @@ impl CopyIn for Session {
         let conn = self.connection();
         conn.control("SAVEPOINT coredb_copy", Event::TRANSACTION_SCOPED)
             .await?;
-        match copy_tracked(conn, models).await {
+        match copy_tracked(conn, models, Place::Session).await {
             Ok(rows) => {
                 conn.control("RELEASE SAVEPOINT coredb_copy", Event::TRANSACTION_SCOPED)
                     .await?;
@@ -84,7 +85,7 @@ impl CopyIn for Session {
 }
 
 /// Copies through the statement path, which keeps the connection's state.
-async fn copy_tracked<M: Model>(conn: &mut Connection, models: &[M]) -> Result<u64> {
+async fn copy_tracked<M: Model>(conn: &mut Connection, models: &[M], place: Place) -> Result<u64> {
     let statements = M::STATEMENTS;
     let (pg, context) = conn.parts();
     crate::exec::copy_in(
@@ -93,6 +94,7 @@ async fn copy_tracked<M: Model>(conn: &mut Connection, models: &[M]) -> Result<u
         statements.copy,
         statements.insert,
         models.iter().map(Model::insert_values),
+        place,
     )
     .await
 }
