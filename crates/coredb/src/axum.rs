@@ -84,7 +84,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio_postgres::error::SqlState;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::exec::{CopyData, Reply, Returns, Streaming};
+use crate::exec::{CopyData, Read, Reply, Returns, RowValues, Streaming};
 use crate::health::HealthReport;
 use crate::manager::DatabaseManager;
 use crate::params::ParamList;
@@ -279,13 +279,22 @@ impl sealed::Sealed for Tx {
         &'a mut self,
         sql: &'p str,
         params: ParamList<'p>,
-        copy: bool,
+        read: Read,
     ) -> Result<Streaming<'a>> {
-        self.session().await?.start_stream(sql, params, copy).await
+        self.session().await?.start_stream(sql, params, read).await
     }
 
     async fn copy_in_data<'a>(&'a mut self, sql: &'a str, data: CopyData<'a>) -> Result<u64> {
         self.session().await?.copy_in_data(sql, data).await
+    }
+
+    async fn copy_rows_in<'a, 'v>(
+        &'a mut self,
+        copy: &'a str,
+        insert: &'a str,
+        rows: RowValues<'v>,
+    ) -> Result<u64> {
+        self.session().await?.copy_rows_in(copy, insert, rows).await
     }
 }
 

@@ -8,7 +8,7 @@ use tokio_postgres::NoTls;
 
 use crate::conn::{Disposal, Event, PgConn, PgManager};
 use crate::error::Result;
-use crate::exec::{self, Context, CopyData, Place, Reply, Returns, Streaming};
+use crate::exec::{self, Context, CopyData, Place, Read, Reply, Returns, RowValues, Streaming};
 use crate::params::{ParamList, Params as _};
 use crate::pool::{Pool, Pooled};
 use crate::query::{sealed, Executor};
@@ -144,7 +144,7 @@ impl sealed::Sealed for Connection {
         &'a mut self,
         sql: &'p str,
         params: ParamList<'p>,
-        copy: bool,
+        read: Read,
     ) -> Result<Streaming<'a>> {
         let context = Arc::clone(&self.context);
         let bound = context.bind(sql, params)?;
@@ -152,11 +152,21 @@ impl sealed::Sealed for Connection {
             Box::new(self.pg()),
             Arc::clone(&context),
             &bound,
-            copy,
+            read,
             crate::exec::Place::Connection,
             None,
         )
         .await
+    }
+
+    async fn copy_rows_in<'a, 'v>(
+        &'a mut self,
+        copy: &'a str,
+        insert: &'a str,
+        rows: RowValues<'v>,
+    ) -> Result<u64> {
+        let (pg, context) = self.parts();
+        exec::copy_in(pg, context, copy, insert, rows, Place::Connection).await
     }
 
     async fn copy_in_data<'a>(&'a mut self, sql: &'a str, data: CopyData<'a>) -> Result<u64> {

@@ -1,8 +1,10 @@
 //! Rows and their mapping to Rust values: [`FromRow`] and column access with clear errors.
 
 use std::any::type_name;
+use std::sync::Arc;
 
-use postgres_types::{FromSql, FromSqlOwned};
+use postgres_types::{FromSql, FromSqlOwned, Type};
+use tokio_postgres::binary_copy::BinaryCopyOutRow;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -21,11 +23,48 @@ use crate::error::{Error, ErrorKind, Result};
 /// }
 /// # Ok(()) }
 /// ```
-pub struct Row(tokio_postgres::Row);
+pub struct Row(Inner);
+
+/// Where a row came from.
+enum Inner {
+    /// A query's result.
+    Query(tokio_postgres::Row),
+    /// A binary `COPY .. TO STDOUT`'s, with the columns of its query.
+    Copy(BinaryCopyOutRow, Arc<[CopyColumn]>),
+}
+
+/// A column of a binary COPY's rows: its name and type, learnt by preparing its query.
+pub(crate) struct CopyColumn {
+    pub(crate) name: String,
+    pub(crate) type_: Type,
+}
 
 impl From<tokio_postgres::Row> for Row {
     fn from(row: tokio_postgres::Row) -> Self {
-        Row(row)
+        Row(Inner::Query(row))
+    }
+}
+
+impl Row {
+    /// A row of a binary COPY, whose columns are `columns`.
+    pub(crate) fn from_copy(row: BinaryCopyOutRow, columns: Arc<[CopyColumn]>) -> Self {
+        Row(Inner::Copy(row, columns))
+    }
+
+    /// The name and type of column `index` (which must exist).
+    fn column(&self, index: usize) -> (&str, &Type) {
+        match &self.0 {
+            Inner::Query(row) => {
+                let column = &row.columns()[index];
+                (column.name(), column.type_())
+            }
+            Inner::Copy(_, columns) => (&columns[index].name, &columns[index].type_),
+        }
+    }
+
+    /// The columns' names and types, in order.
+    fn columns(&self) -> impl Iterator<Item = (&str, &Type)> {
+        (0..self.len()).map(|i| self.column(i))
     }
 }
 
@@ -62,18 +101,13 @@ impl ColumnIndex for usize {
 
 impl ColumnIndex for &str {
     fn position(&self, row: &Row, rust_type: &str) -> Result<usize> {
-        let columns = row.0.columns();
-        match columns.iter().position(|c| c.name() == *self) {
+        match row.column_names().position(|name| name == *self) {
             Some(index) => Ok(index),
             None => Err(Error::new(
                 ErrorKind::Decode,
                 format!(
                     "the result has no column {self:?} for Rust type {rust_type} (columns: {})",
-                    columns
-                        .iter()
-                        .map(|c| c.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    row.column_names().collect::<Vec<_>>().join(", ")
                 ),
             )),
         }
@@ -90,28 +124,32 @@ impl Row {
     /// another type.
     pub fn get<'a, T: FromSql<'a>>(&'a self, column: impl ColumnIndex) -> Result<T> {
         let index = column.position(self, type_name::<T>())?;
-        let col = &self.0.columns()[index];
-        self.0.try_get::<_, T>(index).map_err(|err| {
+        let (name, type_) = self.column(index);
+        let read = match &self.0 {
+            Inner::Query(row) => row.try_get::<_, T>(index),
+            Inner::Copy(row, _) => row.try_get::<T>(index),
+        };
+        read.map_err(|err| {
             use std::error::Error as _;
             let source = err.source();
             let message = if source.is_some_and(|s| s.is::<postgres_types::WasNull>()) {
                 format!(
                     "column {:?} is NULL, which Rust type {} cannot hold; declare the field as an Option",
-                    col.name(),
+                    name,
                     type_name::<T>()
                 )
             } else if source.is_some_and(|s| s.is::<postgres_types::WrongType>()) {
                 format!(
                     "column {:?} has PostgreSQL type {}, which cannot be read as Rust type {}",
-                    col.name(),
-                    col.type_(),
+                    name,
+                    type_,
                     type_name::<T>()
                 )
             } else {
                 format!(
                     "column {:?} (PostgreSQL type {}) could not be read as Rust type {}: {}",
-                    col.name(),
-                    col.type_(),
+                    name,
+                    type_,
                     type_name::<T>(),
                     source.map_or_else(|| err.to_string(), |s| s.to_string())
                 )
@@ -122,22 +160,25 @@ impl Row {
 
     /// The number of columns.
     pub fn len(&self) -> usize {
-        self.0.len()
+        match &self.0 {
+            Inner::Query(row) => row.len(),
+            Inner::Copy(_, columns) => columns.len(),
+        }
     }
 
     /// True when the row has no columns.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 
     /// The columns' names, in order.
     pub fn column_names(&self) -> impl Iterator<Item = &str> {
-        self.0.columns().iter().map(|c| c.name())
+        self.columns().map(|(name, _)| name)
     }
 
     /// The PostgreSQL type of column `index` (e.g. `int4`, `text`), or `None` past the end.
     pub fn column_type(&self, index: usize) -> Option<&str> {
-        self.0.columns().get(index).map(|c| c.type_().name())
+        (index < self.len()).then(|| self.column(index).1.name())
     }
 }
 
@@ -145,12 +186,7 @@ impl std::fmt::Debug for Row {
     /// The column names and types, never the values (they may be personal data).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map()
-            .entries(
-                self.0
-                    .columns()
-                    .iter()
-                    .map(|c| (c.name(), c.type_().name())),
-            )
+            .entries(self.columns().map(|(name, type_)| (name, type_.name())))
             .finish()
     }
 }

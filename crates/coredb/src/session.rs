@@ -14,7 +14,8 @@ use crate::conn::Event;
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec::{
-    self, CopyData, OnError, Outcome, Place, Reply, Returns, Streaming, WitnessReply,
+    self, CopyData, OnError, Outcome, Place, Read, Reply, Returns, RowValues, Streaming,
+    WitnessReply,
 };
 
 /// How often it asks while the server still has the transaction in progress.
@@ -370,7 +371,7 @@ impl Session {
         &'a mut self,
         sql: &str,
         params: ParamList<'_>,
-        copy: bool,
+        read: Read,
     ) -> Result<Streaming<'a>> {
         self.apply_pending_rollback().await?;
         self.check_not_aborted()?;
@@ -392,7 +393,7 @@ impl Session {
             Box::new(pg),
             Arc::clone(&context),
             &bound,
-            copy,
+            read,
             crate::exec::Place::Session,
             Some(on_error),
         )
@@ -520,6 +521,22 @@ impl Session {
         })
     }
 
+    /// Writes `rows` with a binary COPY; a failure aborts the transaction as any failed
+    /// statement does.
+    async fn copy_rows_in(&mut self, copy: &str, insert: &str, rows: RowValues<'_>) -> Result<u64> {
+        self.apply_pending_rollback().await?;
+        self.check_not_aborted()?;
+        let span = self.span.clone();
+        let (pg, context) = self.conn.parts();
+        let result = exec::copy_in(pg, context, copy, insert, rows, Place::Session)
+            .instrument(span)
+            .await;
+        if let Err(e) = &result {
+            self.record_failure(e);
+        }
+        result
+    }
+
     /// Sends `data` into a `COPY .. FROM STDIN`; a failure aborts the transaction as any
     /// failed statement does.
     async fn copy_in_data(&mut self, sql: &str, data: CopyData<'_>) -> Result<u64> {
@@ -582,9 +599,9 @@ impl sealed::Sealed for Session {
         &'a mut self,
         sql: &'p str,
         params: ParamList<'p>,
-        copy: bool,
+        read: Read,
     ) -> impl Future<Output = Result<Streaming<'a>>> + Send {
-        Session::start_stream(self, sql, params, copy)
+        Session::start_stream(self, sql, params, read)
     }
 
     fn copy_in_data<'a>(
@@ -593,6 +610,15 @@ impl sealed::Sealed for Session {
         data: CopyData<'a>,
     ) -> impl Future<Output = Result<u64>> + Send + 'a {
         Session::copy_in_data(self, sql, data)
+    }
+
+    fn copy_rows_in<'a, 'v>(
+        &'a mut self,
+        copy: &'a str,
+        insert: &'a str,
+        rows: RowValues<'v>,
+    ) -> impl Future<Output = Result<u64>> + Send {
+        Session::copy_rows_in(self, copy, insert, rows)
     }
 }
 
@@ -693,9 +719,9 @@ impl sealed::Sealed for Savepoint<'_> {
         &'a mut self,
         sql: &'p str,
         params: ParamList<'p>,
-        copy: bool,
+        read: Read,
     ) -> impl Future<Output = Result<Streaming<'a>>> + Send {
-        self.session.start_stream(sql, params, copy)
+        self.session.start_stream(sql, params, read)
     }
 
     fn copy_in_data<'a>(
@@ -704,6 +730,15 @@ impl sealed::Sealed for Savepoint<'_> {
         data: CopyData<'a>,
     ) -> impl Future<Output = Result<u64>> + Send + 'a {
         self.session.copy_in_data(sql, data)
+    }
+
+    fn copy_rows_in<'a, 'v>(
+        &'a mut self,
+        copy: &'a str,
+        insert: &'a str,
+        rows: RowValues<'v>,
+    ) -> impl Future<Output = Result<u64>> + Send {
+        self.session.copy_rows_in(copy, insert, rows)
     }
 }
 

@@ -280,5 +280,8 @@ fn pgbouncer_mode_is_read_checked_and_turns_the_statement_cache_off() {
     let err = vars(&[("POSTGRES_PGBOUNCER", "statement")]).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("POSTGRES_PGBOUNCER=\"statement\""), "{text}");
-    assert!(text.contains("allowed: off, session, transaction"), "{text}");
+    assert!(
+        text.contains("allowed: off, session, transaction"),
+        "{text}"
+    );
 }

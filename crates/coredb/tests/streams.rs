@@ -515,3 +515,112 @@ async fn a_session_cursor_fetches_one_batch_per_round_trip() {
     s.commit().await.unwrap();
     m.close().await;
 }
+
+#[derive(Debug, Clone, PartialEq, FromRow)]
+struct Measurement {
+    id: i64,
+    sensor: String,
+    value: Option<f64>,
+    taken_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[tokio::test]
+async fn copy_out_then_copy_in_of_a_hundred_thousand_structs_round_trips_equal() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDatabase::new().await.unwrap();
+    let m = db.manager();
+    m.execute(
+        "CREATE TABLE measurements (id int8 PRIMARY KEY, sensor text NOT NULL, value float8, taken_at timestamptz NOT NULL)",
+        (),
+    )
+    .await
+    .unwrap();
+    m.execute(
+        "INSERT INTO measurements SELECT n, 'sensor-' || (n % 97), \
+         CASE WHEN n % 10 = 0 THEN NULL ELSE n / 3.0 END, \
+         timestamptz '2026-01-01' + n * interval '1 second' FROM generate_series(1, 100000) AS n",
+        (),
+    )
+    .await
+    .unwrap();
+    m.execute(
+        "CREATE TABLE copy_of_measurements (LIKE measurements INCLUDING ALL)",
+        (),
+    )
+    .await
+    .unwrap();
+
+    let out: Vec<Measurement> = m
+        .copy_out_rows::<Measurement>(
+            "SELECT id, sensor, value, taken_at FROM measurements ORDER BY id",
+        )
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 100_000);
+    assert_eq!(out[9].value, None, "NULLs come through");
+    assert_eq!(out[0].sensor, "sensor-1");
+
+    let columns = ["id", "sensor", "value", "taken_at"];
+    let mut s = m.session().await.unwrap();
+    let copied = s
+        .copy_in_rows(
+            "copy_of_measurements",
+            &columns,
+            out.iter()
+                .map(|r| vec![&r.id as coredb::SqlParam, &r.sensor, &r.value, &r.taken_at]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(copied, 100_000);
+    let back: Vec<Measurement> = s
+        .copy_out_rows::<Measurement>("SELECT * FROM copy_of_measurements ORDER BY id")
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(back, out);
+    s.commit().await.unwrap();
+
+    // A row the table refuses (a duplicate key at row 50,000): none of the COPY is kept.
+    let mut again = out.clone();
+    again[49_999].id = again[0].id + 1_000_000;
+    again[50_000].id = again[0].id + 1_000_000;
+    m.execute("TRUNCATE copy_of_measurements", ())
+        .await
+        .unwrap();
+    let err = m
+        .copy_in_rows(
+            "copy_of_measurements",
+            &columns,
+            again
+                .iter()
+                .map(|r| vec![&r.id as coredb::SqlParam, &r.sensor, &r.value, &r.taken_at]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "23505", "{err}");
+    let left: i64 = m
+        .scalar("SELECT count(*) FROM copy_of_measurements", ())
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    let err = m
+        .copy_in_rows(
+            "copy_of_measurements",
+            &columns,
+            [vec![&1i64 as coredb::SqlParam]],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Params, "{err}");
+    let err = m
+        .copy_out_rows::<Measurement>("COPY measurements TO STDOUT")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Params);
+    m.close().await;
+}

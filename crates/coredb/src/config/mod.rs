@@ -136,10 +136,12 @@ impl FromStr for PgBouncerMode {
         Ok(match s.trim().to_ascii_lowercase().as_str() {
             "off" | "none" | "false" | "session" => PgBouncerMode::Off,
             "transaction" => PgBouncerMode::Transaction,
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "unknown PgBouncer pool mode; allowed: {} (statement mode cannot run transactions)",
                 PgBouncerMode::ALLOWED
-            )),
+            ))
+            }
         })
     }
 }

@@ -23,6 +23,9 @@ pub type CopyData<'a> = Pin<
     >,
 >;
 
+/// The values of the rows a caller writes with a binary COPY, one `Vec` per row.
+pub type RowValues<'a> = Box<dyn Iterator<Item = Vec<SqlParam<'a>>> + Send + 'a>;
+
 /// Sends `data` into the `COPY .. FROM STDIN` of `bound`, as it comes; returns the number of
 /// rows. A chunk the caller's stream fails to give abandons the COPY (the server keeps none of
 /// it and answers `57014`, which in a transaction aborts it) and is returned as a
@@ -170,8 +173,18 @@ async fn copy_rows<'v>(
     let insert = prepare_text(conn, insert_sql).await?;
     let copy_error = |e| Error::from_driver(e, Some(copy_sql));
     let sink = conn.client.copy_in(copy_sql).await.map_err(copy_error)?;
+    let columns = insert.params().len();
     let mut writer = pin!(BinaryCopyInWriter::new(sink, insert.params()));
-    for values in rows {
+    for (index, values) in rows.enumerate() {
+        if values.len() != columns {
+            // Returning drops the writer unfinished: the server abandons the COPY.
+            return Err(Error::params(format!(
+                "row {} has {} value(s) for {columns} column(s); the COPY was abandoned and none of its rows kept",
+                index + 1,
+                values.len()
+            ))
+            .with_statement(copy_sql));
+        }
         writer.as_mut().write(&values).await.map_err(copy_error)?;
     }
     writer.finish().await.map_err(copy_error)

@@ -29,11 +29,11 @@ use crate::row::{FromRow, Row};
 use crate::telemetry::{self, StatementInstruments, Target};
 
 pub(crate) use commit::{commit, outcome, Outcome, WitnessReply};
-pub use copy::CopyData;
 pub(crate) use copy::{copy_in, copy_in_data, Place};
+pub use copy::{CopyData, RowValues};
 pub(crate) use encode::{encode, Encoded};
-pub use stream::Streaming;
 pub(crate) use stream::{stream, Item, OnError};
+pub use stream::{Read, Streaming};
 
 /// What every statement of one database shares: the settings of the path, the cache of
 /// `:name` rewrites, and the instruments that report statements. Connections and the pipeline

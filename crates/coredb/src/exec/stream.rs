@@ -25,8 +25,9 @@ use super::{
 use crate::conn::{Event, PgConn};
 use crate::error::{Error, Result};
 use crate::params::{Bound, SqlParam};
-use crate::row::Row;
+use crate::row::{CopyColumn, Row};
 use crate::sql::StatementClass;
+use tokio_postgres::binary_copy::BinaryCopyOutStream;
 
 /// The connection a stream reads from: borrowed (a session's, a checked-out connection's) or
 /// owned (the manager's autocommit stream).
@@ -36,10 +37,23 @@ pub(crate) type Held<'a> = Box<dyn DerefMut<Target = PgConn> + Send + 'a>;
 /// aborted).
 pub(crate) type OnError<'a> = Box<dyn FnMut(&Error) + Send + 'a>;
 
-/// What a stream reads: a query's rows or a `COPY .. TO STDOUT`'s data.
+/// What a stream reads: a query's rows, a `COPY .. TO STDOUT`'s data, or a query's rows
+/// through a binary COPY.
 enum Source {
     Rows(Pin<Box<tokio_postgres::RowStream>>),
     Copy(Pin<Box<tokio_postgres::CopyOutStream>>),
+    CopyRows(Pin<Box<BinaryCopyOutStream>>, Arc<[CopyColumn]>),
+}
+
+/// What the caller reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// A query's rows (`stream`).
+    Rows,
+    /// The data of a `COPY .. TO STDOUT` statement (`copy_out`).
+    CopyData,
+    /// A query's rows, sent as a binary `COPY (query) TO STDOUT` (`copy_out_rows`).
+    CopyRows,
 }
 
 /// One item of a [`Streaming`].
@@ -64,8 +78,7 @@ pub struct Streaming<'a> {
     on_error: Option<OnError<'a>>,
 }
 
-/// Sends `bound` on `conn` and returns its rows (or, with `copy`, the data of a
-/// `COPY .. TO STDOUT`) as a stream; nothing is read yet.
+/// Sends `bound` on `conn` and returns what `read` asks for as a stream; nothing is read yet.
 ///
 /// # Errors
 /// Parameter errors (nothing sent), a COPY where rows are wanted or the other way round, or
@@ -74,19 +87,25 @@ pub(crate) async fn stream<'a>(
     mut conn: Held<'a>,
     context: Arc<Context>,
     bound: &Bound<'_, '_>,
-    copy: bool,
+    read: Read,
     place: Place,
     on_error: Option<OnError<'a>>,
 ) -> Result<Streaming<'a>> {
     let is_copy = bound.class.operation() == Some("COPY");
-    if is_copy != copy {
-        let message = if copy {
-            "copy_out runs `COPY .. TO STDOUT`; read a query's rows with stream"
-        } else {
-            "a COPY's data is read with copy_out, not as rows"
-        };
+    let refused = match (read, is_copy) {
+        (Read::CopyData, false) => {
+            Some("copy_out runs `COPY .. TO STDOUT`; read a query's rows with stream")
+        }
+        (Read::Rows, true) => Some("a COPY's data is read with copy_out, not as rows"),
+        (Read::CopyRows, true) => {
+            Some("copy_out_rows takes the query whose rows to copy (it writes the COPY itself)")
+        }
+        _ => None,
+    };
+    if let Some(message) = refused {
         return Err(Error::params(message).with_statement(bound.text.as_str()));
     }
+    let copy = read != Read::Rows;
     if copy && context.settings.pgbouncer_transaction {
         if place == Place::Connection {
             return Err(Error::params(
@@ -102,10 +121,10 @@ pub(crate) async fn stream<'a>(
     conn.on(Event::Sent { leaves_state });
     let span = crate::telemetry::statement_span(context.target(), bound.class, bound.text.as_str());
     let started = Instant::now();
-    let source = if copy {
-        start_copy(&conn, bound).instrument(span.clone()).await
-    } else {
-        start(&conn, bound).instrument(span.clone()).await
+    let source = match read {
+        Read::Rows => start(&conn, bound).instrument(span.clone()).await,
+        Read::CopyData => start_copy(&conn, bound).instrument(span.clone()).await,
+        Read::CopyRows => start_copy_rows(&conn, bound).instrument(span.clone()).await,
     };
     let source = match source {
         Ok(source) => source,
@@ -169,6 +188,39 @@ async fn start(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Source> {
         .map_err(|err| query_failed(conn, err, bound, &statement))
 }
 
+/// Sends `COPY (query) TO STDOUT (FORMAT binary)` for the query of `bound`, whose columns
+/// (names and types, to decode the binary rows) come from preparing the query itself.
+async fn start_copy_rows(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Source> {
+    let query = bound.text.as_str().trim_end().trim_end_matches(';');
+    if !bound.values.is_empty() {
+        return Err(Error::params(
+            "COPY takes no parameters: write the values into the query, or filter after reading",
+        )
+        .with_statement(query));
+    }
+    let described = prepare_text(conn, query).await?;
+    let columns: Arc<[CopyColumn]> = described
+        .columns()
+        .iter()
+        .map(|c| CopyColumn {
+            name: c.name().to_owned(),
+            type_: c.type_().clone(),
+        })
+        .collect();
+    let types: Vec<_> = columns.iter().map(|c| c.type_.clone()).collect();
+    let copy = format!("COPY ({query}) TO STDOUT (FORMAT binary)");
+    let statement = prepare_text(conn, &copy).await?;
+    let data = conn
+        .client
+        .copy_out(&statement)
+        .await
+        .map_err(|err| Error::from_driver(err, Some(&copy)))?;
+    Ok(Source::CopyRows(
+        Box::pin(BinaryCopyOutStream::new(data, &types)),
+        columns,
+    ))
+}
+
 /// Sends a `COPY .. TO STDOUT`, which takes no parameters.
 async fn start_copy(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Source> {
     let sql = bound.text.as_str();
@@ -225,6 +277,9 @@ impl Stream for Streaming<'_> {
                     .as_mut()
                     .poll_next(cx)
                     .map(|r| r.map(|r| r.map(Item::Data))),
+                Source::CopyRows(rows, columns) => rows.as_mut().poll_next(cx).map(|r| {
+                    r.map(|r| r.map(|row| Item::Row(Row::from_copy(row, Arc::clone(columns)))))
+                }),
             }
         };
         match polled {

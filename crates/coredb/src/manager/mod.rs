@@ -13,7 +13,7 @@ use crate::config::DatabaseConfig;
 use crate::conn::PgManager;
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
-use crate::exec::{Context, Reply, Returns, Streaming};
+use crate::exec::{Context, Read, Reply, Returns, Streaming};
 use crate::health::{HealthReport, ListenerStatus};
 use crate::listener::{Listener, ListenerCounts};
 use crate::params::{ParamList, Params};
@@ -545,7 +545,7 @@ impl DatabaseManager {
         let at = Location::caller();
         async move {
             let rows = self
-                .stream_owned(sql, params.param_list(), false, at)
+                .stream_owned(sql, params.param_list(), Read::Rows, at)
                 .await?;
             Ok(RowStream::new(rows))
         }
@@ -564,7 +564,9 @@ impl DatabaseManager {
     ) -> impl Future<Output = Result<CopyOutStream<'static>>> + Send + 'a {
         let at = Location::caller();
         async move {
-            let data = self.stream_owned(sql, ().param_list(), true, at).await?;
+            let data = self
+                .stream_owned(sql, ().param_list(), Read::CopyData, at)
+                .await?;
             Ok(CopyOutStream::new(data))
         }
     }
@@ -583,12 +585,45 @@ impl DatabaseManager {
         conn.copy_in_bytes(sql, data).await
     }
 
+    /// Like [`Executor::copy_out_rows`], on a connection of the stream's own (as
+    /// [`stream`](Self::stream)).
+    ///
+    /// # Errors
+    /// As [`Executor::copy_out_rows`].
+    #[track_caller]
+    pub fn copy_out_rows<'a, T: FromRow>(
+        &'a self,
+        query: &'a str,
+    ) -> impl Future<Output = Result<RowStream<'static, T>>> + Send + 'a {
+        let at = Location::caller();
+        async move {
+            let rows = self
+                .stream_owned(query, ().param_list(), Read::CopyRows, at)
+                .await?;
+            Ok(RowStream::new(rows))
+        }
+    }
+
+    /// Like [`Executor::copy_in_rows`], in autocommit on a connection of its own: a COPY that
+    /// fails keeps none of its rows.
+    ///
+    /// # Errors
+    /// As [`Executor::copy_in_rows`].
+    pub async fn copy_in_rows<'v, I>(&self, table: &str, columns: &[&str], rows: I) -> Result<u64>
+    where
+        I: IntoIterator<Item = Vec<crate::params::SqlParam<'v>>>,
+        I::IntoIter: Send + 'v,
+    {
+        let mut conn = self.get_connection().await?;
+        conn.copy_in_rows(table, columns, rows).await
+    }
+
     /// Starts a stream on a connection it owns, taken for the caller at `at`.
     async fn stream_owned(
         &self,
         sql: &str,
         params: ParamList<'_>,
-        copy: bool,
+        read: Read,
         at: &'static Location<'static>,
     ) -> Result<Streaming<'static>> {
         let db = &*self.db;
@@ -599,7 +634,7 @@ impl DatabaseManager {
             Box::new(OwnedConnection(conn)),
             Arc::clone(&db.context),
             &bound,
-            copy,
+            read,
             crate::exec::Place::OwnConnection,
             None,
         )
