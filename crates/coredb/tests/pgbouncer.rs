@@ -225,6 +225,25 @@ async fn transaction_mode_runs_copy_sessions_pipelines_and_the_statement_timeout
         .await
         .unwrap();
     assert_eq!(out.len(), 3000);
+    // Binary COPY of rows, both ways.
+    let rows: Vec<(i64, String)> = db
+        .copy_out_rows::<(i64, String)>("SELECT n, label FROM copied WHERE n < 500")
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 500);
+    let copied = db
+        .copy_in_rows(
+            "copied",
+            &["n", "label"],
+            rows.iter()
+                .map(|(n, label)| vec![n as coredb::SqlParam, label]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(copied, 500);
 
     // The statement timeout holds in sessions, set per transaction.
     let mut s = db.session().await.unwrap();
