@@ -36,6 +36,9 @@ const CLEANUP_LIMIT: Duration = Duration::from_secs(5);
 pub struct Connection {
     pooled: Option<Pooled<PgManager>>,
     context: Arc<Context>,
+    /// The client-side limit of a statement here, when the caller changed the server's
+    /// `statement_timeout` (otherwise the configured one).
+    guard: Option<Option<Duration>>,
     /// The pool it came from, for a second connection (asking what became of a commit).
     pool: Pool<PgManager>,
 }
@@ -49,6 +52,7 @@ impl Connection {
         Connection {
             pooled: Some(pooled),
             context,
+            guard: None,
             pool,
         }
     }
@@ -114,9 +118,51 @@ impl Connection {
         params: ParamList<'_>,
         want: Returns,
     ) -> Result<Reply> {
+        let guard = self.guard.unwrap_or(self.context.settings.statement_guard);
         let (pg, context) = self.parts();
         let bound = context.bind(sql, params)?;
-        exec::run(pg, context, &bound, want).await
+        let class = bound.class;
+        let reply = exec::run(pg, context, &bound, want, guard).await?;
+        if sets_statement_timeout(class, sql) {
+            self.follow_statement_timeout().await?;
+        }
+        Ok(reply)
+    }
+
+    /// Sets the server's `statement_timeout` for the rest of the current transaction
+    /// (`SET LOCAL`), and the client-side guard with it.
+    pub(crate) async fn set_local_timeout(&mut self, limit: Duration) -> Result<()> {
+        let sql = format!("SET LOCAL statement_timeout = {}", limit.as_millis().max(1));
+        self.control(&sql, Event::TRANSACTION_SCOPED).await?;
+        self.guard = Some(Some(crate::config::guard_for(limit)));
+        Ok(())
+    }
+
+    /// Reads the server's `statement_timeout` after the caller changed it, so the client-side
+    /// guard follows it (0: no timeout, and no guard).
+    async fn follow_statement_timeout(&mut self) -> Result<()> {
+        let sql = "SELECT setting::int8 FROM pg_settings WHERE name = 'statement_timeout'";
+        let (pg, context) = self.parts();
+        let bound = context.bind(sql, ().param_list())?;
+        let ms: i64 = exec::run(pg, context, &bound, Returns::Rows, None)
+            .await?
+            .scalar()?;
+        self.guard =
+            Some((ms > 0).then(|| crate::config::guard_for(Duration::from_millis(ms as u64))));
+        Ok(())
+    }
+}
+
+/// True for a statement that may change `statement_timeout`: `SET` / `RESET` naming it (or
+/// `RESET ALL`).
+fn sets_statement_timeout(class: crate::sql::StatementClass, sql: &str) -> bool {
+    match class.operation() {
+        Some("SET") => sql.to_ascii_lowercase().contains("statement_timeout"),
+        Some("RESET") => {
+            let sql = sql.to_ascii_lowercase();
+            sql.contains("statement_timeout") || sql.contains("all")
+        }
+        _ => false,
     }
 }
 

@@ -326,6 +326,40 @@ impl Session {
         })
     }
 
+    /// Limits every following statement of this transaction to `limit`: on the server
+    /// (`SET LOCAL statement_timeout`, error `57014` when exceeded) and on the client, whose
+    /// guard (the limit plus a margin) ends a statement whose connection went silent. Call it
+    /// again to change it; it ends with the transaction. A `SET [LOCAL] statement_timeout`
+    /// sent by hand is followed by the guard too.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use coredb::Executor;
+    ///
+    /// # async fn demo(db: coredb::DatabaseManager) -> coredb::Result<()> {
+    /// let mut session = db.session().await?;
+    /// session.set_timeout(Duration::from_millis(500)).await?;
+    /// session.execute("UPDATE accounts SET balance = balance + 1 WHERE id = $1", (7,)).await?;
+    /// session.commit().await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// The server's error, or the session's first failure if it is aborted.
+    pub async fn set_timeout(&mut self, limit: Duration) -> Result<()> {
+        self.apply_pending_rollback().await?;
+        self.check_not_aborted()?;
+        let result = self
+            .conn
+            .set_local_timeout(limit)
+            .instrument(self.span.clone())
+            .await;
+        if let Err(e) = &result {
+            self.record_failure(e);
+        }
+        result
+    }
+
     /// The underlying connection, e.g. for [`execute_script`](Connection::execute_script).
     pub fn connection(&mut self) -> &mut Connection {
         &mut self.conn

@@ -63,6 +63,13 @@ pub(crate) struct ExecSettings {
     pub(crate) after_begin: Option<String>,
 }
 
+/// The client-side limit of a statement whose server-side `statement_timeout` is `timeout`:
+/// the timeout plus a margin (half of it, at least a second), so the server's own error comes
+/// first and the guard fires only when the connection went silent.
+pub(crate) fn guard_for(timeout: Duration) -> Duration {
+    timeout + Duration::from_secs(1).max(timeout / 2)
+}
+
 /// How the connection negotiates TLS, as libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SslMode {
@@ -525,9 +532,7 @@ impl DatabaseConfig {
         ExecSettings {
             echo: self.echo,
             echo_params: self.echo_params,
-            statement_guard: self
-                .statement_timeout
-                .map(|t| t + Duration::from_secs(1).max(t / 2)),
+            statement_guard: self.statement_timeout.map(guard_for),
             slow_statement: self.slow_statement,
             pgbouncer_transaction: self.pgbouncer == PgBouncerMode::Transaction,
             after_begin: match (self.pgbouncer, self.statement_timeout) {

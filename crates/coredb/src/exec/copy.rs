@@ -49,7 +49,7 @@ pub(crate) async fn copy_in_data(
         leaves_state: !bound.class.is_shareable(),
     });
     let pg = &*conn;
-    let result = observe(context, bound, async move {
+    let result = observe(context, bound, context.settings.statement_guard, async move {
         let statement = prepare_text(pg, sql).await?;
         let driver = |e| Error::from_driver(e, Some(sql));
         let sink = pg.client.copy_in::<_, Bytes>(&statement).await.map_err(driver)?;

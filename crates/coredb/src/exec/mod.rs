@@ -160,10 +160,11 @@ pub(crate) async fn run(
     context: &Context,
     bound: &Bound<'_, '_>,
     want: Returns,
+    guard: Option<Duration>,
 ) -> Result<Reply> {
     let leaves_state = !bound.class.is_shareable();
     conn.on(Event::Sent { leaves_state });
-    let result = observe(context, bound, run_on(conn, bound, want)).await;
+    let result = observe(context, bound, guard, run_on(conn, bound, want)).await;
     conn.on(settled(&result));
     result
 }
@@ -235,19 +236,20 @@ fn after_error(err: &Error) -> Event {
     }
 }
 
-/// Runs `work` under the client-side guard, when there is one, in a `statement` span, and
+/// Runs `work` under the client-side `guard`, when there is one, in a `statement` span, and
 /// reports it: its duration to the metrics, a WARN line when it was slow
 /// (`POSTGRES_SLOW_STATEMENT_MS`), the echo line (`DEBUG` / `POSTGRES_ECHO`).
 pub(crate) async fn observe(
     context: &Context,
     bound: &Bound<'_, '_>,
+    guard: Option<Duration>,
     work: impl Future<Output = Result<Reply>>,
 ) -> Result<Reply> {
     let settings = &context.settings;
     let span = telemetry::statement_span(context.target(), bound.class, bound.text.as_str());
     let started = Instant::now();
     let work = pin!(async {
-        match settings.statement_guard {
+        match guard {
             None => work.await,
             Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
                 Err(Error::timeout(

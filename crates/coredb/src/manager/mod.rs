@@ -478,7 +478,14 @@ impl DatabaseManager {
                 db.pipeline.run(&db.pool, &db.context, &bound, want).await
             } else {
                 let mut conn = self.get_connection().await?;
-                crate::exec::run(conn.pg(), &db.context, &bound, want).await
+                crate::exec::run(
+                    conn.pg(),
+                    &db.context,
+                    &bound,
+                    want,
+                    db.context.settings.statement_guard,
+                )
+                .await
             }
         };
         match once().await {
@@ -496,9 +503,14 @@ impl DatabaseManager {
                 };
                 let retry = async {
                     let mut session = self.session_with(read_only).await?;
-                    let reply =
-                        crate::exec::run(session.connection().pg(), &db.context, &bound, want)
-                            .await?;
+                    let reply = crate::exec::run(
+                        session.connection().pg(),
+                        &db.context,
+                        &bound,
+                        want,
+                        db.context.settings.statement_guard,
+                    )
+                    .await?;
                     session.commit().await?;
                     Ok(reply)
                 };

@@ -1,0 +1,108 @@
+//! Per-session timeouts: honoured by the server (57014) and, when the network goes silent, by
+//! the client-side guard, which also follows a `SET [LOCAL] statement_timeout` sent by hand.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use coredb::{DatabaseConfig, DatabaseManager, ErrorKind, Executor};
+use coredb_embedded::EmbeddedServer;
+use coredb_testkit::TestDatabase;
+use support::proxy::{Mode, Proxy};
+
+#[tokio::test]
+async fn a_session_timeout_is_honoured_by_the_server_and_ends_with_the_transaction() {
+    let db = TestDatabase::new().await.unwrap();
+    let m = db.manager();
+    let mut s = m.session().await.unwrap();
+    s.set_timeout(Duration::from_millis(200)).await.unwrap();
+    let shown: String = s.scalar("SHOW statement_timeout", ()).await.unwrap();
+    assert_eq!(shown, "200ms");
+    let started = Instant::now();
+    let err = s.execute("SELECT pg_sleep(5)", ()).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "57014", "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(s);
+
+    // The next session on the (reused) connection has the configured timeout again.
+    let mut s = m.session().await.unwrap();
+    let shown: String = s.scalar("SHOW statement_timeout", ()).await.unwrap();
+    assert_eq!(shown, "0");
+    s.commit().await.unwrap();
+    m.close().await;
+}
+
+/// A manager reaching `server` through `proxy`, with no statement timeout configured.
+fn through(proxy: &Proxy, server: &EmbeddedServer) -> DatabaseManager {
+    let config = DatabaseConfig::builder()
+        .host("127.0.0.1")
+        .port(proxy.port())
+        .user(server.user())
+        .dbname("postgres")
+        .ssl_mode(coredb::SslMode::Disable)
+        .connect_timeout(Duration::from_secs(1))
+        .pool_timeout(Duration::from_secs(2))
+        .pipeline_autocommit(false)
+        .build()
+        .unwrap();
+    DatabaseManager::from_config(&config).unwrap()
+}
+
+#[tokio::test]
+async fn on_a_silent_network_the_guard_follows_the_session_timeout_and_a_hand_written_one() {
+    let server = tokio::task::spawn_blocking(EmbeddedServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let target = format!("127.0.0.1:{}", server.port()).parse().unwrap();
+    let proxy = Proxy::start(target).await;
+    let m = through(&proxy, &server);
+
+    // set_timeout: the guard is the limit plus a second.
+    let mut s = m.session().await.unwrap();
+    s.set_timeout(Duration::from_millis(300)).await.unwrap();
+    proxy.set(Mode::Blackhole);
+    let started = Instant::now();
+    let err = s.execute("SELECT 1", ()).await.unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    drop(s);
+    proxy.set(Mode::Pass);
+
+    // A SET LOCAL written by hand: the guard reads the server's setting after it.
+    let mut s = m.session().await.unwrap();
+    s.execute("SET LOCAL statement_timeout = '400ms'", ())
+        .await
+        .unwrap();
+    proxy.set(Mode::Blackhole);
+    let started = Instant::now();
+    let err = s.execute("SELECT 2", ()).await.unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    drop(s);
+    proxy.set(Mode::Pass);
+
+    // And RESET takes the guard away with the timeout.
+    let mut s = m.session().await.unwrap();
+    s.execute("SET LOCAL statement_timeout = '400ms'", ())
+        .await
+        .unwrap();
+    s.execute("RESET statement_timeout", ()).await.unwrap();
+    proxy.set(Mode::Blackhole);
+    let outcome = tokio::time::timeout(Duration::from_secs(3), s.execute("SELECT 3", ())).await;
+    assert!(
+        outcome.is_err(),
+        "no timeout configured: still waiting after 3 s"
+    );
+    drop(s);
+    proxy.set(Mode::Pass);
+    m.close_now();
+    drop(proxy);
+    drop(server);
+}
