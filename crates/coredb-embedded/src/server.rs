@@ -111,49 +111,12 @@ impl EmbeddedServerBuilder {
                 e,
             )
         })?;
-        server.real_data_dir =
-            fs::canonicalize(&server.data_dir).unwrap_or_else(|_| server.data_dir.clone());
-        File::create(&server.log_path)
-            .and_then(|_| privileges::chown(&server.log_path, server.user.as_ref()))
-            .map_err(|e| {
-                EmbeddedError::io(
-                    format_args!("could not create {}", server.log_path.display()),
-                    e,
-                )
-            })?;
         tracing::debug!(
             elapsed_ms = copy_started.elapsed().as_millis() as u64,
             data_dir = %server.data_dir.display(),
             "copied the template cluster"
         );
-
-        let mut attempt = 1;
-        loop {
-            server.port = free_port()?;
-            let mut child = None;
-            match server.launch(&mut child) {
-                Ok(()) => {
-                    *server
-                        .child
-                        .get_mut()
-                        .unwrap_or_else(PoisonError::into_inner) = child;
-                    break;
-                }
-                Err(Launch::PortInUse(e)) if attempt < PORT_ATTEMPTS => {
-                    tracing::debug!(port = server.port, error = %e, "port taken meanwhile; trying another");
-                    attempt += 1;
-                }
-                Err(failure) => return Err(failure.into_error()),
-            }
-        }
-        tracing::info!(
-            version = %server.version,
-            port = server.port,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            bindir = %binaries.bindir.display(),
-            data_dir = %server.data_dir.display(),
-            "started embedded PostgreSQL"
-        );
+        server.boot(started, &binaries.bindir)?;
         Ok(server)
     }
 
@@ -229,9 +192,124 @@ impl Launch {
 }
 
 impl EmbeddedServer {
+    /// Starts the postmaster on the data directory already in place (a copied template or a
+    /// base backup), on a free port; logs where and how long it took.
+    fn boot(&mut self, started: Instant, bindir: &Path) -> Result<(), EmbeddedError> {
+        let server = self;
+        server.real_data_dir =
+            fs::canonicalize(&server.data_dir).unwrap_or_else(|_| server.data_dir.clone());
+        File::create(&server.log_path)
+            .and_then(|_| privileges::chown(&server.log_path, server.user.as_ref()))
+            .map_err(|e| {
+                EmbeddedError::io(
+                    format_args!("could not create {}", server.log_path.display()),
+                    e,
+                )
+            })?;
+        let mut attempt = 1;
+        loop {
+            server.port = free_port()?;
+            let mut child = None;
+            match server.launch(&mut child) {
+                Ok(()) => {
+                    *server
+                        .child
+                        .get_mut()
+                        .unwrap_or_else(PoisonError::into_inner) = child;
+                    break;
+                }
+                Err(Launch::PortInUse(e)) if attempt < PORT_ATTEMPTS => {
+                    tracing::debug!(port = server.port, error = %e, "port taken meanwhile; trying another");
+                    attempt += 1;
+                }
+                Err(failure) => return Err(failure.into_error()),
+            }
+        }
+        tracing::info!(
+            version = %server.version,
+            port = server.port,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            bindir = %bindir.display(),
+            data_dir = %server.data_dir.display(),
+            "started embedded PostgreSQL"
+        );
+        Ok(())
+    }
+}
+
+impl EmbeddedServer {
     /// A builder to configure the server before starting it.
     pub fn builder() -> EmbeddedServerBuilder {
         EmbeddedServerBuilder::default()
+    }
+
+    /// Starts a streaming-replication standby of this server: a base backup taken with
+    /// `pg_basebackup -R` (which writes `primary_conninfo` and `standby.signal`), started as a
+    /// hot standby on a free port with this server's settings. Blocking, as
+    /// [`EmbeddedServerBuilder::start`]; stopped and deleted when dropped, as any embedded
+    /// server. Promote it with `SELECT pg_promote()`.
+    ///
+    /// # Errors
+    /// When the base backup or the start fails; the message holds `pg_basebackup`'s output.
+    pub fn standby(&self) -> Result<EmbeddedServer, EmbeddedError> {
+        let started = Instant::now();
+        let binaries = Binaries::find()?;
+        let base = cluster::base_dir()?;
+        let run_dir = cluster::create_run_dir(&base, self.user.as_ref())?;
+        let mut standby = EmbeddedServer {
+            port: 0,
+            version: self.version.clone(),
+            postgres: self.postgres.clone(),
+            data_dir: run_dir.join("data"),
+            real_data_dir: PathBuf::new(),
+            log_path: run_dir.join("postgres.log"),
+            unix_socket: run_dir.as_os_str().len() + "/.s.PGSQL.65535".len() <= SOCKET_PATH_MAX,
+            run_dir,
+            settings: self.settings.clone(),
+            user: self.user.clone(),
+            start_timeout: self.start_timeout,
+            child: Mutex::new(None),
+        };
+        // From here on, an early return drops `standby`, which removes its run directory.
+        let mut cmd = Command::new(binaries.bindir.join("pg_basebackup"));
+        cmd.args([
+            "-h",
+            HOST,
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            SUPERUSER,
+            "-D",
+        ])
+        .arg(&standby.data_dir)
+        .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"])
+        .current_dir(&standby.run_dir)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null());
+        privileges::run_as(&mut cmd, self.user.as_ref());
+        let output = cmd.output().map_err(|e| {
+            EmbeddedError::caused_by(
+                EmbeddedErrorKind::Start,
+                format_args!(
+                    "could not run pg_basebackup in {}",
+                    binaries.bindir.display()
+                ),
+                e,
+            )
+        })?;
+        if !output.status.success() {
+            return Err(EmbeddedError::new(
+                EmbeddedErrorKind::Start,
+                format!(
+                    "pg_basebackup from port {} failed ({}): {}",
+                    self.port,
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ),
+            ));
+        }
+        standby.boot(started, &binaries.bindir)?;
+        Ok(standby)
     }
 
     /// Starts a server with the default settings; see [`EmbeddedServerBuilder::start`].

@@ -7,12 +7,15 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, ErrorKind};
 use crate::pool::PoolStatus;
 
-/// `"healthy"` or `"unhealthy"`.
+/// `"healthy"`, `"degraded"` or `"unhealthy"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
     /// The database answered.
     Healthy,
+    /// The primary answered, but a read replica did not (reads fall back to the primary
+    /// unless `POSTGRES_READ_FALLBACK` is off); see `replicas`.
+    Degraded,
     /// The database did not answer; see `error`.
     Unhealthy,
 }
@@ -48,7 +51,25 @@ pub struct HealthReport {
     /// The manager's [`Listener`](crate::Listener)s, whose connections are outside the pool.
     #[serde(default)]
     pub listeners: Option<ListenerStatus>,
+    /// Each read replica (`POSTGRES_READ_HOSTS`), checked on a connection of its own.
+    #[serde(default)]
+    pub replicas: Option<Vec<ReplicaHealth>>,
     /// Why the check failed.
+    pub error: Option<String>,
+}
+
+/// One read replica in a health report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaHealth {
+    /// `host:port`.
+    pub address: String,
+    /// Whether it answered within the connect timeout, as a standby.
+    pub healthy: bool,
+    /// How far its replay is behind, in milliseconds: the age of the last transaction it
+    /// replayed (`now() - pg_last_xact_replay_timestamp()`), so an idle primary also shows as
+    /// lag; `None` before it replayed anything or when it did not answer.
+    pub lag_ms: Option<f64>,
+    /// Why it is not healthy.
     pub error: Option<String>,
 }
 
@@ -62,9 +83,9 @@ pub struct ListenerStatus {
 }
 
 impl HealthReport {
-    /// True when `status` is healthy.
+    /// True when the primary answered: `status` is healthy or degraded (some replica down).
     pub fn is_healthy(&self) -> bool {
-        self.status == HealthStatus::Healthy
+        self.status != HealthStatus::Unhealthy
     }
 
     /// An unhealthy report for a database that could not even be set up.
@@ -77,6 +98,7 @@ impl HealthReport {
             server_version: None,
             pool: None,
             listeners: None,
+            replicas: None,
             error: Some(error.to_string()),
         }
     }
@@ -96,6 +118,7 @@ impl HealthReport {
             server_version: Some(server_version),
             pool: Some(pool),
             listeners: None,
+            replicas: None,
             error: None,
         }
     }

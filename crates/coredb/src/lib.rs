@@ -88,7 +88,7 @@ pub use global::{
     get_database_manager, get_session_context, initialize_database, initialize_database_with,
     DatabaseLifespan,
 };
-pub use health::{HealthReport, HealthStatus, ListenerStatus};
+pub use health::{HealthReport, HealthStatus, ListenerStatus, ReplicaHealth};
 pub use listener::{Listener, ListenerEvent, Notification};
 pub use manager::{DatabaseManager, Engine, TestScope};
 pub use params::{NamedParams, ParamList, Params, SqlParam};

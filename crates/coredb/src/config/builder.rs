@@ -96,6 +96,8 @@ impl DatabaseConfigBuilder {
         keepalive_idle: Duration => |c, v| c.keepalive_idle = v;
         /// Read replicas, `(host, port)`, for [`DatabaseManager::reader`](crate::DatabaseManager::reader).
         read_replicas: Vec<(String, u16)> => |c, v| c.read_replicas = v;
+        /// Read from the primary when no replica can be reached (default true).
+        read_fallback: bool => |c, v| c.read_fallback = v;
         /// PEM file of the authorities trusted by `verify-ca` / `verify-full`.
         ssl_root_cert: impl Into<std::path::PathBuf> => |c, v| c.ssl_root_cert = Some(v.into());
         /// Send the manager's autocommit statements over shared, pipelined connections.

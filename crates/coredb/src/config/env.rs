@@ -197,6 +197,9 @@ impl DatabaseConfig {
         if let Some(b) = flag("POSTGRES_POOL_PRE_PING") {
             config.pool_pre_ping = b;
         }
+        if let Some(b) = flag("POSTGRES_READ_FALLBACK") {
+            config.read_fallback = b;
+        }
         if let Some(b) = flag("POSTGRES_PIPELINE_AUTOCOMMIT") {
             config.pipeline_autocommit = b;
         }
@@ -329,6 +332,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "POSTGRES_PIPELINE_AUTOCOMMIT",
     "POSTGRES_TARGET_SESSION_ATTRS",
     "POSTGRES_READ_HOSTS",
+    "POSTGRES_READ_FALLBACK",
     "COREDB_PG_BINDIR",
 ];
 

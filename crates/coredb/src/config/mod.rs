@@ -238,6 +238,7 @@ pub struct DatabaseConfig {
     pub(crate) pipeline_autocommit: bool,
     pub(crate) ssl_root_cert: Option<std::path::PathBuf>,
     pub(crate) read_replicas: Vec<(String, u16)>,
+    pub(crate) read_fallback: bool,
     /// Spread connections over the hosts at random (used for replicas).
     pub(crate) load_balance: bool,
     /// Where the connection settings came from, so messages name what the user wrote.
@@ -399,6 +400,7 @@ impl Default for DatabaseConfig {
             pipeline_autocommit: true,
             ssl_root_cert: None,
             read_replicas: Vec::new(),
+            read_fallback: true,
             load_balance: false,
             origin: Origin::default(),
         }
@@ -484,6 +486,12 @@ impl DatabaseConfig {
         replica.target_session_attrs = TargetSessionAttrs::Any;
         replica.load_balance = true;
         Some(replica)
+    }
+
+    /// Whether reads go to the primary when no read replica can be reached
+    /// (`POSTGRES_READ_FALLBACK`, on by default).
+    pub fn read_fallback(&self) -> bool {
+        self.read_fallback
     }
 
     /// PEM file of trusted authorities for `verify-ca` / `verify-full`, when set.

@@ -14,9 +14,9 @@ use crate::conn::PgManager;
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec::{Context, Read, Reply, Returns, Streaming};
-use crate::health::{HealthReport, ListenerStatus};
+use crate::health::{HealthReport, HealthStatus, ListenerStatus, ReplicaHealth};
 use crate::listener::{Listener, ListenerCounts};
-use crate::params::{ParamList, Params};
+use crate::params::{Bound, ParamList, Params};
 use crate::pipeline::Pipeline;
 use crate::pool::{Pool, PoolMetrics, PoolOptions, PoolStatus};
 use crate::query::{CopyOutStream, Executor, RowStream};
@@ -46,15 +46,30 @@ struct Database {
     pipeline: Pipeline,
     /// Its listeners, outside the pool.
     listeners: Arc<ListenerCounts>,
+    /// For the replicas' pool: until when reads go to the primary instead, after no replica
+    /// could be reached.
+    down_until: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How long reads skip the replicas after none could be reached.
+const REPLICAS_DOWN_FOR: Duration = Duration::from_secs(5);
 
 impl Database {
     /// The database of `config`; `replica` for the read replicas' pool.
     fn new(config: DatabaseConfig, replica: bool) -> Result<Self> {
+        // A read that can fall back to the primary waits for a replica no longer than it takes
+        // to open a connection.
+        let timeout = if replica && config.read_fallback() {
+            config
+                .pool_timeout()
+                .min(config.connect_timeout() + Duration::from_millis(250))
+        } else {
+            config.pool_timeout()
+        };
         let options = PoolOptions {
             pool_size: config.pool_size(),
             max_overflow: config.max_overflow(),
-            timeout: config.pool_timeout(),
+            timeout,
             recycle: config.pool_recycle(),
             pre_ping: config.pool_pre_ping(),
             pre_ping_idle: config.pre_ping_idle,
@@ -67,8 +82,23 @@ impl Database {
             )),
             pipeline: Pipeline::new(config.pool_size()),
             listeners: Arc::default(),
+            down_until: std::sync::Mutex::new(None),
             config,
         })
+    }
+
+    /// True while reads skip these replicas.
+    fn is_down(&self) -> bool {
+        self.down_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Sends reads to the primary for a while.
+    fn mark_down(&self) {
+        *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + REPLICAS_DOWN_FOR);
     }
 }
 
@@ -111,6 +141,9 @@ pub struct DatabaseManager {
     db: Arc<Database>,
     /// The read replicas, when configured.
     replica: Option<Arc<Database>>,
+    /// For a [`reader`](Self::reader): the primary, used when no replica can be reached
+    /// (`POSTGRES_READ_FALLBACK`).
+    fallback: Option<Arc<Database>>,
 }
 
 impl DatabaseManager {
@@ -121,6 +154,7 @@ impl DatabaseManager {
     /// A [`Config`](ErrorKind::Config) error when this build cannot honour a setting.
     pub fn from_config(config: &DatabaseConfig) -> Result<Self> {
         Ok(DatabaseManager {
+            fallback: None,
             db: Arc::new(Database::new(config.clone(), false)?),
             replica: config
                 .replica_config()
@@ -138,9 +172,32 @@ impl DatabaseManager {
             Some(replica) => DatabaseManager {
                 db: Arc::clone(replica),
                 replica: None,
+                fallback: replica.config.read_fallback().then(|| Arc::clone(&self.db)),
             },
             None => self.clone(),
         }
+    }
+
+    /// Where this manager's work goes now: its database, or the primary while a reader's
+    /// replicas are down.
+    fn route(&self) -> &Arc<Database> {
+        match &self.fallback {
+            Some(primary) if self.db.is_down() => primary,
+            _ => &self.db,
+        }
+    }
+
+    /// The primary to retry on, when `err` (from `db`) says no replica could be reached.
+    fn fall_back(&self, db: &Arc<Database>, err: &Error) -> Option<&Arc<Database>> {
+        let primary = self.fallback.as_ref()?;
+        if !Arc::ptr_eq(db, &self.db)
+            || !matches!(err.kind(), ErrorKind::Connect | ErrorKind::PoolTimeout)
+        {
+            return None;
+        }
+        self.db.mark_down();
+        tracing::warn!(target: "coredb", error = %err, "no read replica could be reached; reading from the primary for {REPLICAS_DOWN_FOR:?} (POSTGRES_READ_FALLBACK)");
+        Some(primary)
     }
 
     /// Like [`from_config`](Self::from_config) with [`DatabaseConfig::from_env`]; inside a
@@ -184,12 +241,14 @@ impl DatabaseManager {
         limit: Duration,
         at: &'static Location<'static>,
     ) -> Result<Connection> {
-        let pooled = self.db.pool.get_for(limit, at).await?;
-        Ok(Connection::new(
-            pooled,
-            Arc::clone(&self.db.context),
-            self.db.pool.clone(),
-        ))
+        let db = self.route();
+        match connection_from(db, limit, at).await {
+            Err(err) => match self.fall_back(db, &err) {
+                Some(primary) => connection_from(primary, limit, at).await,
+                None => Err(err),
+            },
+            ok => ok,
+        }
     }
 
     /// Like [`get_connection`](Self::get_connection), waiting at most `limit`.
@@ -453,6 +512,17 @@ impl DatabaseManager {
             open: counts.open.load(Ordering::Acquire),
             connected: counts.connected.load(Ordering::Acquire),
         });
+        if let Some(replica) = &self.replica {
+            let checks = replica
+                .config
+                .host_ports()
+                .map(|(host, port)| check_replica(&replica.config, host.to_owned(), port));
+            let replicas = futures_util::future::join_all(checks).await;
+            if report.is_healthy() && replicas.iter().any(|r| !r.healthy) {
+                report.status = HealthStatus::Degraded;
+            }
+            report.replicas = Some(replicas);
+        }
         report
     }
 
@@ -468,20 +538,38 @@ impl DatabaseManager {
     }
 
     async fn autocommit(&self, sql: &str, params: ParamList<'_>, want: Returns) -> Result<Reply> {
-        let db = &*self.db;
+        let db = self.route();
         // Parameters are checked before a connection is taken.
         let bound = db.context.bind(sql, params)?;
+        match self.autocommit_on(db, &bound, want).await {
+            // No connection was had: the statement never left, and runs on the primary.
+            Err(err) => match self.fall_back(db, &err) {
+                Some(primary) => self.autocommit_on(primary, &bound, want).await,
+                None => Err(err),
+            },
+            ok => ok,
+        }
+    }
+
+    /// Runs `bound` in autocommit on `db`.
+    async fn autocommit_on(
+        &self,
+        db: &Database,
+        bound: &Bound<'_, '_>,
+        want: Returns,
+    ) -> Result<Reply> {
         let class = bound.class;
         let shared = db.config.pipeline_autocommit() && class.is_shareable();
         let once = async || {
             if shared {
-                db.pipeline.run(&db.pool, &db.context, &bound, want).await
+                db.pipeline.run(&db.pool, &db.context, bound, want).await
             } else {
-                let mut conn = self.get_connection().await?;
+                let mut conn =
+                    connection_from(db, db.pool.options().timeout, Location::caller()).await?;
                 crate::exec::run(
                     conn.pg(),
                     &db.context,
-                    &bound,
+                    bound,
                     want,
                     db.context.settings.statement_guard,
                 )
@@ -506,7 +594,7 @@ impl DatabaseManager {
                     let reply = crate::exec::run(
                         session.connection().pg(),
                         &db.context,
-                        &bound,
+                        bound,
                         want,
                         db.context.settings.statement_guard,
                     )
@@ -815,6 +903,64 @@ impl DatabaseManager {
             db.pool.close_idle();
         }
     }
+}
+
+/// Checks one read replica on a connection of its own, within the connect timeout: it must
+/// answer as a standby; its lag is the age of the last transaction it replayed.
+async fn check_replica(config: &DatabaseConfig, host: String, port: u16) -> ReplicaHealth {
+    let address = format!("{host}:{port}");
+    let limit = config.connect_timeout() + Duration::from_millis(500);
+    let checked = tokio::time::timeout(limit, async {
+        let mut one = config.clone();
+        one.hosts = vec![host];
+        one.ports = vec![port];
+        let client = PgManager::new(&one)?.open(None).await?;
+        let row = client
+            .query_one(
+                "SELECT pg_is_in_recovery(), \
+                 (extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::float8",
+                &[],
+            )
+            .await
+            .map_err(|e| Error::from_driver(e, None))?;
+        Ok::<_, Error>((row.get::<_, bool>(0), row.get::<_, Option<f64>>(1)))
+    })
+    .await
+    .unwrap_or_else(|_| Err(Error::timeout("the replica's health check", limit)));
+    match checked {
+        Ok((true, lag_ms)) => ReplicaHealth {
+            address,
+            healthy: true,
+            lag_ms,
+            error: None,
+        },
+        Ok((false, _)) => ReplicaHealth {
+            address,
+            healthy: false,
+            lag_ms: None,
+            error: Some("it is not in recovery: a primary, not a standby".to_owned()),
+        },
+        Err(err) => ReplicaHealth {
+            address,
+            healthy: false,
+            lag_ms: None,
+            error: Some(err.to_string()),
+        },
+    }
+}
+
+/// A connection from `db`'s pool, waiting at most `limit`, held by the caller at `at`.
+async fn connection_from(
+    db: &Database,
+    limit: Duration,
+    at: &'static Location<'static>,
+) -> Result<Connection> {
+    let pooled = db.pool.get_for(limit, at).await?;
+    Ok(Connection::new(
+        pooled,
+        Arc::clone(&db.context),
+        db.pool.clone(),
+    ))
 }
 
 /// A checked-out connection owned by a stream, seen as the connection it holds.
