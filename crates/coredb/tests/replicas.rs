@@ -157,3 +157,142 @@ async fn with_every_replica_down_reads_go_to_the_primary_and_health_says_degrade
     drop(standbys);
     drop(primary);
 }
+
+/// A manager for `hosts` (in that order) choosing a server by `attrs`.
+fn by_role(user: &str, hosts: &[&EmbeddedServer], attrs: &str) -> DatabaseManager {
+    let list: Vec<String> = hosts.iter().map(|_| "127.0.0.1".to_owned()).collect();
+    let ports: Vec<String> = hosts.iter().map(|s| s.port().to_string()).collect();
+    let config = DatabaseConfig::from_vars([
+        ("POSTGRES_HOST", list.join(",")),
+        ("POSTGRES_PORT", ports.join(",")),
+        ("POSTGRES_USER", user.to_owned()),
+        ("POSTGRES_DB", "postgres".to_owned()),
+        ("POSTGRES_SSLMODE", "disable".to_owned()),
+        ("POSTGRES_CONNECT_TIMEOUT", "1".to_owned()),
+        ("POSTGRES_POOL_TIMEOUT", "3".to_owned()),
+        ("POSTGRES_TARGET_SESSION_ATTRS", attrs.to_owned()),
+    ])
+    .unwrap();
+    DatabaseManager::from_config(&config).unwrap()
+}
+
+async fn in_recovery(m: &DatabaseManager) -> coredb::Result<bool> {
+    let mut conn = m.get_connection().await?;
+    conn.scalar("SELECT pg_is_in_recovery()", ()).await
+}
+
+#[tokio::test]
+async fn every_target_session_attrs_value_picks_its_role_and_errors_keep_each_hosts_cause() {
+    let (primary, standbys) = cluster(1).await;
+    let standby = &standbys[0];
+    let user = primary.user().to_owned();
+    let expected = [
+        ("any", true),
+        ("read-write", false),
+        ("primary", false),
+        ("read-only", true),
+        ("standby", true),
+        ("prefer-standby", true),
+    ];
+    for (attrs, on_standby) in expected {
+        // The standby first: "any" takes it, the roles choose.
+        let m = by_role(&user, &[standby, &primary], attrs);
+        assert_eq!(in_recovery(&m).await.unwrap(), on_standby, "{attrs}");
+        m.close().await;
+    }
+
+    let standbys = tokio::task::spawn_blocking(move || {
+        standbys[0].stop().unwrap();
+        standbys
+    })
+    .await
+    .unwrap();
+    let standby = &standbys[0];
+    let m = by_role(&user, &[standby, &primary], "prefer-standby");
+    assert!(
+        !in_recovery(&m).await.unwrap(),
+        "no standby answers: any server"
+    );
+    m.close().await;
+    let m = by_role(&user, &[standby, &primary], "standby");
+    let err = in_recovery(&m).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("POSTGRES_TARGET_SESSION_ATTRS=standby"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("127.0.0.1:{} refused", standby.port())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("127.0.0.1:{} is a primary", primary.port())),
+        "{text}"
+    );
+    m.close().await;
+}
+
+#[tokio::test]
+async fn after_a_failover_writes_go_to_the_new_primary_and_two_primaries_are_refused() {
+    let (primary, standbys) = cluster(1).await;
+    let user = primary.user().to_owned();
+    let primary = std::sync::Arc::new(primary);
+    let standby = &standbys[0];
+    let m = by_role(&user, &[&primary, standby], "read-write");
+    m.execute("CREATE TABLE ledger (n int)", ()).await.unwrap();
+    m.execute("INSERT INTO ledger VALUES (1)", ())
+        .await
+        .unwrap();
+
+    // The primary goes; the standby is promoted.
+    let stopping = primary.clone();
+    tokio::task::spawn_blocking(move || stopping.stop().unwrap())
+        .await
+        .unwrap();
+    let promoter = by_role(&user, &[standby], "any");
+    let promoted: bool = promoter
+        .scalar("SELECT pg_promote(true, 10)", ())
+        .await
+        .unwrap();
+    assert!(promoted);
+    promoter.close().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match m.execute("INSERT INTO ledger VALUES (2)", ()).await {
+            Ok(_) => break,
+            Err(e) => assert!(Instant::now() < deadline, "writes never resumed: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!in_recovery(&m).await.unwrap());
+
+    // The old primary comes back, still a primary: coredb writes to neither.
+    let starting = primary.clone();
+    tokio::task::spawn_blocking(move || starting.start_again().unwrap())
+        .await
+        .unwrap();
+    let fresh = by_role(&user, &[&primary, standby], "read-write");
+    let err = fresh
+        .execute("INSERT INTO ledger VALUES (3)", ())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect);
+    assert!(!err.is_transient(), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("two primaries"), "{text}");
+    assert!(
+        text.contains(&format!("127.0.0.1:{}", primary.port())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("127.0.0.1:{}", standby.port())),
+        "{text}"
+    );
+    // Nothing reached the old primary.
+    let old = by_role(&user, &[&primary], "any");
+    let rows: i64 = old.scalar("SELECT count(*) FROM ledger", ()).await.unwrap();
+    assert_eq!(rows, 1, "only what it had before the failover");
+    old.close().await;
+    fresh.close().await;
+    m.close().await;
+}

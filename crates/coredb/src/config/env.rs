@@ -235,14 +235,9 @@ impl DatabaseConfig {
             }
         }
         if let Some(raw) = get("POSTGRES_TARGET_SESSION_ATTRS") {
-            match raw.trim() {
-                "any" => config.target_session_attrs = TargetSessionAttrs::Any,
-                "read-write" => config.target_session_attrs = TargetSessionAttrs::ReadWrite,
-                _ => problems.push(
-                    "POSTGRES_TARGET_SESSION_ATTRS",
-                    &raw,
-                    "allowed: any, read-write",
-                ),
+            match raw.parse::<TargetSessionAttrs>() {
+                Ok(attrs) => config.target_session_attrs = attrs,
+                Err(allowed) => problems.push("POSTGRES_TARGET_SESSION_ATTRS", &raw, &allowed),
             }
         }
         let given: Vec<Setting> = [

@@ -153,14 +153,46 @@ impl FromStr for PgBouncerMode {
     }
 }
 
-/// Which server of a multi-host list a connection may use.
+/// Which server of a multi-host list a connection may use, as libpq's
+/// `target_session_attrs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TargetSessionAttrs {
-    /// Any server that accepts the connection (the default).
+    /// Any server that accepts the connection, in the order given (the default).
     #[default]
     Any,
-    /// Only a primary that accepts writes; standbys are skipped (failover).
+    /// A server whose sessions may write (`transaction_read_only` off); standbys are skipped.
+    /// Every host is asked, and two writable servers (two primaries after a failover the old
+    /// one came back from) are refused rather than guessed between.
     ReadWrite,
+    /// A server whose sessions are read-only: a standby, or a primary set read-only.
+    ReadOnly,
+    /// A server not in recovery, whatever its read-only setting; two are refused as for
+    /// `ReadWrite`.
+    Primary,
+    /// A server in recovery (a standby).
+    Standby,
+    /// A standby if one answers, otherwise any server.
+    PreferStandby,
+}
+
+impl TargetSessionAttrs {
+    const ALLOWED: &'static str = "any, read-write, read-only, primary, standby, prefer-standby";
+}
+
+impl FromStr for TargetSessionAttrs {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "any" => TargetSessionAttrs::Any,
+            "read-write" => TargetSessionAttrs::ReadWrite,
+            "read-only" => TargetSessionAttrs::ReadOnly,
+            "primary" => TargetSessionAttrs::Primary,
+            "standby" => TargetSessionAttrs::Standby,
+            "prefer-standby" => TargetSessionAttrs::PreferStandby,
+            _ => return Err(format!("allowed: {}", TargetSessionAttrs::ALLOWED)),
+        })
+    }
 }
 
 /// A password that never shows itself in `Debug` or `Display`.
@@ -576,10 +608,8 @@ impl DatabaseConfig {
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             _ => tokio_postgres::config::SslMode::Require,
         });
-        pg.target_session_attrs(match self.target_session_attrs {
-            TargetSessionAttrs::Any => tokio_postgres::config::TargetSessionAttrs::Any,
-            TargetSessionAttrs::ReadWrite => tokio_postgres::config::TargetSessionAttrs::ReadWrite,
-        });
+        // Servers are chosen by role by coredb itself (conn/open.rs), host by host.
+        pg.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::Any);
         if self.load_balance {
             pg.load_balance_hosts(tokio_postgres::config::LoadBalanceHosts::Random);
         }

@@ -97,8 +97,8 @@ pub(super) fn parse_url(url: &str) -> std::result::Result<DatabaseConfig, String
         config.ssl_mode = mode;
     }
     config.ssl_root_cert = tls.root_cert;
-    if pg.get_target_session_attrs() == tokio_postgres::config::TargetSessionAttrs::ReadWrite {
-        config.target_session_attrs = TargetSessionAttrs::ReadWrite;
+    if let Some(attrs) = tls.target_session_attrs {
+        config.target_session_attrs = attrs;
     }
     if config.dbname.is_empty() {
         config.dbname = config.user.clone();
@@ -111,6 +111,8 @@ pub(super) fn parse_url(url: &str) -> std::result::Result<DatabaseConfig, String
 struct TlsParams {
     mode: Option<SslMode>,
     root_cert: Option<std::path::PathBuf>,
+    /// Read here too: the driver knows only three of libpq's six values.
+    target_session_attrs: Option<TargetSessionAttrs>,
 }
 
 /// Takes `sslmode` (all of libpq's values) and `sslrootcert` out of the URL's query string;
@@ -130,6 +132,11 @@ fn take_tls_params(url: &str) -> std::result::Result<(String, TlsParams), String
                 tls.mode = Some(value.parse().map_err(|e| format!("sslmode={value:?} in DATABASE_URL: {e}"))?)
             }
             "sslrootcert" => tls.root_cert = Some(value.into()),
+            "target_session_attrs" => {
+                tls.target_session_attrs = Some(value.parse().map_err(|e| {
+                    format!("target_session_attrs={value:?} in DATABASE_URL: {e}")
+                })?)
+            }
             "sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir" => {
                 return Err(format!(
                     "{key}= in DATABASE_URL: client certificates and revocation lists are not supported by this version of coredb; the TLS settings it takes are sslmode (disable, allow, prefer, require, verify-ca, verify-full) and sslrootcert"

@@ -8,13 +8,15 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
 
 use super::{PgConn, StatementCache};
-use crate::config::{DatabaseConfig, Setting};
+use crate::config::{DatabaseConfig, Setting, TargetSessionAttrs};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::Manage;
 
 /// Makes [`PgConn`]s from a [`DatabaseConfig`].
 pub(crate) struct PgManager {
     driver: tokio_postgres::Config,
+    /// Each host alone (`host:port` and its driver settings), for choosing a server by role.
+    each_host: Vec<(String, tokio_postgres::Config)>,
     config: DatabaseConfig,
     #[cfg(feature = "tls")]
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
@@ -68,7 +70,17 @@ impl PgManager {
                 config.ssl_mode.as_str()
             )));
         }
+        let each_host = config
+            .host_ports()
+            .map(|(host, port)| {
+                let mut one = config.clone();
+                one.hosts = vec![host.to_owned()];
+                one.ports = vec![port];
+                (format!("{host}:{port}"), one.to_driver_config())
+            })
+            .collect();
         Ok(PgManager {
+            each_host,
             driver: config.to_driver_config(),
             config: config.clone(),
             #[cfg(feature = "tls")]
@@ -76,28 +88,123 @@ impl PgManager {
         })
     }
 
-    /// Connects with TLS when configured, and runs the connection on a task of its own.
+    /// Connects to `driver`'s server with TLS when configured, and runs the connection on a
+    /// task of its own.
     async fn connect(
         &self,
+        driver: &tokio_postgres::Config,
         notifications: Option<Notifications>,
     ) -> std::result::Result<Client, tokio_postgres::Error> {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
-            let (client, connection) = self.driver.connect(tls.clone()).await?;
+            let (client, connection) = driver.connect(tls.clone()).await?;
             tokio::spawn(drive(connection, notifications));
             return Ok(client);
         }
-        let (client, connection) = self.driver.connect(NoTls).await?;
+        let (client, connection) = driver.connect(NoTls).await?;
         tokio::spawn(drive(connection, notifications));
         Ok(client)
     }
 
-    /// Opens a connection within the connect timeout, with an error that says what to check.
+    /// Opens a connection within the connect timeout, with an error that says what to check;
+    /// on a server of the role `target_session_attrs` asks for.
     pub(crate) async fn open(&self, notifications: Option<Notifications>) -> Result<Client> {
+        if self.config.target_session_attrs != TargetSessionAttrs::Any {
+            return self.open_by_role(notifications).await;
+        }
+        self.open_any(notifications).await
+    }
+
+    /// Asks every host at once what it is, and keeps a connection to the one the role wants.
+    /// Each host's cause is kept for the error; two servers that both take writes are refused.
+    async fn open_by_role(&self, notifications: Option<Notifications>) -> Result<Client> {
+        let want = self.config.target_session_attrs;
+        let limit = self.config.connect_timeout + Duration::from_secs(1);
+        let asked = self.each_host.iter().map(|(address, driver)| {
+            let notifications = notifications.clone();
+            async move {
+                let probe = async {
+                    let client = self
+                        .connect(driver, notifications)
+                        .await
+                        .map_err(|e| self.connect_error_for(e, address).message().to_owned())?;
+                    let row = client
+                        .query_one(
+                            "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'",
+                            &[],
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok::<_, String>(Server {
+                        client,
+                        in_recovery: row.get(0),
+                        read_only: row.get(1),
+                    })
+                };
+                let found = tokio::time::timeout(limit, probe)
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer from {address} within {limit:?}")));
+                (address.as_str(), found)
+            }
+        });
+        let answers = futures_util::future::join_all(asked).await;
+        let mut causes = Vec::new();
+        let mut servers = Vec::new();
+        for (address, answer) in answers {
+            match answer {
+                Ok(server) => {
+                    causes.push(format!("{address} is {}", server.describe()));
+                    servers.push((address, server));
+                }
+                Err(cause) => causes.push(cause),
+            }
+        }
+        let fits = |s: &Server| match want {
+            TargetSessionAttrs::Any => true,
+            TargetSessionAttrs::ReadWrite => !s.read_only,
+            TargetSessionAttrs::ReadOnly => s.read_only,
+            TargetSessionAttrs::Primary => !s.in_recovery,
+            TargetSessionAttrs::Standby | TargetSessionAttrs::PreferStandby => s.in_recovery,
+        };
+        let writers: Vec<&str> = servers
+            .iter()
+            .filter(|(_, s)| !s.in_recovery)
+            .map(|(a, _)| *a)
+            .collect();
+        if matches!(
+            want,
+            TargetSessionAttrs::ReadWrite | TargetSessionAttrs::Primary
+        ) && writers.len() > 1
+        {
+            return Err(Error::new(
+                ErrorKind::Connect,
+                format!(
+                    "{} all accept writes: two primaries (an old one back after a failover?); coredb sends no write to either until one is a standby again ({})",
+                    writers.join(" and "),
+                    name_attrs(want)
+                ),
+            )
+            .permanent());
+        }
+        let position = servers.iter().position(|(_, s)| fits(s)).or(
+            // prefer-standby takes any server when no standby answers.
+            (want == TargetSessionAttrs::PreferStandby && !servers.is_empty()).then_some(0),
+        );
+        match position {
+            Some(i) => Ok(servers.swap_remove(i).1.client),
+            None => Err(Error::new(
+                ErrorKind::Connect,
+                format!("no server fits {}: {}", name_attrs(want), causes.join("; ")),
+            )),
+        }
+    }
+
+    /// Opens a connection to the first host that answers.
+    async fn open_any(&self, notifications: Option<Notifications>) -> Result<Client> {
         // The driver applies connect_timeout per host; this guards the whole handshake too.
         let limit =
             self.config.connect_timeout * self.config.hosts.len() as u32 + Duration::from_secs(1);
-        match tokio::time::timeout(limit, self.connect(notifications)).await {
+        match tokio::time::timeout(limit, self.connect(&self.driver, notifications)).await {
             Ok(Ok(client)) => {
                 tracing::debug!(target: "coredb", target_hosts = %self.target(), "opened connection");
                 Ok(client)
@@ -127,7 +234,11 @@ impl PgManager {
     /// method). Causes that retrying cannot fix are marked permanent, so the pool fails at once
     /// instead of waiting out its timeout.
     fn connect_error(&self, err: tokio_postgres::Error) -> Error {
-        let target = self.target();
+        self.connect_error_for(err, &self.target())
+    }
+
+    /// [`connect_error`](Self::connect_error) for a connection to `target` alone.
+    fn connect_error_for(&self, err: tokio_postgres::Error, target: &str) -> Error {
         let c = &self.config;
         let name = |setting| c.origin.name(setting);
         if let Some(db) = err.as_db_error() {
@@ -282,6 +393,36 @@ fn find_io_error(err: &tokio_postgres::Error) -> Option<&std::io::Error> {
         source = s.source();
     }
     None
+}
+
+/// A server asked what it is, with the connection asked on.
+struct Server {
+    client: Client,
+    in_recovery: bool,
+    read_only: bool,
+}
+
+impl Server {
+    fn describe(&self) -> &'static str {
+        match (self.in_recovery, self.read_only) {
+            (true, _) => "a standby",
+            (false, true) => "a primary set read-only",
+            (false, false) => "a primary",
+        }
+    }
+}
+
+/// `POSTGRES_TARGET_SESSION_ATTRS=...` as the user would write it.
+fn name_attrs(attrs: TargetSessionAttrs) -> String {
+    let value = match attrs {
+        TargetSessionAttrs::Any => "any",
+        TargetSessionAttrs::ReadWrite => "read-write",
+        TargetSessionAttrs::ReadOnly => "read-only",
+        TargetSessionAttrs::Primary => "primary",
+        TargetSessionAttrs::Standby => "standby",
+        TargetSessionAttrs::PreferStandby => "prefer-standby",
+    };
+    format!("POSTGRES_TARGET_SESSION_ATTRS={value}")
 }
 
 impl Manage for PgManager {
