@@ -69,6 +69,19 @@ async fn reads_reach_real_standbys_that_replay_the_primary() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Spread statement by statement, not connection by connection.
+    let mut per_port = std::collections::BTreeMap::new();
+    for _ in 0..100 {
+        let port: i32 = reader
+            .scalar("SELECT inet_server_port()", ())
+            .await
+            .unwrap();
+        *per_port.entry(port).or_insert(0) += 1;
+    }
+    let expected: std::collections::BTreeMap<i32, i32> =
+        standbys.iter().map(|s| (i32::from(s.port()), 50)).collect();
+    assert_eq!(per_port, expected, "100 reads, 50 on each standby");
+
     let report = m.health_report().await;
     assert_eq!(report.status, HealthStatus::Healthy, "{report:?}");
     let replicas = report.replicas.unwrap();

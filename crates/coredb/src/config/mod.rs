@@ -526,6 +526,21 @@ impl DatabaseConfig {
         self.read_fallback
     }
 
+    /// One configuration per read replica, each for its host alone.
+    pub(crate) fn replica_configs(&self) -> Vec<DatabaseConfig> {
+        self.read_replicas
+            .iter()
+            .map(|(host, port)| {
+                let mut replica = self.clone();
+                replica.hosts = vec![host.clone()];
+                replica.ports = vec![*port];
+                replica.read_replicas = Vec::new();
+                replica.target_session_attrs = TargetSessionAttrs::Any;
+                replica
+            })
+            .collect()
+    }
+
     /// PEM file of trusted authorities for `verify-ca` / `verify-full`, when set.
     pub fn ssl_root_cert(&self) -> Option<&std::path::Path> {
         self.ssl_root_cert.as_deref()

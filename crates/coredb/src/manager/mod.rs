@@ -138,12 +138,18 @@ impl DatabaseConfig {
 /// ```
 #[derive(Clone)]
 pub struct DatabaseManager {
+    /// The database its settings, figures and listeners come from: the primary, or for a
+    /// [`reader`](Self::reader) the first replica.
     db: Arc<Database>,
-    /// The read replicas, when configured.
-    replica: Option<Arc<Database>>,
-    /// For a [`reader`](Self::reader): the primary, used when no replica can be reached
+    /// The read replicas, one pool each, when configured.
+    replicas: Arc<[Arc<Database>]>,
+    /// Whether this is a [`reader`](Self::reader): its work goes to the replicas in turn.
+    reads: bool,
+    /// For a reader: the primary, used when no replica can be reached
     /// (`POSTGRES_READ_FALLBACK`).
     fallback: Option<Arc<Database>>,
+    /// The reader's turn over the replicas.
+    turn: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl DatabaseManager {
@@ -153,51 +159,72 @@ impl DatabaseManager {
     /// # Errors
     /// A [`Config`](ErrorKind::Config) error when this build cannot honour a setting.
     pub fn from_config(config: &DatabaseConfig) -> Result<Self> {
+        let replicas = config
+            .replica_configs()
+            .into_iter()
+            .map(|c| Database::new(c, true).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
         Ok(DatabaseManager {
-            fallback: None,
             db: Arc::new(Database::new(config.clone(), false)?),
-            replica: config
-                .replica_config()
-                .map(|c| Database::new(c, true).map(Arc::new))
-                .transpose()?,
+            replicas: replicas.into(),
+            reads: false,
+            fallback: None,
+            turn: Arc::default(),
         })
     }
 
     /// The manager for reads: on the read replicas (`POSTGRES_READ_HOSTS`) when configured,
-    /// each connection on one of them at random; otherwise this manager itself.
+    /// one after the other statement by statement (and session by session), skipping for a
+    /// while one that could not be reached, and on the primary when none can
+    /// (`POSTGRES_READ_FALLBACK`); otherwise this manager itself.
     ///
     /// Replicas lag the primary a little: read what must be current on the primary.
     pub fn reader(&self) -> DatabaseManager {
-        match &self.replica {
-            Some(replica) => DatabaseManager {
-                db: Arc::clone(replica),
-                replica: None,
-                fallback: replica.config.read_fallback().then(|| Arc::clone(&self.db)),
+        match self.replicas.first() {
+            Some(first) => DatabaseManager {
+                db: Arc::clone(first),
+                replicas: Arc::clone(&self.replicas),
+                reads: true,
+                fallback: first.config.read_fallback().then(|| Arc::clone(&self.db)),
+                turn: Arc::clone(&self.turn),
             },
             None => self.clone(),
         }
     }
 
-    /// Where this manager's work goes now: its database, or the primary while a reader's
-    /// replicas are down.
+    /// Where this manager's next piece of work goes: its database; for a reader, the next
+    /// replica not known to be down, or the primary while all are.
     fn route(&self) -> &Arc<Database> {
-        match &self.fallback {
-            Some(primary) if self.db.is_down() => primary,
-            _ => &self.db,
+        if !self.reads {
+            return &self.db;
         }
+        let start = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let count = self.replicas.len();
+        (0..count)
+            .map(|i| &self.replicas[(start + i) % count])
+            .find(|db| !db.is_down())
+            .or(self.fallback.as_ref())
+            .unwrap_or(&self.replicas[start % count])
     }
 
-    /// The primary to retry on, when `err` (from `db`) says no replica could be reached.
+    /// Where to retry when `err` (from `db`) says a replica could not be reached: another
+    /// replica, or the primary; `None` when the error is of another kind or there is nowhere
+    /// else to go.
     fn fall_back(&self, db: &Arc<Database>, err: &Error) -> Option<&Arc<Database>> {
-        let primary = self.fallback.as_ref()?;
-        if !Arc::ptr_eq(db, &self.db)
+        if !self.reads
             || !matches!(err.kind(), ErrorKind::Connect | ErrorKind::PoolTimeout)
+            || !self.replicas.iter().any(|r| Arc::ptr_eq(r, db))
         {
             return None;
         }
-        self.db.mark_down();
-        tracing::warn!(target: "coredb", error = %err, "no read replica could be reached; reading from the primary for {REPLICAS_DOWN_FOR:?} (POSTGRES_READ_FALLBACK)");
-        Some(primary)
+        db.mark_down();
+        let next = self.route();
+        // Every replica is down and there is no fallback: nowhere else to go.
+        if next.is_down() {
+            return None;
+        }
+        tracing::warn!(target: "coredb", error = %err, replica = %db.context.target().pool_name, "a read replica could not be reached; reading elsewhere, and not from it for {REPLICAS_DOWN_FOR:?} (POSTGRES_READ_FALLBACK)");
+        Some(next)
     }
 
     /// Like [`from_config`](Self::from_config) with [`DatabaseConfig::from_env`]; inside a
@@ -241,13 +268,15 @@ impl DatabaseManager {
         limit: Duration,
         at: &'static Location<'static>,
     ) -> Result<Connection> {
-        let db = self.route();
-        match connection_from(db, limit, at).await {
-            Err(err) => match self.fall_back(db, &err) {
-                Some(primary) => connection_from(primary, limit, at).await,
-                None => Err(err),
-            },
-            ok => ok,
+        let mut db = self.route();
+        loop {
+            match connection_from(db, limit, at).await {
+                Err(err) => match self.fall_back(db, &err) {
+                    Some(next) => db = next,
+                    None => return Err(err),
+                },
+                ok => return ok,
+            }
         }
     }
 
@@ -512,11 +541,11 @@ impl DatabaseManager {
             open: counts.open.load(Ordering::Acquire),
             connected: counts.connected.load(Ordering::Acquire),
         });
-        if let Some(replica) = &self.replica {
-            let checks = replica
-                .config
-                .host_ports()
-                .map(|(host, port)| check_replica(&replica.config, host.to_owned(), port));
+        if !self.reads && !self.replicas.is_empty() {
+            let checks = self.replicas.iter().map(|replica| {
+                let (host, port) = replica.config.host_ports().next().unwrap_or(("", 0));
+                check_replica(&replica.config, host.to_owned(), port)
+            });
             let replicas = futures_util::future::join_all(checks).await;
             if report.is_healthy() && replicas.iter().any(|r| !r.healthy) {
                 report.status = HealthStatus::Degraded;
@@ -538,16 +567,19 @@ impl DatabaseManager {
     }
 
     async fn autocommit(&self, sql: &str, params: ParamList<'_>, want: Returns) -> Result<Reply> {
-        let db = self.route();
+        let mut db = self.route();
         // Parameters are checked before a connection is taken.
         let bound = db.context.bind(sql, params)?;
-        match self.autocommit_on(db, &bound, want).await {
-            // No connection was had: the statement never left, and runs on the primary.
-            Err(err) => match self.fall_back(db, &err) {
-                Some(primary) => self.autocommit_on(primary, &bound, want).await,
-                None => Err(err),
-            },
-            ok => ok,
+        loop {
+            match self.autocommit_on(db, &bound, want).await {
+                // No connection was had: the statement never left, and runs elsewhere (each
+                // replica that fails is skipped for a while, so this ends).
+                Err(err) => match self.fall_back(db, &err) {
+                    Some(next) => db = next,
+                    None => return Err(err),
+                },
+                ok => return ok,
+            }
         }
     }
 
@@ -888,17 +920,17 @@ impl DatabaseManager {
     /// # Cancel safety
     /// As [`close`](Self::close).
     pub async fn close_within(&self, wait: Duration) -> bool {
-        let replica_closed = match &self.replica {
-            Some(replica) => close_within(replica, wait).await,
-            None => true,
-        };
-        close_within(&self.db, wait).await && replica_closed
+        let mut all = true;
+        for replica in self.replicas.iter() {
+            all &= close_within(replica, wait).await;
+        }
+        close_within(&self.db, wait).await && all
     }
 
     /// Like [`close`](Self::close) without waiting: checkouts fail from now on, idle
     /// connections close now and checked-out ones when they come back.
     pub fn close_now(&self) {
-        for db in std::iter::once(&self.db).chain(&self.replica) {
+        for db in std::iter::once(&self.db).chain(self.replicas.iter()) {
             db.pipeline.clear();
             db.pool.close_idle();
         }
@@ -990,7 +1022,7 @@ impl std::fmt::Debug for DatabaseManager {
         f.debug_struct("DatabaseManager")
             .field("url", &self.config().database_url())
             .field("status", &self.status())
-            .field("read_replicas", &self.replica.is_some())
+            .field("read_replicas", &self.replicas.len())
             .finish()
     }
 }
