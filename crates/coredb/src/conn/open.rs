@@ -434,12 +434,20 @@ impl Manage for PgManager {
             .to_string()
     }
 
-    async fn create(&self) -> Result<PgConn> {
-        let client = self.open(None).await?;
-        Ok(PgConn::new(
-            client,
-            StatementCache::new(self.config.statement_cache_size()),
-        ))
+    fn create(&self) -> impl std::future::Future<Output = Result<PgConn>> + Send {
+        // Boxed and type-erased: the driver's connect is a deep future, and this one is part of
+        // the type of every checkout (rustc's layout computation would reach its recursion
+        // limit in callers' code); a connection is opened rarely, so one allocation is nothing.
+        let opening: std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Client>> + Send + '_>,
+        > = Box::pin(self.open(None));
+        async move {
+            let client = opening.await?;
+            Ok(PgConn::new(
+                client,
+                StatementCache::new(self.config.statement_cache_size()),
+            ))
+        }
     }
 
     fn is_broken(&self, conn: &PgConn) -> bool {
