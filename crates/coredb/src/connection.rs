@@ -36,9 +36,9 @@ const CLEANUP_LIMIT: Duration = Duration::from_secs(5);
 pub struct Connection {
     pooled: Option<Pooled<PgManager>>,
     context: Arc<Context>,
-    /// The client-side limit of a statement here, when the caller changed the server's
-    /// `statement_timeout` (otherwise the configured one).
-    guard: Option<Option<Duration>>,
+    /// The client-side limit of a statement here: the configured one, until the caller
+    /// changes the server's `statement_timeout`.
+    guard: Option<Duration>,
     /// The pool it came from, for a second connection (asking what became of a commit).
     pool: Pool<PgManager>,
 }
@@ -51,8 +51,8 @@ impl Connection {
     ) -> Self {
         Connection {
             pooled: Some(pooled),
+            guard: context.settings.statement_guard,
             context,
-            guard: None,
             pool,
         }
     }
@@ -118,7 +118,7 @@ impl Connection {
         params: ParamList<'_>,
         want: Returns,
     ) -> Result<Reply> {
-        let guard = self.guard.unwrap_or(self.context.settings.statement_guard);
+        let guard = self.guard;
         let (pg, context) = self.parts();
         let bound = context.bind(sql, params)?;
         let class = bound.class;
@@ -134,7 +134,7 @@ impl Connection {
     pub(crate) async fn set_local_timeout(&mut self, limit: Duration) -> Result<()> {
         let sql = format!("SET LOCAL statement_timeout = {}", limit.as_millis().max(1));
         self.control(&sql, Event::TRANSACTION_SCOPED).await?;
-        self.guard = Some(Some(crate::config::guard_for(limit)));
+        self.guard = Some(crate::config::guard_for(limit));
         Ok(())
     }
 
@@ -147,8 +147,7 @@ impl Connection {
         let ms: i64 = exec::run(pg, context, &bound, Returns::Rows, None)
             .await?
             .scalar()?;
-        self.guard =
-            Some((ms > 0).then(|| crate::config::guard_for(Duration::from_millis(ms as u64))));
+        self.guard = (ms > 0).then(|| crate::config::guard_for(Duration::from_millis(ms as u64)));
         Ok(())
     }
 }

@@ -135,8 +135,7 @@ impl Listener {
         target: Target,
         counts: Arc<ListenerCounts>,
     ) -> Result<Listener> {
-        let (notes_to, notes) = mpsc::unbounded_channel();
-        let client = pool.manager().open(Some(notes_to)).await?;
+        let (client, notes) = open(&pool).await?;
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (events_to, events) = mpsc::unbounded_channel();
         counts.open.fetch_add(1, Ordering::AcqRel);
@@ -222,6 +221,16 @@ impl std::fmt::Debug for Listener {
     }
 }
 
+/// The notifications of a connection, as its driver task hands them over.
+type Notes = mpsc::UnboundedReceiver<tokio_postgres::Notification>;
+
+/// Opens a connection whose notifications come out of the returned receiver.
+async fn open(pool: &Pool<PgManager>) -> Result<(Client, Notes)> {
+    let (notes_to, notes) = mpsc::unbounded_channel();
+    let client = pool.manager().open(Some(notes_to)).await?;
+    Ok((client, notes))
+}
+
 /// Refuses channel names PostgreSQL would refuse or cut.
 fn check_channel(channel: &str) -> Result<()> {
     let problem = if channel.is_empty() {
@@ -240,7 +249,7 @@ fn check_channel(channel: &str) -> Result<()> {
 
 /// `LISTEN "channel"` (or `UNLISTEN`), the name quoted so it is taken as given.
 fn statement(verb: &str, channel: &str) -> String {
-    format!("{verb} \"{}\"", channel.replace('"', "\"\""))
+    format!("{verb} {}", crate::sql::quote_ident(channel))
 }
 
 /// The task that owns the listener's connection.
@@ -289,11 +298,7 @@ enum Ended {
 }
 
 impl Task {
-    async fn run(
-        mut self,
-        client: Client,
-        notes: mpsc::UnboundedReceiver<tokio_postgres::Notification>,
-    ) {
+    async fn run(mut self, client: Client, notes: Notes) {
         let mut connection = Some((client, notes));
         let mut backoff = Backoff::default();
         loop {
@@ -325,14 +330,8 @@ impl Task {
     }
 
     /// Opens a new connection, listens to every channel again, and says so.
-    async fn reconnect(
-        &mut self,
-    ) -> Result<(
-        Client,
-        mpsc::UnboundedReceiver<tokio_postgres::Notification>,
-    )> {
-        let (notes_to, notes) = mpsc::unbounded_channel();
-        let client = self.pool.manager().open(Some(notes_to)).await?;
+    async fn reconnect(&mut self) -> Result<(Client, Notes)> {
+        let (client, notes) = open(&self.pool).await?;
         for channel in &self.channels {
             client
                 .batch_execute(&statement("LISTEN", channel))
@@ -346,11 +345,7 @@ impl Task {
 
     /// Hands notifications over and runs commands until the connection is lost or the
     /// listener dropped.
-    async fn serve(
-        &mut self,
-        client: &Client,
-        mut notes: mpsc::UnboundedReceiver<tokio_postgres::Notification>,
-    ) -> Ended {
+    async fn serve(&mut self, client: &Client, mut notes: Notes) -> Ended {
         loop {
             tokio::select! {
                 note = notes.recv() => match note {

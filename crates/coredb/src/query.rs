@@ -502,10 +502,7 @@ fn copy_statements(table: &str, columns: &[&str]) -> Result<(String, String)> {
             columns.len()
         )));
     }
-    let quoted: Vec<String> = columns
-        .iter()
-        .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))
-        .collect();
+    let quoted: Vec<String> = columns.iter().map(|c| crate::sql::quote_ident(c)).collect();
     let list = quoted.join(", ");
     let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
     Ok((

@@ -310,8 +310,7 @@ impl Session {
     /// Dropping the future leaves the session usable: a savepoint whose `SAVEPOINT` was cut off
     /// is not tracked (the server may keep it until the transaction ends, which is harmless).
     pub async fn begin_nested(&mut self) -> Result<Savepoint<'_>> {
-        self.apply_pending_rollback().await?;
-        self.check_not_aborted()?;
+        self.ready().await?;
         let level = self.depth + 1;
         let sql = format!("SAVEPOINT coredb_sp_{level}");
         if let Err(e) = self.conn.control(&sql, Event::TRANSACTION_SCOPED).await {
@@ -347,17 +346,13 @@ impl Session {
     /// # Errors
     /// The server's error, or the session's first failure if it is aborted.
     pub async fn set_timeout(&mut self, limit: Duration) -> Result<()> {
-        self.apply_pending_rollback().await?;
-        self.check_not_aborted()?;
+        self.ready().await?;
         let result = self
             .conn
             .set_local_timeout(limit)
             .instrument(self.span.clone())
             .await;
-        if let Err(e) = &result {
-            self.record_failure(e);
-        }
-        result
+        self.noted(result)
     }
 
     /// The underlying connection, e.g. for [`execute_script`](Connection::execute_script).
@@ -399,6 +394,21 @@ impl Session {
         );
     }
 
+    /// Before a statement: undoes a dropped savepoint, and refuses to go on in an aborted
+    /// transaction.
+    async fn ready(&mut self) -> Result<()> {
+        self.apply_pending_rollback().await?;
+        self.check_not_aborted()
+    }
+
+    /// After a statement: a failure is the transaction's.
+    fn noted<T>(&mut self, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result {
+            self.record_failure(e);
+        }
+        result
+    }
+
     /// Sends a statement whose rows are read as they arrive; an error the server sends
     /// half-way is recorded like any failed statement's.
     async fn start_stream<'a>(
@@ -407,8 +417,7 @@ impl Session {
         params: ParamList<'_>,
         read: Read,
     ) -> Result<Streaming<'a>> {
-        self.apply_pending_rollback().await?;
-        self.check_not_aborted()?;
+        self.ready().await?;
         let span = self.span.clone();
         let depth = self.depth;
         let Session {
@@ -460,17 +469,13 @@ impl Session {
     }
 
     async fn run(&mut self, sql: &str, params: ParamList<'_>, want: Returns) -> Result<Reply> {
-        self.apply_pending_rollback().await?;
-        self.check_not_aborted()?;
+        self.ready().await?;
         let result = self
             .conn
             .run(sql, params, want)
             .instrument(self.span.clone())
             .await;
-        if let Err(e) = &result {
-            self.record_failure(e);
-        }
-        result
+        self.noted(result)
     }
 }
 
@@ -558,34 +563,26 @@ impl Session {
     /// Writes `rows` with a binary COPY; a failure aborts the transaction as any failed
     /// statement does.
     async fn copy_rows_in(&mut self, copy: &str, insert: &str, rows: RowValues<'_>) -> Result<u64> {
-        self.apply_pending_rollback().await?;
-        self.check_not_aborted()?;
+        self.ready().await?;
         let span = self.span.clone();
         let (pg, context) = self.conn.parts();
         let result = exec::copy_in(pg, context, copy, insert, rows, Place::Session)
             .instrument(span)
             .await;
-        if let Err(e) = &result {
-            self.record_failure(e);
-        }
-        result
+        self.noted(result)
     }
 
     /// Sends `data` into a `COPY .. FROM STDIN`; a failure aborts the transaction as any
     /// failed statement does.
     async fn copy_in_data(&mut self, sql: &str, data: CopyData<'_>) -> Result<u64> {
-        self.apply_pending_rollback().await?;
-        self.check_not_aborted()?;
+        self.ready().await?;
         let span = self.span.clone();
         let (pg, context) = self.conn.parts();
         let bound = context.bind(sql, ().param_list())?;
         let result = exec::copy_in_data(pg, context, &bound, data, Place::Session)
             .instrument(span)
             .await;
-        if let Err(e) = &result {
-            self.record_failure(e);
-        }
-        result
+        self.noted(result)
     }
 }
 

@@ -7,6 +7,37 @@
 //! statement cache, the client-side guard, parameter encoding and its diagnostics, the echo
 //! log line, and the connection's state events.
 
+/// Sends a bound statement on its prepared `statement` with `$send`, an expression of
+/// `$values: &[SqlParam]` (all rows, a count, a row stream); a value the driver refuses for
+/// its parameter's type (an `i64` where the server asks for `numeric`) is sent again widened
+/// to that type, or the error names the cast to write. The driver checks every value before
+/// it writes, so nothing was sent the first time, and values of the right types never pay for
+/// the encoding by hand. A macro rather than a function: each caller's `$send` awaits a
+/// future of its own type, borrowing the values.
+macro_rules! send_widened {
+    ($conn:expr, $statement:expr, $bound:expr, |$values:ident| $send:expr) => {{
+        let (conn, statement, bound) = ($conn, $statement, $bound);
+        let result = {
+            let $values: &[SqlParam<'_>] = &bound.values;
+            $send
+        };
+        match result {
+            Err(err) if encode::is_wrong_type(&err) => {
+                let encoded = encode(statement, bound).inspect_err(|_| {
+                    // Like any failure of a prepared statement: the plan may be stale after DDL.
+                    conn.statements.remove(bound.text.as_str());
+                })?;
+                let widened: Vec<SqlParam<'_>> =
+                    encoded.iter().map(|v| v as SqlParam<'_>).collect();
+                let $values: &[SqlParam<'_>] = &widened;
+                $send
+            }
+            result => result,
+        }
+        .map_err(|err| query_failed(conn, err, bound, statement))
+    }};
+}
+
 mod commit;
 mod copy;
 mod encode;
@@ -102,10 +133,7 @@ impl Reply {
 
     /// The number of rows affected (or returned).
     pub(crate) fn count(self) -> u64 {
-        match self {
-            Reply::Count(n) => n,
-            Reply::Rows(rows) => rows.len() as u64,
-        }
+        self.len()
     }
 
     /// The rows (none for a count).
@@ -364,20 +392,10 @@ pub(crate) async fn run_on(conn: &PgConn, bound: &Bound<'_, '_>, want: Returns) 
         return run_unprepared(conn, bound, want).await;
     }
     let statement = prepare(conn, bound).await?;
-    let result = match send(conn, &statement, &bound.values, want).await {
-        // The driver checks every value before it writes, so nothing was sent and values of
-        // the right types never pay for this: only now are they encoded by hand.
-        Err(err) if encode::is_wrong_type(&err) => {
-            let encoded = encode(&statement, bound).inspect_err(|_| {
-                // Like any failure of a prepared statement: the plan may be stale after DDL.
-                conn.statements.remove(bound.text.as_str());
-            })?;
-            let values: Vec<SqlParam<'_>> = encoded.iter().map(|v| v as SqlParam<'_>).collect();
-            send(conn, &statement, &values, want).await
-        }
-        result => result,
-    };
-    result.map_err(|err| query_failed(conn, err, bound, &statement))
+    send_widened!(conn, &statement, bound, |values| send(
+        conn, &statement, values, want
+    )
+    .await)
 }
 
 /// Runs a prepared statement with `values`, as rows or a count.
@@ -446,13 +464,18 @@ pub(crate) fn query_failed(
     }
 }
 
+/// The values of `bound` with the parameter types taken from the Rust values, for a statement
+/// sent unnamed.
+fn typed_values<'p>(bound: &Bound<'_, 'p>) -> Result<Vec<(SqlParam<'p>, postgres_types::Type)>> {
+    let types = param_types::infer(&bound.text, &bound.values)?;
+    Ok(bound.values.iter().copied().zip(types).collect())
+}
+
 /// Runs a statement as an unnamed one in a single round trip, with the parameter types taken
 /// from the Rust values.
 async fn run_unprepared(conn: &PgConn, bound: &Bound<'_, '_>, want: Returns) -> Result<Reply> {
     let sql = bound.text.as_str();
-    let types = param_types::infer(&bound.text, &bound.values)?;
-    let typed: Vec<(SqlParam<'_>, postgres_types::Type)> =
-        bound.values.iter().copied().zip(types).collect();
+    let typed = typed_values(bound)?;
     let result = match want {
         Returns::Rows => conn.client.query_typed(sql, &typed).await.map(Reply::Rows),
         Returns::Count => conn

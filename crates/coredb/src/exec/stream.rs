@@ -20,7 +20,7 @@ use tracing::Instrument as _;
 
 use super::copy::Place;
 use super::{
-    after_error, encode, param_types, prepare, prepare_text, query_failed, report, Context,
+    after_error, encode, prepare, prepare_text, query_failed, report, typed_values, Context,
 };
 use crate::conn::{Event, PgConn};
 use crate::error::{Error, Result};
@@ -160,32 +160,21 @@ pub(crate) async fn stream<'a>(
 /// when the cache is off. Values the driver refuses for their parameter's type are sent again
 /// widened, as [`run_on`](super::run_on) does.
 async fn start(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Source> {
-    let sql = bound.text.as_str();
     if !conn.statements.is_enabled() {
-        let types = param_types::infer(&bound.text, &bound.values)?;
-        let typed = bound.values.iter().copied().zip(types);
+        let sql = bound.text.as_str();
         return conn
             .client
-            .query_typed_raw(sql, typed)
+            .query_typed_raw(sql, typed_values(bound)?)
             .await
             .map(|rows| Source::Rows(Box::pin(rows)))
             .map_err(|e| Error::from_driver(e, Some(sql)));
     }
     let statement = prepare(conn, bound).await?;
-    let values = bound.values.iter().copied();
-    let result = match conn.client.query_raw(&statement, values).await {
-        Err(err) if encode::is_wrong_type(&err) => {
-            let encoded = encode(&statement, bound).inspect_err(|_| {
-                conn.statements.remove(sql);
-            })?;
-            let values = encoded.iter().map(|v| v as SqlParam<'_>);
-            conn.client.query_raw(&statement, values).await
-        }
-        result => result,
-    };
-    result
-        .map(|rows| Source::Rows(Box::pin(rows)))
-        .map_err(|err| query_failed(conn, err, bound, &statement))
+    let rows = send_widened!(conn, &statement, bound, |values| conn
+        .client
+        .query_raw(&statement, values.iter().copied())
+        .await)?;
+    Ok(Source::Rows(Box::pin(rows)))
 }
 
 /// Sends `COPY (query) TO STDOUT (FORMAT binary)` for the query of `bound`, whose columns

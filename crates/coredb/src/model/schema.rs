@@ -439,10 +439,7 @@ impl Statements {
     }
 }
 
-/// Quotes an identifier: `users` -> `"users"`, doubling any `"`.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use crate::sql::quote_ident;
 
 fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))

@@ -60,7 +60,7 @@ impl Instruments {
         }
     }
 
-    /// An object moved between idle (`idle` > 0: into the pool) and open in use.
+    /// Idle objects went up (into the pool) or down (out of it) by `delta`.
     pub(super) fn idle(&self, delta: f64) {
         self.idle.increment(delta);
     }

@@ -7,6 +7,7 @@
 //! - [`classify`]: what a statement does (transaction control, session state,
 //!   shareable, read-only, function calls), proven from its tokens by
 //!   allow-lists rather than guessed from its first word.
+//! - [`quote_ident`]: an identifier written into generated SQL.
 //!
 //! No I/O and no dependencies besides `std`; nothing here allocates except
 //! the rewriter's output. The server stays the judge of the grammar: these
@@ -18,3 +19,8 @@ mod rewrite;
 
 pub(crate) use classify::{classify, StatementClass};
 pub(crate) use rewrite::{rewrite, RewrittenSql};
+
+/// Quotes an identifier: `users` -> `"users"`, doubling any `"`.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
