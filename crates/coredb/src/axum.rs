@@ -190,7 +190,8 @@ where
 
     fn call(&mut self, mut request: Request) -> Self::Future {
         let slot = TxSlot {
-            manager: self.manager.clone(),
+            // Reads through `tx.manager().reader()` see the request's own writes.
+            manager: self.manager.read_your_writes(),
             session: Arc::new(Mutex::new(None)),
         };
         request.extensions_mut().insert(slot.clone());
@@ -253,7 +254,10 @@ impl Tx {
         Ok(self.guard.as_mut().expect("set above"))
     }
 
-    /// The manager behind the transaction.
+    /// The manager behind the transaction, scoped to the request: writes made through it
+    /// (its transactions and autocommit writes) are seen by reads through its
+    /// [`reader`](DatabaseManager::reader) within the same request (see
+    /// [`DatabaseManager::read_your_writes`]).
     pub fn manager(&self) -> &DatabaseManager {
         &self.slot.manager
     }

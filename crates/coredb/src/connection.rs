@@ -8,7 +8,9 @@ use tokio_postgres::NoTls;
 
 use crate::conn::{Disposal, Event, PgConn, PgManager};
 use crate::error::Result;
-use crate::exec::{self, Context, CopyData, Place, Read, Reply, Returns, RowValues, Streaming};
+use crate::exec::{
+    self, Context, CopyData, Place, Read, Reply, Returns, RowValues, Streaming, WriteMark,
+};
 use crate::params::{ParamList, Params as _};
 use crate::pool::{Pool, Pooled};
 use crate::query::{sealed, Executor};
@@ -41,6 +43,8 @@ pub struct Connection {
     guard: Option<Duration>,
     /// The pool it came from, for a second connection (asking what became of a commit).
     pool: Pool<PgManager>,
+    /// Where the commits of its sessions are recorded, in a read-your-writes scope.
+    writes: Option<Arc<WriteMark>>,
 }
 
 impl Connection {
@@ -54,7 +58,19 @@ impl Connection {
             guard: context.settings.statement_guard,
             context,
             pool,
+            writes: None,
         }
+    }
+
+    /// Records how far the commits of sessions on this connection reach in `mark` (a
+    /// read-your-writes scope's).
+    pub(crate) fn follow_writes(&mut self, mark: Option<Arc<WriteMark>>) {
+        self.writes = mark;
+    }
+
+    /// The read-your-writes mark its commits raise, if any.
+    pub(crate) fn writes(&self) -> Option<&Arc<WriteMark>> {
+        self.writes.as_ref()
     }
 
     /// The pool's timeout, the longest a caller waits for a connection.
@@ -101,7 +117,9 @@ impl Connection {
     /// # Cancel safety
     /// Dropping the future closes the connection instead of returning it to the pool.
     pub async fn execute_script(&mut self, sql: &str) -> Result<()> {
-        let leaves_state = !crate::sql::classify(sql).is_shareable();
+        let class = crate::sql::classify(sql);
+        self.context.refuse_lasting_state(sql, class)?;
+        let leaves_state = !class.is_shareable();
         exec::run_simple(self.pg(), sql, Event::Sent { leaves_state }).await
     }
 

@@ -65,9 +65,11 @@ pub struct ReplicaHealth {
     pub address: String,
     /// Whether it answered within the connect timeout, as a standby.
     pub healthy: bool,
-    /// How far its replay is behind, in milliseconds: the age of the last transaction it
-    /// replayed (`now() - pg_last_xact_replay_timestamp()`), so an idle primary also shows as
-    /// lag; `None` before it replayed anything or when it did not answer.
+    /// How far its replay is behind, in milliseconds: 0 while it streams from its primary and
+    /// has replayed all it received, otherwise the age of the last transaction it replayed
+    /// (`now() - pg_last_xact_replay_timestamp()`); `None` when unknown or when it did not
+    /// answer. A replica lagging more than `POSTGRES_READ_MAX_LAG` is reported unhealthy: it
+    /// takes no reads.
     pub lag_ms: Option<f64>,
     /// Why it is not healthy.
     pub error: Option<String>,

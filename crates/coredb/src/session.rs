@@ -222,13 +222,27 @@ impl Session {
                 "the connection was lost before COMMIT was sent; the transaction was not committed",
             ));
         }
-        let (committed, witness) = crate::exec::commit(self.conn.pg()).await;
-        match committed {
+        let mark = self.conn.writes().cloned();
+        let (committed, witness, written) =
+            crate::exec::commit(self.conn.pg(), mark.is_some()).await;
+        let wrote = match &witness {
+            WitnessReply::Seen(witness) => witness.xid.is_some(),
+            _ => true,
+        };
+        let result = match committed {
             Err(lost) if lost.kind() == ErrorKind::ConnectionLost => {
                 self.resolve_lost_commit(lost, witness).await
             }
             other => other,
+        };
+        if let (Some(mark), Ok(())) = (mark, &result) {
+            if wrote {
+                // Not knowing how far the commit reached (its reply was lost), reads of the
+                // scope go to the primary.
+                mark.raise(written.unwrap_or(u64::MAX));
+            }
         }
+        result
     }
 
     /// The connection was lost with `COMMIT` in flight: asks the server, on another connection,

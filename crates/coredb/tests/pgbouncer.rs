@@ -357,3 +357,78 @@ async fn a_lost_driver_statement_names_the_pgbouncer_setting() {
     );
     db.manager().close().await;
 }
+
+#[tokio::test]
+async fn session_state_is_refused_behind_pgbouncer_and_its_transaction_scoped_forms_work() {
+    let server = tokio::task::spawn_blocking(EmbeddedServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let bouncer = Bouncer::start_ignoring(server.port(), "extra_float_digits");
+    let db = DatabaseManager::from_config(&behind(&bouncer, None)).unwrap();
+    let lasting = [
+        "SET search_path = leaked",
+        "/* tag */ SET ROLE pg_monitor",
+        "SELECT pg_advisory_lock(7)",
+        "SELECT set_config('search_path', 'leaked', false)",
+        "CREATE TEMP TABLE leaked (x int)",
+        "LISTEN leaked",
+        "PREPARE leaked AS SELECT 1",
+    ];
+    for sql in lasting {
+        let err = db.execute(sql, ()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{sql}: {err}");
+        let text = err.to_string();
+        assert!(text.contains("POSTGRES_PGBOUNCER=transaction"), "{text}");
+        assert!(text.contains("SET LOCAL"), "names the alternative: {text}");
+        // Refused on a checked-out connection and in a session too, before anything is sent.
+        let mut conn = db.get_connection().await.unwrap();
+        let err = conn.execute(sql, ()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{sql}: {err}");
+        let err = conn.execute_script(sql).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{sql}: {err}");
+        drop(conn);
+        let mut session = db.session().await.unwrap();
+        let err = session.execute(sql, ()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{sql}: {err}");
+        session.rollback().await.unwrap();
+    }
+    // The transaction-scoped forms work in a session.
+    let mut session = db.session().await.unwrap();
+    session
+        .execute("SET LOCAL search_path = scoped, public", ())
+        .await
+        .unwrap();
+    let path: String = session.scalar("SHOW search_path", ()).await.unwrap();
+    assert_eq!(path, "scoped, public");
+    session
+        .execute("SELECT pg_advisory_xact_lock(7)", ())
+        .await
+        .unwrap();
+    session
+        .execute("CREATE TEMP TABLE scratch (x int) ON COMMIT DROP", ())
+        .await
+        .unwrap();
+    session
+        .execute("INSERT INTO scratch VALUES (1)", ())
+        .await
+        .unwrap();
+    session.commit().await.unwrap();
+    // Nothing reached the server connections the other clients use.
+    let paths = futures_util::future::join_all((0..64).map(|_| {
+        let db = db.clone();
+        async move { db.scalar::<String, _>("SHOW search_path", ()).await }
+    }))
+    .await;
+    for path in paths {
+        assert_eq!(path.unwrap(), "\"$user\", public");
+    }
+    let locks: i64 = db
+        .scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'", ())
+        .await
+        .unwrap();
+    assert_eq!(locks, 0);
+    db.close().await;
+    drop(bouncer);
+    drop(server);
+}

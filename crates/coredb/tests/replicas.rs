@@ -8,8 +8,21 @@ use coredb_embedded::EmbeddedServer;
 
 /// A primary and `n` standbys streaming from it.
 async fn cluster(n: usize) -> (EmbeddedServer, Vec<EmbeddedServer>) {
+    cluster_with(n, &[]).await
+}
+
+/// A primary with server `settings` and `n` standbys streaming from it.
+async fn cluster_with(
+    n: usize,
+    settings: &[(&'static str, &'static str)],
+) -> (EmbeddedServer, Vec<EmbeddedServer>) {
+    let settings = settings.to_vec();
     tokio::task::spawn_blocking(move || {
-        let primary = EmbeddedServer::start().expect("primary starts");
+        let primary = settings
+            .into_iter()
+            .fold(EmbeddedServer::builder(), |b, (k, v)| b.setting(k, v))
+            .start()
+            .expect("primary starts");
         let standbys = (0..n)
             .map(|_| primary.standby().expect("standby starts"))
             .collect();
@@ -307,5 +320,237 @@ async fn after_a_failover_writes_go_to_the_new_primary_and_two_primaries_are_ref
     assert_eq!(rows, 1, "only what it had before the failover");
     old.close().await;
     fresh.close().await;
+    m.close().await;
+}
+
+/// Waits until every standby has replayed what the primary wrote so far.
+async fn replayed_everywhere(m: &DatabaseManager, standbys: &[EmbeddedServer]) {
+    let target: String = m
+        .scalar("SELECT pg_current_wal_insert_lsn()::text", ())
+        .await
+        .unwrap();
+    for standby in standbys {
+        let one = by_port(standby);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let done: bool = one
+                .scalar(
+                    "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                    (&target,),
+                )
+                .await
+                .unwrap();
+            if done {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the standby never caught up");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        one.close().await;
+    }
+}
+
+/// A manager on one server alone.
+fn by_port(server: &EmbeddedServer) -> DatabaseManager {
+    by_role(server.user(), &[server], "any")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_sees_every_write_right_after_it_commits() {
+    // As PostgreSQL ships (the embedded server turns it off for speed): a commit's WAL is
+    // flushed, and so sent to the standbys, when it returns.
+    let (primary, standbys) = cluster_with(2, &[("synchronous_commit", "on")]).await;
+    let m = DatabaseManager::from_config(&config(&primary, &standbys)).unwrap();
+    m.execute("CREATE TABLE notes (id int PRIMARY KEY)", ())
+        .await
+        .unwrap();
+    replayed_everywhere(&m, &standbys).await;
+
+    // Without it, a read right after a write often misses it (how often is the machine's).
+    let plain = m.reader();
+    let mut plain_missed = 0;
+    for id in 0..100 {
+        m.execute("INSERT INTO notes VALUES ($1)", (id,))
+            .await
+            .unwrap();
+        let seen: Option<i32> = plain
+            .fetch_optional("SELECT id FROM notes WHERE id = $1", (id,))
+            .await
+            .unwrap()
+            .map(|(id,): (i32,)| id);
+        plain_missed += usize::from(seen.is_none());
+    }
+
+    // With it: 300 writes, each read back at once, half written in transactions.
+    let scope = m.read_your_writes();
+    let reader = scope.reader();
+    let (mut seen, mut on_standby, mut waits) = (0, 0, Vec::new());
+    for id in 1000..1300 {
+        if id % 2 == 0 {
+            scope
+                .execute("INSERT INTO notes VALUES ($1)", (id,))
+                .await
+                .unwrap();
+        } else {
+            scope
+                .transaction(async |s| {
+                    s.execute("INSERT INTO notes VALUES ($1)", (id,)).await
+                })
+                .await
+                .unwrap();
+        }
+        let t0 = Instant::now();
+        let row: Option<(i32, bool)> = reader
+            .fetch_optional(
+                "SELECT id, pg_is_in_recovery() FROM notes WHERE id = $1",
+                (id,),
+            )
+            .await
+            .unwrap();
+        waits.push(t0.elapsed());
+        if let Some((_, standby)) = row {
+            seen += 1;
+            on_standby += usize::from(standby);
+        }
+    }
+    waits.sort();
+    eprintln!(
+        "read-your-writes: {seen}/300 seen, {on_standby} of them on a standby, read time \
+         median {:?}, max {:?}; a plain reader missed {plain_missed}/100",
+        waits[150], waits[299]
+    );
+    assert_eq!(seen, 300, "every write is seen by the read after it");
+    assert!(on_standby > 0, "the standbys serve reads once caught up");
+
+    // A standby that stops replaying: the scope's reads go to the primary after the wait.
+    for standby in &standbys {
+        by_port(standby)
+            .execute("SELECT pg_wal_replay_pause()", ())
+            .await
+            .unwrap();
+    }
+    for id in 2000..2020 {
+        scope
+            .execute("INSERT INTO notes VALUES ($1)", (id,))
+            .await
+            .unwrap();
+        let (_, standby): (i32, bool) = reader
+            .fetch_one(
+                "SELECT id, pg_is_in_recovery() FROM notes WHERE id = $1",
+                (id,),
+            )
+            .await
+            .unwrap();
+        assert!(!standby, "read from the primary");
+    }
+    // A scope that wrote nothing reads from the standbys, paused or not.
+    let fresh = m.read_your_writes().reader();
+    let standby: bool = fresh
+        .scalar("SELECT pg_is_in_recovery()", ())
+        .await
+        .unwrap();
+    assert!(standby);
+    for standby in &standbys {
+        by_port(standby)
+            .execute("SELECT pg_wal_replay_resume()", ())
+            .await
+            .unwrap();
+    }
+    m.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_lagging_past_read_max_lag_leaves_rotation_until_it_catches_up() {
+    let (primary, standbys) = cluster(2).await;
+    let config = config(&primary, &standbys)
+        .to_builder()
+        .read_max_lag(Some(Duration::from_millis(500)))
+        .build()
+        .unwrap();
+    let m = DatabaseManager::from_config(&config).unwrap();
+    m.execute("CREATE TABLE ticks (at timestamptz)", ())
+        .await
+        .unwrap();
+    let reader = m.reader();
+    let ports = |n: usize| {
+        let reader = reader.clone();
+        async move {
+            let mut seen = std::collections::BTreeMap::new();
+            for _ in 0..n {
+                let port: i32 = reader
+                    .scalar("SELECT inet_server_port()", ())
+                    .await
+                    .unwrap();
+                *seen.entry(port).or_insert(0) += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seen
+        }
+    };
+    let (lagging, healthy) = (i32::from(standbys[0].port()), i32::from(standbys[1].port()));
+    // Both in rotation once measured.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = ports(20).await;
+        if seen.contains_key(&lagging) && seen.contains_key(&healthy) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "both standbys never served: {seen:?}");
+    }
+
+    // One standby stops replaying while the primary keeps writing.
+    by_port(&standbys[0])
+        .execute("SELECT pg_wal_replay_pause()", ())
+        .await
+        .unwrap();
+    let writing = {
+        let m = m.clone();
+        tokio::spawn(async move {
+            loop {
+                m.execute("INSERT INTO ticks VALUES (now())", ())
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let seen = ports(40).await;
+        if !seen.contains_key(&lagging) {
+            assert_eq!(seen.get(&healthy), Some(&40), "{seen:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lagging standby kept serving: {seen:?}");
+    }
+    let report = m.health_report().await;
+    assert_eq!(report.status, HealthStatus::Degraded, "{report:?}");
+    let replicas = report.replicas.unwrap();
+    let behind = replicas
+        .iter()
+        .find(|r| r.address.ends_with(&format!(":{lagging}")))
+        .unwrap();
+    assert!(!behind.healthy, "{behind:?}");
+    assert!(behind.lag_ms.unwrap() > 500.0, "{behind:?}");
+    assert!(
+        behind.error.as_deref().unwrap().contains("POSTGRES_READ_MAX_LAG"),
+        "{behind:?}"
+    );
+
+    // Replaying again, it comes back.
+    by_port(&standbys[0])
+        .execute("SELECT pg_wal_replay_resume()", ())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = ports(20).await;
+        if seen.contains_key(&lagging) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the standby never came back: {seen:?}");
+    }
+    writing.abort();
     m.close().await;
 }

@@ -98,6 +98,10 @@ impl DatabaseConfigBuilder {
         read_replicas: Vec<(String, u16)> => |c, v| c.read_replicas = v;
         /// Read from the primary when no replica can be reached (default true).
         read_fallback: bool => |c, v| c.read_fallback = v;
+        /// Take replicas lagging more than this out of rotation; `None` (the default) takes any.
+        read_max_lag: Option<Duration> => |c, v| c.read_max_lag = v;
+        /// How long a read-your-writes read waits for a replica before going to the primary.
+        read_your_writes_wait: Duration => |c, v| c.read_your_writes_wait = v;
         /// PEM file of the authorities trusted by `verify-ca` / `verify-full`.
         ssl_root_cert: impl Into<std::path::PathBuf> => |c, v| c.ssl_root_cert = Some(v.into());
         /// Send the manager's autocommit statements over shared, pipelined connections.

@@ -180,6 +180,12 @@ impl DatabaseConfig {
         if let Some(d) = seconds("POSTGRES_STATEMENT_TIMEOUT") {
             config.statement_timeout = Some(d);
         }
+        if let Some(d) = seconds("POSTGRES_READ_MAX_LAG") {
+            config.read_max_lag = Some(d);
+        }
+        if let Some(d) = seconds("POSTGRES_READ_YOUR_WRITES_WAIT") {
+            config.read_your_writes_wait = d;
+        }
         let mut flag = |key: &'static str| -> Option<bool> {
             let raw = get(key)?;
             match parse_bool(&raw) {
@@ -328,6 +334,8 @@ const KNOWN_VARIABLES: &[&str] = &[
     "POSTGRES_TARGET_SESSION_ATTRS",
     "POSTGRES_READ_HOSTS",
     "POSTGRES_READ_FALLBACK",
+    "POSTGRES_READ_MAX_LAG",
+    "POSTGRES_READ_YOUR_WRITES_WAIT",
     "COREDB_PG_BINDIR",
 ];
 

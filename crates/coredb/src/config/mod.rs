@@ -33,6 +33,8 @@ pub(crate) mod defaults {
 
     /// `POSTGRES_POOL_SIZE`.
     pub(crate) const POOL_SIZE: usize = 5;
+    /// `POSTGRES_READ_YOUR_WRITES_WAIT`.
+    pub(crate) const READ_YOUR_WRITES_WAIT: Duration = Duration::from_millis(200);
     /// `POSTGRES_MAX_OVERFLOW`.
     pub(crate) const MAX_OVERFLOW: usize = 10;
     /// `POSTGRES_POOL_TIMEOUT`.
@@ -271,6 +273,11 @@ pub struct DatabaseConfig {
     pub(crate) ssl_root_cert: Option<std::path::PathBuf>,
     pub(crate) read_replicas: Vec<(String, u16)>,
     pub(crate) read_fallback: bool,
+    /// Replicas lagging more than this are out of rotation (`POSTGRES_READ_MAX_LAG`).
+    pub(crate) read_max_lag: Option<Duration>,
+    /// How long a read that must see the caller's writes waits for a replica to replay them
+    /// before it goes to the primary (`POSTGRES_READ_YOUR_WRITES_WAIT`).
+    pub(crate) read_your_writes_wait: Duration,
     /// Spread connections over the hosts at random (used for replicas).
     pub(crate) load_balance: bool,
     /// Where the connection settings came from, so messages name what the user wrote.
@@ -433,6 +440,8 @@ impl Default for DatabaseConfig {
             ssl_root_cert: None,
             read_replicas: Vec::new(),
             read_fallback: true,
+            read_max_lag: None,
+            read_your_writes_wait: defaults::READ_YOUR_WRITES_WAIT,
             load_balance: false,
             origin: Origin::default(),
         }
@@ -524,6 +533,20 @@ impl DatabaseConfig {
     /// (`POSTGRES_READ_FALLBACK`, on by default).
     pub fn read_fallback(&self) -> bool {
         self.read_fallback
+    }
+
+    /// How far behind the primary a read replica may be and still take reads
+    /// (`POSTGRES_READ_MAX_LAG`, seconds); `None`, the default, takes any lag.
+    pub fn read_max_lag(&self) -> Option<Duration> {
+        self.read_max_lag
+    }
+
+    /// How long a read that must see the caller's own writes (see
+    /// [`DatabaseManager::read_your_writes`](crate::DatabaseManager::read_your_writes)) waits
+    /// for a replica to replay them before it is sent to the primary
+    /// (`POSTGRES_READ_YOUR_WRITES_WAIT`, seconds; 0.2 by default).
+    pub fn read_your_writes_wait(&self) -> Duration {
+        self.read_your_writes_wait
     }
 
     /// One configuration per read replica, each for its host alone.

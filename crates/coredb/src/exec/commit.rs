@@ -11,6 +11,8 @@
 //! comparing the system identifier would catch it, but `pg_control_system()` is not readable by
 //! every role, and the witness must never fail inside the caller's transaction.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use tokio_postgres::{SimpleQueryMessage, SimpleQueryRow};
 
 use crate::conn::{Event, PgConn};
@@ -32,6 +34,36 @@ const WITNESS: &str = concat!(
     "SELECT txid_current_if_assigned()::text, ",
     history_columns!()
 );
+
+/// Asked of the primary after a write committed: a WAL position at or past its commit record
+/// (read after `COMMIT` returned). A replica whose `pg_last_wal_replay_lsn()` reached it has
+/// replayed the commit.
+pub(crate) const WRITTEN_SQL: &str = "SELECT pg_current_wal_insert_lsn()::text";
+
+/// A WAL position as PostgreSQL writes it (`16/B374D848`), as one number; `None` for `NULL`
+/// or anything else.
+pub(crate) fn parse_lsn(text: Option<&str>) -> Option<u64> {
+    let (high, low) = text?.split_once('/')?;
+    let high = u64::from_str_radix(high, 16).ok()?;
+    let low = u64::from_str_radix(low, 16).ok()?;
+    (high <= u64::from(u32::MAX) && low <= u64::from(u32::MAX)).then_some(high << 32 | low)
+}
+
+/// The furthest WAL position that a read-your-writes scope has written (0: none yet).
+#[derive(Debug, Default)]
+pub(crate) struct WriteMark(AtomicU64);
+
+impl WriteMark {
+    /// Records a write that reached `lsn`.
+    pub(crate) fn raise(&self, lsn: u64) {
+        self.0.fetch_max(lsn, Ordering::AcqRel);
+    }
+
+    /// The position reads must see; 0 when nothing was written.
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
 
 /// What identifies one server history: where it answers and on which timeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,13 +117,40 @@ pub(crate) enum Outcome {
 }
 
 /// Sends the witness query and `COMMIT` together (one round trip) and returns the commit's
-/// result with the witness, when its reply arrived.
-pub(crate) async fn commit(conn: &mut PgConn) -> (Result<()>, WitnessReply) {
+/// result with the witness, when its reply arrived. With `position`, asks in the same round
+/// trip how far the WAL reached after the commit (see [`WRITTEN_SQL`]) and returns it.
+pub(crate) async fn commit(
+    conn: &mut PgConn,
+    position: bool,
+) -> (Result<()>, WitnessReply, Option<u64>) {
     conn.on(Event::EndSent);
     let client = &conn.client;
-    // Polled together, the two requests leave in one write, the witness first.
-    let (witness, committed) =
-        tokio::join!(client.simple_query(WITNESS), client.batch_execute("COMMIT"));
+    // Polled together, the requests leave in one write, the witness first.
+    let written = async {
+        if !position {
+            return None;
+        }
+        let messages = client.simple_query(WRITTEN_SQL).await.ok()?;
+        messages.iter().find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => parse_lsn(row.get(0)),
+            _ => None,
+        })
+    };
+    let (witness, committed, written) = tokio::join!(
+        client.simple_query(WITNESS),
+        client.batch_execute("COMMIT"),
+        written
+    );
+    let (committed, witness) = read_commit(conn, witness, committed);
+    (committed, witness, written)
+}
+
+/// The commit's result and its witness, from their replies.
+fn read_commit(
+    conn: &mut PgConn,
+    witness: std::result::Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>,
+    committed: std::result::Result<(), tokio_postgres::Error>,
+) -> (Result<()>, WitnessReply) {
     let committed = committed.map_err(|e| Error::from_driver(e, Some("COMMIT")));
     conn.on(match &committed {
         Err(e) if e.kind() == ErrorKind::ConnectionLost => Event::Lost,
@@ -167,4 +226,20 @@ pub(crate) async fn outcome(other: &mut PgConn, witness: &Witness) -> Result<Out
         Some("in progress") => Outcome::InProgress,
         _ => Outcome::Unknown,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wal_positions_parse_as_postgresql_writes_them() {
+        assert_eq!(parse_lsn(Some("0/0")), Some(0));
+        assert_eq!(parse_lsn(Some("16/B374D848")), Some(0x16_B374_D848));
+        assert_eq!(parse_lsn(Some("FFFFFFFF/FFFFFFFF")), Some(u64::MAX));
+        for bad in ["", "16", "x/1", "1/", "100000000/0"] {
+            assert_eq!(parse_lsn(Some(bad)), None, "{bad}");
+        }
+        assert_eq!(parse_lsn(None), None);
+    }
 }

@@ -59,7 +59,7 @@ use crate::params::{Bound, ParamList, RewriteCache, SqlParam};
 use crate::row::{FromRow, Row};
 use crate::telemetry::{self, StatementInstruments, Target};
 
-pub(crate) use commit::{commit, outcome, Outcome, WitnessReply};
+pub(crate) use commit::{commit, outcome, parse_lsn, Outcome, WitnessReply, WriteMark, WRITTEN_SQL};
 pub(crate) use copy::{copy_in, copy_in_data, Place};
 pub use copy::{CopyData, RowValues};
 pub(crate) use encode::{encode, Encoded};
@@ -95,12 +95,39 @@ impl Context {
     }
 
     /// Matches `params` to `sql`'s placeholders; nothing is sent when they do not match.
+    ///
+    /// Behind PgBouncer in transaction mode, a statement whose state outlives its transaction
+    /// (`SET`, `LISTEN`, `CREATE TEMP`, a session-level advisory lock, ...) is refused: the
+    /// server connection it would change serves other clients next.
     pub(crate) fn bind<'s, 'p>(
         &self,
         sql: &'s str,
         params: ParamList<'p>,
     ) -> Result<Bound<'s, 'p>> {
-        self.rewrites.bind(sql, params)
+        let bound = self.rewrites.bind(sql, params)?;
+        self.refuse_lasting_state(sql, bound.class)?;
+        Ok(bound)
+    }
+
+    /// Behind PgBouncer in transaction mode, refuses `sql` (of `class`) when its effect
+    /// outlives the transaction.
+    ///
+    /// # Errors
+    /// A [`Config`](crate::ErrorKind::Config) error naming the setting and the alternatives.
+    pub(crate) fn refuse_lasting_state(&self, sql: &str, class: crate::sql::StatementClass) -> Result<()> {
+        if self.settings.pgbouncer_transaction && class.outlives_transaction() {
+            return Err(Error::config(format!(
+                "{} is refused with POSTGRES_PGBOUNCER=transaction: its effect outlives the \
+                 transaction, and behind PgBouncer in transaction mode the server connection it \
+                 would change serves other clients next. Use the transaction-scoped form inside \
+                 a session (SET LOCAL, set_config(.., true), pg_advisory_xact_lock, \
+                 CREATE TEMP TABLE .. ON COMMIT DROP), or connect without PgBouncer for \
+                 session state",
+                class.operation().unwrap_or("this statement")
+            ))
+            .with_statement(sql));
+        }
+        Ok(())
     }
 }
 

@@ -26,7 +26,11 @@ use crate::session::{Session, SessionOptions};
 use crate::telemetry::Target;
 use tracing::Instrument as _;
 
+mod replicas;
 mod test_scope;
+
+use crate::exec::WriteMark;
+use replicas::ReplicaState;
 
 pub(crate) use test_scope::scoped;
 pub use test_scope::TestScope;
@@ -49,6 +53,8 @@ struct Database {
     /// For the replicas' pool: until when reads go to the primary instead, after no replica
     /// could be reached.
     down_until: std::sync::Mutex<Option<Instant>>,
+    /// For a replica: its lag and replay position, as last seen.
+    replica: ReplicaState,
 }
 
 /// How long reads skip the replicas after none could be reached.
@@ -83,6 +89,7 @@ impl Database {
             pipeline: Pipeline::new(config.pool_size()),
             listeners: Arc::default(),
             down_until: std::sync::Mutex::new(None),
+            replica: ReplicaState::default(),
             config,
         })
     }
@@ -145,11 +152,14 @@ pub struct DatabaseManager {
     replicas: Arc<[Arc<Database>]>,
     /// Whether this is a [`reader`](Self::reader): its work goes to the replicas in turn.
     reads: bool,
-    /// For a reader: the primary, used when no replica can be reached
-    /// (`POSTGRES_READ_FALLBACK`).
-    fallback: Option<Arc<Database>>,
+    /// The primary: `db` itself, or for a reader where reads go when no replica qualifies
+    /// (`POSTGRES_READ_FALLBACK`) or a replica is too slow to catch up with the caller's writes.
+    primary: Arc<Database>,
     /// The reader's turn over the replicas.
     turn: Arc<std::sync::atomic::AtomicUsize>,
+    /// Set by [`read_your_writes`](Self::read_your_writes): how far this scope's writes
+    /// reached, which its reads wait for.
+    mark: Option<Arc<WriteMark>>,
 }
 
 impl DatabaseManager {
@@ -164,12 +174,14 @@ impl DatabaseManager {
             .into_iter()
             .map(|c| Database::new(c, true).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
+        let db = Arc::new(Database::new(config.clone(), false)?);
         Ok(DatabaseManager {
-            db: Arc::new(Database::new(config.clone(), false)?),
+            primary: Arc::clone(&db),
+            db,
             replicas: replicas.into(),
             reads: false,
-            fallback: None,
             turn: Arc::default(),
+            mark: None,
         })
     }
 
@@ -178,33 +190,189 @@ impl DatabaseManager {
     /// while one that could not be reached, and on the primary when none can
     /// (`POSTGRES_READ_FALLBACK`); otherwise this manager itself.
     ///
-    /// Replicas lag the primary a little: read what must be current on the primary.
+    /// With `POSTGRES_READ_MAX_LAG`, a replica lagging more than that is out of rotation
+    /// until it catches up (its lag is measured on the replica every 250 ms while reads use
+    /// it; until the first measurement, a few milliseconds, reads go to the primary).
+    ///
+    /// Replicas lag the primary a little: read what must be current on the primary, or make
+    /// the reader from a [`read_your_writes`](Self::read_your_writes) scope.
     pub fn reader(&self) -> DatabaseManager {
         match self.replicas.first() {
             Some(first) => DatabaseManager {
                 db: Arc::clone(first),
                 replicas: Arc::clone(&self.replicas),
                 reads: true,
-                fallback: first.config.read_fallback().then(|| Arc::clone(&self.db)),
+                primary: Arc::clone(&self.primary),
                 turn: Arc::clone(&self.turn),
+                mark: self.mark.clone(),
             },
             None => self.clone(),
         }
     }
 
+    /// A scope whose reads see its own writes: a handle on the same pools that remembers how
+    /// far in the primary's WAL its writes reached (each transaction it commits, each
+    /// autocommit write it sends), so that its [`reader`](Self::reader) sends a read to a
+    /// replica only once the replica has replayed them. A replica that has not waits up to
+    /// `POSTGRES_READ_YOUR_WRITES_WAIT` (0.2 s by default), then the read goes to the primary.
+    /// Make one per request or per user flow; [`TxLayer`](crate::axum::TxLayer) makes one per
+    /// request.
+    ///
+    /// Writes made on a checked-out [`Connection`] in autocommit are not followed: write in a
+    /// session (or through the scope's own autocommit methods) for them to count. Without read
+    /// replicas this is the same as the manager itself.
+    ///
+    /// ```no_run
+    /// # async fn demo(db: coredb::DatabaseManager) -> coredb::Result<()> {
+    /// let scope = db.read_your_writes();
+    /// scope.execute("INSERT INTO notes (body) VALUES ($1)", ("hello",)).await?;
+    /// // On a replica that has replayed the insert, or on the primary.
+    /// let n: i64 = scope.reader().scalar("SELECT count(*) FROM notes", ()).await?;
+    /// # let _ = n; Ok(()) }
+    /// ```
+    pub fn read_your_writes(&self) -> DatabaseManager {
+        if self.replicas.is_empty() {
+            return self.clone();
+        }
+        DatabaseManager {
+            mark: Some(Arc::default()),
+            ..self.clone()
+        }
+    }
+
     /// Where this manager's next piece of work goes: its database; for a reader, the next
-    /// replica not known to be down, or the primary while all are.
+    /// replica not known to be down nor lagging too far, or the primary while none qualifies.
     fn route(&self) -> &Arc<Database> {
         if !self.reads {
             return &self.db;
         }
+        let max_lag = self.db.config.read_max_lag();
+        if let Some(max_lag) = max_lag {
+            self.measure_lags(max_lag);
+        }
         let start = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let count = self.replicas.len();
+        let fallback = self.db.config.read_fallback().then_some(&self.primary);
         (0..count)
             .map(|i| &self.replicas[(start + i) % count])
-            .find(|db| !db.is_down())
-            .or(self.fallback.as_ref())
+            .find(|db| !db.is_down() && max_lag.is_none_or(|max| db.replica.within(max)))
+            .or(fallback)
             .unwrap_or(&self.replicas[start % count])
+    }
+
+    /// Starts measuring the lag of each replica whose last measurement is getting old, in the
+    /// background (on a connection from its pool).
+    fn measure_lags(&self, max_lag: Duration) {
+        for replica in self.replicas.iter() {
+            if !replica.replica.claim_measurement() {
+                continue;
+            }
+            let replica = Arc::clone(replica);
+            tokio::spawn(async move {
+                let measured = async {
+                    let limit = replica.pool.options().timeout;
+                    let mut conn = connection_from(&replica, limit, Location::caller()).await?;
+                    conn.fetch_one::<(bool, Option<f64>, Option<String>), _>(
+                        replicas::MEASURE_SQL,
+                        (),
+                    )
+                    .await
+                };
+                match measured.await {
+                    Ok((true, lag_ms, replayed)) => {
+                        let lag = replicas::lag_of(lag_ms);
+                        if lag.is_some_and(|lag| lag > max_lag) {
+                            tracing::debug!(target: "coredb", replica = %replica.context.target().pool_name, ?lag, "a read replica lags too far; out of rotation (POSTGRES_READ_MAX_LAG)");
+                        }
+                        replica
+                            .replica
+                            .measured(lag, crate::exec::parse_lsn(replayed.as_deref()));
+                    }
+                    // A primary in the replicas' list (promoted?) has no replay lag to trust.
+                    Ok((false, _, _)) => replica.replica.measured(None, None),
+                    Err(err) => {
+                        tracing::debug!(target: "coredb", error = %err, replica = %replica.context.target().pool_name, "measuring a read replica's lag failed");
+                        replica.replica.measured(None, None);
+                    }
+                }
+            });
+        }
+    }
+
+    /// Where a read routed to `db` runs so that it sees this scope's writes: `db` once it has
+    /// replayed them (waiting up to `POSTGRES_READ_YOUR_WRITES_WAIT`), another replica known to
+    /// have, or the primary.
+    async fn caught_up<'a>(&'a self, db: &'a Arc<Database>) -> &'a Arc<Database> {
+        let Some(mark) = &self.mark else {
+            return db;
+        };
+        let wanted = mark.get();
+        if !self.reads || wanted == 0 || Arc::ptr_eq(db, &self.primary) {
+            return db;
+        }
+        if db.replica.replayed() >= wanted {
+            return db;
+        }
+        if let Some(other) = self
+            .replicas
+            .iter()
+            .find(|r| r.replica.replayed() >= wanted && !r.is_down())
+        {
+            return other;
+        }
+        let deadline = Instant::now() + self.db.config.read_your_writes_wait();
+        let probe = match db.context.bind(replicas::REPLAYED_SQL, ().param_list()) {
+            Ok(probe) => probe,
+            Err(_) => return &self.primary,
+        };
+        loop {
+            match run_once(db, &probe, Returns::Rows).await {
+                Ok(reply) => {
+                    let replayed = reply.scalar::<Option<String>>().ok().flatten();
+                    if let Some(lsn) = crate::exec::parse_lsn(replayed.as_deref()) {
+                        db.replica.saw_replayed(lsn);
+                        if lsn >= wanted {
+                            return db;
+                        }
+                    }
+                }
+                Err(_) => break,
+            }
+            if Instant::now() + replicas::REPLAY_POLL >= deadline {
+                break;
+            }
+            tokio::time::sleep(replicas::REPLAY_POLL).await;
+        }
+        tracing::debug!(target: "coredb", replica = %db.context.target().pool_name, "a read replica had not replayed the caller's writes in time; reading from the primary");
+        &self.primary
+    }
+
+    /// Where this manager's next piece of work goes, for a read once the caller's writes are
+    /// visible there.
+    async fn pick(&self) -> &Arc<Database> {
+        self.caught_up(self.route()).await
+    }
+
+    /// Records that a write committed (when this is a [`read_your_writes`](Self::read_your_writes)
+    /// scope): reads from now on wait for the primary's current WAL position.
+    async fn note_write(&self) {
+        let Some(mark) = &self.mark else {
+            return;
+        };
+        let written = async {
+            let probe = self
+                .primary
+                .context
+                .bind(crate::exec::WRITTEN_SQL, ().param_list())?;
+            run_once(&self.primary, &probe, Returns::Rows)
+                .await?
+                .scalar::<Option<String>>()
+        };
+        match written.await {
+            Ok(lsn) => mark.raise(crate::exec::parse_lsn(lsn.as_deref()).unwrap_or(u64::MAX)),
+            // Not knowing how far the write reached, reads go to the primary.
+            Err(_) => mark.raise(u64::MAX),
+        }
     }
 
     /// Where to retry when `err` (from `db`) says a replica could not be reached: another
@@ -268,14 +436,19 @@ impl DatabaseManager {
         limit: Duration,
         at: &'static Location<'static>,
     ) -> Result<Connection> {
-        let mut db = self.route();
+        let mut db = self.pick().await;
         loop {
             match connection_from(db, limit, at).await {
                 Err(err) => match self.fall_back(db, &err) {
-                    Some(next) => db = next,
+                    Some(next) => db = self.caught_up(next).await,
                     None => return Err(err),
                 },
-                ok => return ok,
+                Ok(mut conn) => {
+                    if !self.reads {
+                        conn.follow_writes(self.mark.clone());
+                    }
+                    return Ok(conn);
+                }
             }
         }
     }
@@ -567,18 +740,23 @@ impl DatabaseManager {
     }
 
     async fn autocommit(&self, sql: &str, params: ParamList<'_>, want: Returns) -> Result<Reply> {
-        let mut db = self.route();
         // Parameters are checked before a connection is taken.
-        let bound = db.context.bind(sql, params)?;
+        let bound = self.db.context.bind(sql, params)?;
+        let mut db = self.pick().await;
         loop {
             match self.autocommit_on(db, &bound, want).await {
                 // No connection was had: the statement never left, and runs elsewhere (each
                 // replica that fails is skipped for a while, so this ends).
                 Err(err) => match self.fall_back(db, &err) {
-                    Some(next) => db = next,
+                    Some(next) => db = self.caught_up(next).await,
                     None => return Err(err),
                 },
-                ok => return ok,
+                Ok(reply) => {
+                    if !self.reads && !(bound.class.is_read_only() && !bound.class.calls_functions()) {
+                        self.note_write().await;
+                    }
+                    return Ok(reply);
+                }
             }
         }
     }
@@ -591,24 +769,7 @@ impl DatabaseManager {
         want: Returns,
     ) -> Result<Reply> {
         let class = bound.class;
-        let shared = db.config.pipeline_autocommit() && class.is_shareable();
-        let once = async || {
-            if shared {
-                db.pipeline.run(&db.pool, &db.context, bound, want).await
-            } else {
-                let mut conn =
-                    connection_from(db, db.pool.options().timeout, Location::caller()).await?;
-                crate::exec::run(
-                    conn.pg(),
-                    &db.context,
-                    bound,
-                    want,
-                    db.context.settings.statement_guard,
-                )
-                .await
-            }
-        };
-        match once().await {
+        match run_once(db, bound, want).await {
             // The statement may have run. It is run again only where it provably writes
             // nothing: in a READ ONLY transaction, where writes, nextval() and functions that
             // write all fail, so a read that hid a write is reported, never applied twice.
@@ -938,7 +1099,7 @@ impl DatabaseManager {
 }
 
 /// Checks one read replica on a connection of its own, within the connect timeout: it must
-/// answer as a standby; its lag is the age of the last transaction it replayed.
+/// answer as a standby; its lag is measured as routing measures it (see `replicas`).
 async fn check_replica(config: &DatabaseConfig, host: String, port: u16) -> ReplicaHealth {
     let address = format!("{host}:{port}");
     let limit = config.connect_timeout() + Duration::from_millis(500);
@@ -948,18 +1109,33 @@ async fn check_replica(config: &DatabaseConfig, host: String, port: u16) -> Repl
         one.ports = vec![port];
         let client = PgManager::new(&one)?.open(None).await?;
         let row = client
-            .query_one(
-                "SELECT pg_is_in_recovery(), \
-                 (extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::float8",
-                &[],
-            )
+            .query_one(replicas::MEASURE_SQL, &[])
             .await
             .map_err(|e| Error::from_driver(e, None))?;
         Ok::<_, Error>((row.get::<_, bool>(0), row.get::<_, Option<f64>>(1)))
     })
     .await
     .unwrap_or_else(|_| Err(Error::timeout("the replica's health check", limit)));
+    let too_far = |lag_ms: Option<f64>| {
+        let max = config.read_max_lag()?;
+        let lag = replicas::lag_of(lag_ms);
+        match lag {
+            Some(lag) if lag <= max => None,
+            Some(lag) => Some(format!(
+                "it lags {lag:?} behind its primary, more than POSTGRES_READ_MAX_LAG ({max:?}); it takes no reads"
+            )),
+            None => Some(format!(
+                "its lag is unknown (it has not replayed anything it can date); with POSTGRES_READ_MAX_LAG ({max:?}) it takes no reads"
+            )),
+        }
+    };
     match checked {
+        Ok((true, lag_ms)) if too_far(lag_ms).is_some() => ReplicaHealth {
+            address,
+            healthy: false,
+            lag_ms,
+            error: too_far(lag_ms),
+        },
         Ok((true, lag_ms)) => ReplicaHealth {
             address,
             healthy: true,
@@ -978,6 +1154,24 @@ async fn check_replica(config: &DatabaseConfig, host: String, port: u16) -> Repl
             lag_ms: None,
             error: Some(err.to_string()),
         },
+    }
+}
+
+/// Runs `bound` once in autocommit on `db`: pipelined on a shared connection when it is
+/// shareable, else on a connection of its own.
+async fn run_once(db: &Database, bound: &Bound<'_, '_>, want: Returns) -> Result<Reply> {
+    if db.config.pipeline_autocommit() && bound.class.is_shareable() {
+        db.pipeline.run(&db.pool, &db.context, bound, want).await
+    } else {
+        let mut conn = connection_from(db, db.pool.options().timeout, Location::caller()).await?;
+        crate::exec::run(
+            conn.pg(),
+            &db.context,
+            bound,
+            want,
+            db.context.settings.statement_guard,
+        )
+        .await
     }
 }
 

@@ -98,6 +98,11 @@ impl StatementClass {
     const WRITES: u16 = 1 << 7;
     /// The text calls a function by name.
     const CALLS_FUNCTIONS: u16 = 1 << 8;
+    /// A statement's state is written to outlive its transaction (see
+    /// [`StatementClass::outlives_transaction`]).
+    const PERSISTS: u16 = 1 << 9;
+    /// Session state that outlives the transaction.
+    const LASTING: u16 = Self::SESSION_STATE | Self::PERSISTS;
 
     /// Whether any of `flags` is set.
     fn has(self, flags: u16) -> bool {
@@ -143,6 +148,22 @@ impl StatementClass {
     /// [`StatementClass::is_transaction_control`] instead.
     pub(crate) fn leaves_session_state(self) -> bool {
         self.has(Self::SESSION_STATE | Self::MULTIPLE_STATEMENTS | Self::UNRECOGNIZED)
+    }
+
+    /// True when the text itself says that state outlives the statement's
+    /// transaction: `SET`/`RESET` (not `SET LOCAL`, `SET TRANSACTION`, `SET
+    /// CONSTRAINTS`), `SET ROLE`, `SET SESSION AUTHORIZATION`, `LISTEN`,
+    /// `UNLISTEN`, `PREPARE`, `EXECUTE`, `DEALLOCATE`, `DISCARD`, `LOAD`,
+    /// `DECLARE ... WITH HOLD`, `CREATE TEMP` or anything naming `pg_temp`,
+    /// `SELECT ... INTO TEMP`, `UPDATE pg_settings`, and calls of the session
+    /// functions (`set_config`, the session-level advisory locks, ...).
+    ///
+    /// A subset of [`leaves_session_state`](Self::leaves_session_state): it
+    /// leaves out what only may (`DO`, `CALL`, cursors without `HOLD`,
+    /// `COPY`, `LOCK`, several statements, unknown keywords). What a function
+    /// or procedure does inside is not seen.
+    pub(crate) fn outlives_transaction(self) -> bool {
+        self.has(Self::PERSISTS)
     }
 
     /// True when the statement is proven to leave the connection as it found
@@ -228,6 +249,7 @@ impl fmt::Debug for StatementClass {
             .field("multiple_statements", &self.has_multiple_statements())
             .field("transaction_control", &self.is_transaction_control())
             .field("leaves_session_state", &self.leaves_session_state())
+            .field("outlives_transaction", &self.outlives_transaction())
             .field("shareable", &self.is_shareable())
             .field("read_only", &self.is_read_only())
             .field("calls_functions", &self.calls_functions())
@@ -618,6 +640,10 @@ struct Classifier<'a> {
     /// The current statement names `pg_settings` (or may, with a `U&"..."`
     /// identifier), which is `SET` in disguise when updated.
     names_settings_view: bool,
+    /// The current statement is `CREATE TEMP ...`.
+    creates_temporary: bool,
+    /// The current statement says `ON COMMIT DROP`.
+    drops_on_commit: bool,
     /// Where the last `U&"..."` identifier stands, if it may name a schema
     /// or function.
     unreadable_name: UnreadableName,
@@ -672,7 +698,7 @@ impl<'a> Classifier<'a> {
             UnreadableName::Seen | UnreadableName::EscapeGiven
                 if token.kind == TokenKind::OpenParen || token.text == "." =>
             {
-                self.bits |= StatementClass::SESSION_STATE | StatementClass::CALLS_FUNCTIONS;
+                self.bits |= StatementClass::LASTING | StatementClass::CALLS_FUNCTIONS;
                 UnreadableName::None
             }
             _ => UnreadableName::None,
@@ -694,13 +720,16 @@ impl<'a> Classifier<'a> {
         if self.in_statement {
             // `UPDATE pg_settings SET setting = ...` is `SET` (also as a CTE).
             if self.names_settings_view && self.bits & StatementClass::WRITES != 0 {
-                self.bits |= StatementClass::SESSION_STATE;
+                self.bits |= StatementClass::LASTING;
+            }
+            if self.creates_temporary && !self.drops_on_commit {
+                self.bits |= StatementClass::PERSISTS;
             }
             match self.header {
                 Header::Body => {}
                 // `SET` or `PREPARE` with nothing to say otherwise.
                 Header::AfterSet | Header::AfterPrepare | Header::AfterPrepareTransaction => {
-                    self.bits |= StatementClass::SESSION_STATE;
+                    self.bits |= StatementClass::LASTING;
                 }
                 Header::Leading
                 | Header::AfterCreate
@@ -733,7 +762,7 @@ impl<'a> Classifier<'a> {
                 } else {
                     // `SET name`, `SET SESSION ...`, `SET ROLE`, `SET TIME
                     // ZONE`, and anything unexpected.
-                    self.bits |= StatementClass::SESSION_STATE;
+                    self.bits |= StatementClass::LASTING;
                 }
                 token.kind == TokenKind::Word
             }
@@ -743,7 +772,9 @@ impl<'a> Classifier<'a> {
                 }
                 self.header = Header::Body;
                 if is_any_keyword(token, &["TEMP", "TEMPORARY"]) {
+                    // Lasting unless `ON COMMIT DROP` (seen at the statement's end).
                     self.bits |= StatementClass::SESSION_STATE;
+                    self.creates_temporary = true;
                     return true;
                 }
                 self.bits |= StatementClass::SHAREABLE_KIND;
@@ -759,7 +790,7 @@ impl<'a> Classifier<'a> {
                     return true;
                 }
                 self.header = Header::Body;
-                self.bits |= StatementClass::SESSION_STATE;
+                self.bits |= StatementClass::LASTING;
                 false
             }
             Header::AfterPrepareTransaction => {
@@ -770,7 +801,7 @@ impl<'a> Classifier<'a> {
                 ) {
                     self.bits |= StatementClass::TRANSACTION_CONTROL;
                 } else {
-                    self.bits |= StatementClass::SESSION_STATE;
+                    self.bits |= StatementClass::LASTING;
                 }
                 false
             }
@@ -814,7 +845,17 @@ impl<'a> Classifier<'a> {
             READ => StatementClass::READ_KIND | StatementClass::SHAREABLE_KIND,
             SHAREABLE => StatementClass::SHAREABLE_KIND,
             TRANSACTION => StatementClass::TRANSACTION_CONTROL,
-            SESSION => StatementClass::SESSION_STATE,
+            // Cursors without `HOLD`, `LOCK` and `COPY` end with the transaction; `DO` and
+            // `CALL` only may leave state.
+            SESSION
+                if matches!(
+                    LEADING_KEYWORDS[list][index],
+                    "DECLARE" | "FETCH" | "MOVE" | "CLOSE" | "LOCK" | "COPY" | "DO" | "CALL"
+                ) =>
+            {
+                StatementClass::SESSION_STATE
+            }
+            SESSION => StatementClass::LASTING,
             OWN_CONNECTION => 0,
             _ => {
                 self.header = match LEADING_KEYWORDS[list][index] {
@@ -849,12 +890,19 @@ impl<'a> Classifier<'a> {
                 } else if token.is_keyword("INTO") && !prev_is(&["INSERT", "MERGE"]) {
                     // `SELECT ... INTO t` creates a table, maybe a temporary one.
                     self.bits |= StatementClass::WRITES | StatementClass::SESSION_STATE;
+                } else if is_any_keyword(token, &["TEMP", "TEMPORARY", "HOLD"])
+                    && prev_is(&["INTO", "WITH"])
+                {
+                    // `SELECT ... INTO TEMP t`, `DECLARE c ... WITH HOLD`.
+                    self.bits |= StatementClass::LASTING;
+                } else if token.is_keyword("DROP") && prev_is(&["COMMIT"]) {
+                    self.drops_on_commit = true;
                 } else if prev_is(&["FOR"]) && is_any_keyword(token, &["SHARE", "KEY"]) {
                     // `FOR SHARE` / `FOR KEY SHARE` (`FOR [NO KEY] UPDATE`
                     // is caught as UPDATE above).
                     self.bits |= StatementClass::WRITES;
                 } else if names_temporary_schema(token.text) {
-                    self.bits |= StatementClass::SESSION_STATE;
+                    self.bits |= StatementClass::LASTING;
                 } else if token.text.eq_ignore_ascii_case("pg_settings") {
                     self.names_settings_view = true;
                 }
@@ -871,7 +919,7 @@ impl<'a> Classifier<'a> {
             TokenKind::QuotedIdentifier => {
                 match quoted_name(token.text) {
                     Some(name) if names_temporary_schema_exactly(name) => {
-                        self.bits |= StatementClass::SESSION_STATE;
+                        self.bits |= StatementClass::LASTING;
                     }
                     Some("pg_settings") => self.names_settings_view = true,
                     Some(_) => {}
@@ -912,7 +960,7 @@ impl<'a> Classifier<'a> {
         }
         self.bits |= StatementClass::CALLS_FUNCTIONS;
         if calls_session_function(candidate.name) {
-            self.bits |= StatementClass::SESSION_STATE;
+            self.bits |= StatementClass::LASTING;
         }
     }
 }
@@ -1301,6 +1349,64 @@ mod tests {
             ],
             "shareable",
             StatementClass::is_shareable,
+        );
+    }
+
+    /// What outlives the transaction is told apart from what only may, for
+    /// PgBouncer's transaction mode (where the first would reach other
+    /// clients and the second is harmless or fails by itself).
+    #[test]
+    fn state_that_outlives_the_transaction_is_told_apart() {
+        assert_all(
+            &[
+                "SET search_path = x",
+                "/* tag */ set role r",
+                "-- note\nSET SESSION AUTHORIZATION r",
+                "SET TIME ZONE 'UTC'",
+                "RESET ALL",
+                "LISTEN chan",
+                "UNLISTEN *",
+                "PREPARE p AS SELECT 1",
+                "EXECUTE p",
+                "DEALLOCATE ALL",
+                "DISCARD ALL",
+                "LOAD 'auto_explain'",
+                "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+                "CREATE TEMP TABLE t (x int)",
+                "CREATE TEMP TABLE t (x int) ON COMMIT DELETE ROWS",
+                "CREATE TEMP TABLE t (x int) ON COMMIT DROP; CREATE TEMP TABLE u (x int)",
+                "CREATE TABLE pg_temp.t (x int)",
+                "SELECT * INTO TEMP t FROM x",
+                "SELECT set_config('search_path', 'x', false)",
+                "SELECT pg_advisory_lock(1)",
+                "(SELECT pg_try_advisory_lock(1))",
+                "UPDATE pg_settings SET setting = 'x' WHERE name = 'search_path'",
+                "SELECT 1; SET search_path = x",
+            ],
+            "outlives the transaction",
+            |c| c.outlives_transaction() && c.leaves_session_state(),
+        );
+        assert_all(
+            &[
+                "SET LOCAL search_path = x",
+                "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                "SET CONSTRAINTS ALL DEFERRED",
+                "DECLARE c NO SCROLL CURSOR FOR SELECT 1",
+                "FETCH 10 FROM c",
+                "CLOSE c",
+                "COPY t FROM STDIN",
+                "LOCK TABLE t IN SHARE MODE",
+                "DO $$ BEGIN PERFORM 1; END $$",
+                "CALL p(1)",
+                "SELECT 1 AS a INTO t",
+                "SELECT pg_advisory_xact_lock(1)",
+                "CREATE TEMP TABLE t (x int) ON COMMIT DROP",
+                "INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)",
+                "SELECT 'SET search_path = x'",
+                r#"SELECT "set" FROM t"#,
+            ],
+            "ends with the transaction",
+            |c| !c.outlives_transaction(),
         );
     }
 
@@ -1956,6 +2062,9 @@ mod tests {
         }
         if class.is_read_only() {
             prop_assert!(class.is_shareable());
+        }
+        if class.outlives_transaction() {
+            prop_assert!(class.leaves_session_state());
         }
         if class.is_empty() {
             prop_assert_eq!(class, classify(""));
