@@ -554,3 +554,172 @@ async fn a_replica_lagging_past_read_max_lag_leaves_rotation_until_it_catches_up
     writing.abort();
     m.close().await;
 }
+
+/// What one writer saw during a failover.
+#[derive(Default)]
+struct Writes {
+    /// Acknowledged `(writer, seq)`, with when.
+    acked: Vec<(i32, i32, Instant)>,
+    /// Errors by kind.
+    errors: std::collections::BTreeMap<String, usize>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_under_sixteen_writers_loses_no_acknowledged_commit_and_the_old_primary_gets_none(
+) {
+    let (primary, standbys) = cluster_with(1, &[("synchronous_commit", "on")]).await;
+    let user = primary.user().to_owned();
+    let primary = std::sync::Arc::new(primary);
+    let standby = &standbys[0];
+    // Synchronous replication, set on the primary only (the standby has no standby of its own
+    // once promoted).
+    let admin = by_port(&primary);
+    admin
+        .execute("ALTER SYSTEM SET synchronous_standby_names = '*'", ())
+        .await
+        .unwrap();
+    admin.execute("SELECT pg_reload_conf()", ()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while admin
+        .scalar::<Option<String>, _>("SELECT max(sync_state) FROM pg_stat_replication", ())
+        .await
+        .unwrap()
+        .as_deref()
+        != Some("sync")
+    {
+        assert!(Instant::now() < deadline, "the standby never became synchronous");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    admin.close().await;
+
+    let m = by_role(&user, &[&primary, standby], "read-write");
+    m.execute("CREATE TABLE acks (writer int, seq int, PRIMARY KEY (writer, seq))", ())
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..16)
+        .map(|writer| {
+            let (m, stop) = (m.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut seen = Writes::default();
+                let mut seq = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    seq += 1;
+                    let wrote = m
+                        .transaction(async |s| {
+                            s.execute("INSERT INTO acks VALUES ($1, $2)", (writer, seq))
+                                .await
+                        })
+                        .await;
+                    match wrote {
+                        Ok(_) => seen.acked.push((writer, seq, Instant::now())),
+                        Err(e) => {
+                            *seen.errors.entry(format!("{:?}", e.kind())).or_default() += 1;
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The primary crashes; the standby is promoted.
+    let crashing = primary.clone();
+    let killed_at = Instant::now();
+    tokio::task::spawn_blocking(move || crashing.kill().unwrap())
+        .await
+        .unwrap();
+    let promoter = by_port(standby);
+    let promoted: bool = promoter
+        .scalar("SELECT pg_promote(true, 10)", ())
+        .await
+        .unwrap();
+    let promoted_at = Instant::now();
+    assert!(promoted);
+    promoter.close().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // The old primary comes back, still a primary: from now on, it gets no write.
+    let starting = primary.clone();
+    tokio::task::spawn_blocking(move || starting.start_again().unwrap())
+        .await
+        .unwrap();
+    let old = by_port(&primary);
+    let old_rows: i64 = old.scalar("SELECT count(*) FROM acks", ()).await.unwrap();
+    let fresh = by_role(&user, &[&primary, standby], "read-write");
+    let refused = futures_util::future::join_all((0..16).map(|n| {
+        let fresh = fresh.clone();
+        async move {
+            fresh
+                .transaction(async |s| s.execute("INSERT INTO acks VALUES (-1, $1)", (n,)).await)
+                .await
+        }
+    }))
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut all = Writes::default();
+    for writer in writers {
+        let seen = writer.await.unwrap();
+        all.acked.extend(seen.acked);
+        for (kind, n) in seen.errors {
+            *all.errors.entry(kind).or_default() += n;
+        }
+    }
+    for outcome in &refused {
+        let err = outcome.as_ref().unwrap_err();
+        assert!(err.to_string().contains("two primaries"), "{err}");
+    }
+    let old_rows_after: i64 = old.scalar("SELECT count(*) FROM acks", ()).await.unwrap();
+    assert_eq!(old_rows_after, old_rows, "the old primary got a write");
+    old.close().await;
+
+    // Every acknowledged commit is on the new primary.
+    let new = by_port(standby);
+    let kept: std::collections::BTreeSet<(i32, i32)> = new
+        .fetch_all::<(i32, i32), _>("SELECT writer, seq FROM acks", ())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let lost = all
+        .acked
+        .iter()
+        .filter(|(w, s, _)| !kept.contains(&(*w, *s)))
+        .count();
+    let before = all.acked.iter().filter(|(.., at)| *at < killed_at).count();
+    let resumed = all
+        .acked
+        .iter()
+        .filter(|(.., at)| *at > promoted_at)
+        .map(|(.., at)| *at - promoted_at)
+        .min()
+        .expect("writes resumed");
+    let last_before = all
+        .acked
+        .iter()
+        .filter(|(.., at)| *at < killed_at)
+        .map(|(.., at)| killed_at - *at)
+        .min()
+        .unwrap();
+    eprintln!(
+        "failover: {} commits acknowledged ({before} before the crash), {lost} lost; \
+         writes resumed {resumed:?} after promotion ({:?} after the crash, the last commit \
+         before it {last_before:?} earlier); errors by kind {:?}; 16 new write sessions \
+         refused while the old primary was back",
+        all.acked.len(),
+        promoted_at - killed_at + resumed,
+        all.errors,
+    );
+    assert_eq!(lost, 0, "acknowledged commits lost");
+    assert!(before > 0 && all.acked.len() > before);
+    assert!(
+        resumed < Duration::from_secs(1),
+        "writes resumed {resumed:?} after promotion"
+    );
+    new.close().await;
+    fresh.close().await;
+    m.close().await;
+}
