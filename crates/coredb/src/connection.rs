@@ -4,8 +4,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_postgres::NoTls;
-
 use crate::conn::{Disposal, Event, PgConn, PgManager};
 use crate::error::Result;
 use crate::exec::{
@@ -257,12 +255,7 @@ impl Drop for Connection {
                 // Abandoned mid-statement: the reply may still be on its way, so the connection
                 // is closed, and the server is asked to stop the work nobody waits for.
                 tracing::debug!(target: "coredb", "connection dropped mid-statement; closing it");
-                if let Some(runtime) = runtime {
-                    let token = pooled.client.cancel_token();
-                    runtime.spawn(async move {
-                        let _ = token.cancel_query(NoTls).await;
-                    });
-                }
+                pooled.cancel_in_background();
                 pooled.mark_broken();
             }
             disposal @ (Disposal::RollBack | Disposal::Reset) => match runtime {

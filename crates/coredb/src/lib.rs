@@ -79,7 +79,8 @@ mod sql;
 pub mod telemetry;
 
 pub use config::{
-    DatabaseConfig, DatabaseConfigBuilder, Password, PgBouncerMode, SslMode, TargetSessionAttrs,
+    DatabaseConfig, DatabaseConfigBuilder, Password, PgBouncerMode, SslMode, SslNegotiation,
+    TargetSessionAttrs,
 };
 pub use connection::Connection;
 pub use error::{DbErrorInfo, Error, ErrorKind, Result};

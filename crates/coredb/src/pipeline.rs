@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{NoTls, Statement};
+use tokio_postgres::Statement;
 
 use crate::conn::PgManager;
 use crate::error::{Error, ErrorKind, Result};
@@ -118,12 +118,7 @@ impl Lane {
     /// Stops what the server may still run for callers that gave up: only when nobody waits on
     /// the lane any more, so no live caller's statement is cancelled by mistake.
     fn cancel_abandoned(&self) {
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let token = self.pooled.client.cancel_token();
-            runtime.spawn(async move {
-                let _ = token.cancel_query(NoTls).await;
-            });
-        }
+        self.pooled.cancel_in_background();
     }
 }
 

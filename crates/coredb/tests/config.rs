@@ -210,9 +210,162 @@ fn unreadable_root_certificate_is_a_config_error_naming_the_file() {
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(
         err.to_string()
-            .contains("POSTGRES_SSLROOTCERT=\"/nonexistent/root.pem\""),
+            .contains("POSTGRES_SSLROOTCERT names \"/nonexistent/root.pem\""),
         "{err}"
     );
+}
+
+#[test]
+fn a_client_certificate_needs_both_its_files_and_each_must_hold_what_it_names() {
+    let err = vars(&[("POSTGRES_SSLCERT", "/etc/app/client.pem")]).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(
+        text.contains("POSTGRES_SSLCERT=\"/etc/app/client.pem\""),
+        "{text}"
+    );
+    assert!(text.contains("POSTGRES_SSLKEY"), "{text}");
+
+    let err = vars(&[(
+        "DATABASE_URL",
+        "postgres://app@db/app?sslmode=verify-full&sslkey=%2Fetc%2Fapp%2Fclient.key",
+    )])
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("/etc/app/client.key"), "{text}");
+    assert!(text.contains("sslcert and sslkey"), "{text}");
+
+    let err = DatabaseConfig::builder()
+        .ssl_cert("/etc/app/client.pem")
+        .build()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("ssl_cert=") && text.contains("ssl_key"),
+        "{text}"
+    );
+
+    // Files that cannot serve: named with their path, never with what they hold.
+    let dir = std::env::temp_dir().join(format!("coredb-config-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_a_key = dir.join("not-a-key.pem");
+    std::fs::write(&not_a_key, "just text, no PEM\n").unwrap();
+    let broken_key = dir.join("broken.key");
+    std::fs::write(
+        &broken_key,
+        "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==!!\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let with_key = |cert: &str, key: &std::path::Path| {
+        vars(&[
+            ("POSTGRES_SSLMODE", "require"),
+            ("POSTGRES_SSLCERT", cert),
+            ("POSTGRES_SSLKEY", &key.display().to_string()),
+        ])
+        .unwrap()
+        .create_engine()
+        .unwrap_err()
+    };
+    let err = with_key("/nonexistent/client.pem", &not_a_key);
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(
+        err.to_string().contains(
+            "POSTGRES_SSLCERT names \"/nonexistent/client.pem\", which could not be read"
+        ),
+        "{err}"
+    );
+    let cert = not_a_key.display().to_string();
+    let err = with_key(&cert, &not_a_key);
+    assert!(
+        err.to_string().contains("holds no PEM certificate"),
+        "{err}"
+    );
+    // A real certificate is not needed to reach the key: the key is read second.
+    let root = dir.join("root.pem");
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout"])
+        .arg(dir.join("root.key"))
+        .arg("-out")
+        .arg(&root)
+        .args(["-days", "1", "-subj", "/CN=coredb config test"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let cert = root.display().to_string();
+    let err = with_key(&cert, &not_a_key);
+    let text = err.to_string();
+    assert!(text.contains("POSTGRES_SSLKEY names"), "{text}");
+    assert!(text.contains("holds no PEM private key"), "{text}");
+    let err = with_key(&cert, &broken_key);
+    let text = err.to_string();
+    assert!(text.contains("is not a valid PEM file"), "{text}");
+    assert!(!text.contains("c2VjcmV0"), "key material in {text}");
+    // A key that is not the certificate's.
+    let other_key = dir.join("other.key");
+    let out = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-out"])
+        .arg(&other_key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = with_key(&cert, &other_key);
+    let text = err.to_string();
+    assert!(
+        text.contains("cannot be used with the certificate") && text.contains("POSTGRES_SSLKEY"),
+        "{text}"
+    );
+
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sslnegotiation_takes_postgres_or_direct_and_direct_needs_tls_required() {
+    for (raw, expected) in [
+        ("postgres", coredb::SslNegotiation::Postgres),
+        ("direct", coredb::SslNegotiation::Direct),
+    ] {
+        let c = vars(&[
+            ("POSTGRES_SSLMODE", "verify-full"),
+            ("POSTGRES_SSLNEGOTIATION", raw),
+        ])
+        .unwrap();
+        assert_eq!(c.ssl_negotiation(), expected);
+    }
+    assert_eq!(
+        vars(&[]).unwrap().ssl_negotiation(),
+        coredb::SslNegotiation::Postgres
+    );
+    for err in [
+        vars(&[("POSTGRES_SSLNEGOTIATION", "fast")]).unwrap_err(),
+        vars(&[("DATABASE_URL", "postgres://app@db/app?sslnegotiation=fast")]).unwrap_err(),
+    ] {
+        let text = err.to_string();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(text.contains("\"fast\""), "{text}");
+        assert!(text.contains("allowed: postgres, direct"), "{text}");
+    }
+    for mode in ["disable", "allow", "prefer"] {
+        let err = vars(&[(
+            "DATABASE_URL",
+            &format!("postgres://app@db/app?sslmode={mode}&sslnegotiation=direct"),
+        )])
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("POSTGRES_SSLNEGOTIATION=\"direct\""),
+            "{text}"
+        );
+        assert!(text.contains("require, verify-ca or verify-full"), "{text}");
+    }
+    let err = DatabaseConfig::builder()
+        .ssl_negotiation(coredb::SslNegotiation::Direct)
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("ssl_negotiation=\"direct\""),
+        "{err}"
+    );
+    assert!(err.to_string().contains("ssl_mode"), "{err}");
 }
 
 #[test]
@@ -256,15 +409,37 @@ fn tls_settings_in_the_url_are_taken_as_libpq_takes_them() {
     );
     assert!(!text.contains("s3cret"), "{text}");
 
-    let err = vars(&[(
+    let c = vars(&[(
         "DATABASE_URL",
-        "postgres://app:s3cret@db/app?sslmode=verify-full&sslcert=client.pem&sslkey=client.key",
+        "postgresql://app:s3cret@db/app?sslmode=verify-full&sslcert=%2Fetc%2Fapp%2Fclient.pem&sslkey=%2Fetc%2Fapp%2Fclient.key&sslnegotiation=direct",
     )])
-    .unwrap_err();
-    let text = err.to_string();
-    assert!(text.contains("sslcert="), "{text}");
-    assert!(text.contains("not supported"), "{text}");
-    assert!(!text.contains("s3cret"), "{text}");
+    .unwrap();
+    assert_eq!(
+        c.ssl_cert(),
+        Some(std::path::Path::new("/etc/app/client.pem"))
+    );
+    assert_eq!(
+        c.ssl_key(),
+        Some(std::path::Path::new("/etc/app/client.key"))
+    );
+    assert_eq!(c.ssl_negotiation(), coredb::SslNegotiation::Direct);
+
+    for refused in ["sslpassword=x", "sslcrl=crl.pem", "sslcrldir=crls"] {
+        let err = vars(&[(
+            "DATABASE_URL",
+            &format!("postgres://app:s3cret@db/app?sslmode=verify-full&{refused}"),
+        )])
+        .unwrap_err();
+        let text = err.to_string();
+        let key = refused.split('=').next().unwrap_or_default();
+        assert!(text.contains(&format!("{key}=")), "{text}");
+        assert!(text.contains("not supported"), "{text}");
+        assert!(
+            text.contains("sslrootcert, sslcert, sslkey") && text.contains("sslnegotiation"),
+            "what is taken: {text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+    }
 }
 
 #[test]

@@ -1,15 +1,28 @@
-//! TLS against a server with a certificate made for the test: what each sslmode accepts.
+//! TLS against a server with a certificate made for the test: what each sslmode accepts,
+//! client certificates, cancel requests over TLS, and direct TLS negotiation.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use coredb::{DatabaseConfig, DatabaseManager, ErrorKind, SslMode};
+use coredb::{DatabaseConfig, DatabaseManager, ErrorKind, SslMode, SslNegotiation};
 use coredb_embedded::EmbeddedServer;
 
-/// A certificate authority and a server certificate it signed, in a directory of their own.
+/// A certificate authority and a server certificate it signed, in a directory of their own;
+/// client certificates on demand.
 struct Certificates {
     dir: PathBuf,
+}
+
+/// How a client key is written: the three PEM forms libpq reads.
+#[derive(Debug, Clone, Copy)]
+enum KeyForm {
+    /// `BEGIN PRIVATE KEY` (RSA).
+    Pkcs8,
+    /// `BEGIN RSA PRIVATE KEY`.
+    Pkcs1,
+    /// `BEGIN EC PRIVATE KEY` (P-256).
+    Sec1,
 }
 
 impl Certificates {
@@ -92,6 +105,76 @@ impl Certificates {
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A client certificate for `user` (its CN) signed by this authority: the paths of
+    /// `{name}.pem` and `{name}.key`.
+    fn client(&self, name: &str, user: &str, form: KeyForm) -> (PathBuf, PathBuf) {
+        let (cert, key, csr) = (
+            format!("{name}.pem"),
+            format!("{name}.key"),
+            format!("{name}.csr"),
+        );
+        match form {
+            KeyForm::Pkcs8 => self.openssl(&[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                &key,
+            ]),
+            KeyForm::Pkcs1 => self.openssl(&["genrsa", "-traditional", "-out", &key, "2048"]),
+            KeyForm::Sec1 => self.openssl(&[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                &key,
+            ]),
+        }
+        let subject = format!("/CN={user}");
+        // Version 3 (with extensions): rustls takes no version 1 certificate.
+        std::fs::write(
+            self.path("client-ext.cnf"),
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
+        self.openssl(&["req", "-new", "-key", &key, "-out", &csr, "-subj", &subject]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-extfile",
+            "client-ext.cnf",
+        ]);
+        (self.path(&cert), self.path(&key))
+    }
 }
 
 impl Drop for Certificates {
@@ -101,17 +184,44 @@ impl Drop for Certificates {
 }
 
 async fn tls_server(certs: &Certificates) -> EmbeddedServer {
-    let (cert, key) = (certs.path("server.pem"), certs.path("server.key"));
-    tokio::task::spawn_blocking(move || {
-        EmbeddedServer::builder()
-            .setting("ssl", "on")
-            .setting("ssl_cert_file", cert.display().to_string())
-            .setting("ssl_key_file", key.display().to_string())
-            .start()
-    })
+    start(tls_settings(certs)).await
+}
+
+/// A server that takes connections from 127.0.0.1 only over TLS, and checks them with `method`
+/// (`trust`, or `cert` for a client certificate signed by `certs`' authority).
+async fn tls_only_server(certs: &Certificates, method: &str) -> EmbeddedServer {
+    let hba = certs.path("pg_hba.conf");
+    std::fs::write(
+        &hba,
+        format!("local all all trust\nhostssl all all 127.0.0.1/32 {method}\n"),
+    )
+    .unwrap();
+    start(
+        tls_settings(certs)
+            .setting("ssl_ca_file", certs.path("ca.pem").display().to_string())
+            .setting("hba_file", hba.display().to_string()),
+    )
     .await
-    .unwrap()
-    .expect("TLS server starts")
+}
+
+fn tls_settings(certs: &Certificates) -> coredb_embedded::EmbeddedServerBuilder {
+    EmbeddedServer::builder()
+        .setting("ssl", "on")
+        .setting(
+            "ssl_cert_file",
+            certs.path("server.pem").display().to_string(),
+        )
+        .setting(
+            "ssl_key_file",
+            certs.path("server.key").display().to_string(),
+        )
+}
+
+async fn start(builder: coredb_embedded::EmbeddedServerBuilder) -> EmbeddedServer {
+    tokio::task::spawn_blocking(move || builder.start())
+        .await
+        .unwrap()
+        .expect("TLS server starts")
 }
 
 fn config(
@@ -224,27 +334,16 @@ async fn verify_ca_rejects_a_certificate_from_an_untrusted_root() {
         !err.is_transient(),
         "a bad certificate is not fixed by retrying: {err}"
     );
-    assert!(err.to_string().contains("POSTGRES_SSLROOTCERT"), "{err}");
+    assert!(
+        err.to_string().contains("the builder's ssl_root_cert()"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn a_tls_only_server_asked_without_tls_says_to_turn_tls_on() {
     let certs = Certificates::make("only", "DNS:localhost,IP:127.0.0.1");
-    let server = tls_server(&certs).await;
-    std::fs::write(
-        server.data_dir().join("pg_hba.conf"),
-        "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
-    )
-    .unwrap();
-    let admin = DatabaseManager::from_config(&config(&server, "127.0.0.1", SslMode::Require, None))
-        .unwrap();
-    coredb::Executor::execute(
-        &mut admin.get_connection().await.unwrap(),
-        "SELECT pg_reload_conf()",
-        (),
-    )
-    .await
-    .unwrap();
+    let server = tls_only_server(&certs, "trust").await;
 
     let plain = DatabaseManager::from_config(&config(&server, "127.0.0.1", SslMode::Disable, None))
         .unwrap();
@@ -287,4 +386,235 @@ async fn verify_full_and_the_root_certificate_given_in_the_url_are_honoured() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Connect);
     assert!(!err.is_transient(), "{err}");
+}
+
+/// A path as a URL query value.
+fn url_path(path: &Path) -> String {
+    path.display().to_string().replace('/', "%2F")
+}
+
+/// The subject of the certificate the connection showed, as the server saw it.
+async fn client_dn(config: &DatabaseConfig) -> coredb::Result<Option<String>> {
+    let db = DatabaseManager::from_config(config)?;
+    let mut conn = db.get_connection().await?;
+    coredb::Executor::scalar(
+        &mut conn,
+        "SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        (),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_client_certificate_from_the_url_the_environment_or_the_builder_logs_in_by_certificate() {
+    let certs = Certificates::make("client", "DNS:localhost,IP:127.0.0.1");
+    let server = tls_only_server(&certs, "cert").await;
+    let root = certs.path("ca.pem");
+    for form in [KeyForm::Pkcs8, KeyForm::Pkcs1, KeyForm::Sec1] {
+        let (cert, key) = certs.client(&format!("client-{form:?}"), "postgres", form);
+        let from_url = DatabaseConfig::from_vars([(
+            "DATABASE_URL",
+            format!(
+                "postgresql://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}&connect_timeout=2",
+                server.port(),
+                url_path(&root),
+                url_path(&cert),
+                url_path(&key),
+            ),
+        )])
+        .unwrap();
+        let port = server.port().to_string();
+        let from_env = DatabaseConfig::from_vars([
+            ("POSTGRES_HOST", "127.0.0.1"),
+            ("POSTGRES_PORT", port.as_str()),
+            ("POSTGRES_USER", "postgres"),
+            ("POSTGRES_SSLMODE", "verify-ca"),
+            ("POSTGRES_SSLROOTCERT", &root.display().to_string()),
+            ("POSTGRES_SSLCERT", &cert.display().to_string()),
+            ("POSTGRES_SSLKEY", &key.display().to_string()),
+            ("POSTGRES_CONNECT_TIMEOUT", "2"),
+        ])
+        .unwrap();
+        let from_builder = config(&server, "127.0.0.1", SslMode::Require, None)
+            .to_builder()
+            .ssl_cert(&cert)
+            .ssl_key(&key)
+            .build()
+            .unwrap();
+        for (how, config) in [
+            ("url", from_url),
+            ("env", from_env),
+            ("builder", from_builder),
+        ] {
+            assert!(
+                !format!("{config:?}").contains("PRIVATE KEY"),
+                "paths only in Debug"
+            );
+            let dn = client_dn(&config)
+                .await
+                .unwrap_or_else(|e| panic!("{form:?} key, {how}: {e}"));
+            assert_eq!(dn.as_deref(), Some("/CN=postgres"), "{form:?} key, {how}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_asks_for_a_client_certificate_refuses_one_without_and_says_what_to_set() {
+    let certs = Certificates::make("nocert", "DNS:localhost,IP:127.0.0.1");
+    let server = tls_only_server(&certs, "cert").await;
+    let port = server.port().to_string();
+    let from_env = DatabaseConfig::from_vars([
+        ("POSTGRES_HOST", "127.0.0.1"),
+        ("POSTGRES_PORT", port.as_str()),
+        ("POSTGRES_USER", "postgres"),
+        ("POSTGRES_SSLMODE", "require"),
+        ("POSTGRES_CONNECT_TIMEOUT", "2"),
+    ])
+    .unwrap();
+    let err = client_dn(&from_env).await.unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Connect, "{text}");
+    assert!(
+        text.contains("connection requires a valid client certificate"),
+        "the server's words: {text}"
+    );
+    assert!(
+        text.contains("POSTGRES_SSLCERT") && text.contains("POSTGRES_SSLKEY"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("POSTGRES_PASSWORD"),
+        "not a password problem: {text}"
+    );
+    assert!(!err.is_transient(), "{text}");
+
+    let from_url = DatabaseConfig::from_url(&format!(
+        "postgres://postgres@127.0.0.1:{port}/postgres?sslmode=require&connect_timeout=2"
+    ))
+    .unwrap();
+    let text = client_dn(&from_url).await.unwrap_err().to_string();
+    assert!(
+        text.contains("sslcert in DATABASE_URL") && text.contains("sslkey in DATABASE_URL"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_certificate_signed_by_another_authority_is_refused() {
+    let certs = Certificates::make("trusted", "DNS:localhost,IP:127.0.0.1");
+    let other = Certificates::make("untrusted", "DNS:localhost");
+    let server = tls_only_server(&certs, "cert").await;
+    let (cert, key) = other.client("stranger", "postgres", KeyForm::Pkcs8);
+    let config = config(&server, "127.0.0.1", SslMode::Require, None)
+        .to_builder()
+        .ssl_cert(&cert)
+        .ssl_key(&key)
+        .build()
+        .unwrap();
+    let err = client_dn(&config).await.unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Connect, "{text}");
+    assert!(text.contains("client certificate"), "{text}");
+    assert!(text.contains("the builder's ssl_cert()"), "{text}");
+    assert!(!err.is_transient(), "{text}");
+}
+
+/// Whether a backend still runs `sql`, asked until `within` is over.
+async fn still_running(admin: &DatabaseManager, sql: &str, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let running: i64 = admin
+            .scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = :sql AND state = 'active'",
+                coredb::NamedParams::new().add("sql", sql),
+            )
+            .await
+            .unwrap();
+        if running == 0 {
+            return false;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn statements_abandoned_on_a_tls_only_server_are_cancelled_over_tls() {
+    let certs = Certificates::make("cancel", "DNS:localhost,IP:127.0.0.1");
+    let server = tls_only_server(&certs, "trust").await;
+    let config = config(&server, "127.0.0.1", SslMode::Require, None);
+    let admin = DatabaseManager::from_config(&config).unwrap();
+
+    // On a checked-out connection: closed, and its statement cancelled.
+    let db = DatabaseManager::from_config(&config).unwrap();
+    let mut conn = db.get_connection().await.unwrap();
+    let sleep = "SELECT pg_sleep(30)";
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(300),
+        coredb::Executor::execute(&mut conn, sleep, ()),
+    )
+    .await;
+    assert!(abandoned.is_err(), "still sleeping when dropped");
+    drop(conn);
+    assert!(
+        !still_running(&admin, sleep, Duration::from_secs(5)).await,
+        "the abandoned statement of a connection still runs"
+    );
+
+    // On a shared (pipelined) connection of the manager: cancelled once nobody waits on it.
+    let sleep = "SELECT pg_sleep(29)";
+    let abandoned = tokio::time::timeout(Duration::from_millis(300), db.execute(sleep, ())).await;
+    assert!(abandoned.is_err(), "still sleeping when dropped");
+    assert!(
+        !still_running(&admin, sleep, Duration::from_secs(5)).await,
+        "the abandoned statement of a shared connection still runs"
+    );
+}
+
+#[tokio::test]
+async fn direct_tls_negotiation_with_a_server_before_postgresql_17_fails_saying_so() {
+    let certs = Certificates::make("direct", "DNS:localhost,IP:127.0.0.1");
+    let server = tls_server(&certs).await;
+    let major: u32 = server
+        .version()
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|part| !part.is_empty())
+        .and_then(|part| part.parse().ok())
+        .unwrap();
+    let direct = config(&server, "127.0.0.1", SslMode::Require, None)
+        .to_builder()
+        .ssl_negotiation(SslNegotiation::Direct)
+        .build()
+        .unwrap();
+    let from_url = DatabaseConfig::from_url(&format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=require&sslnegotiation=direct&connect_timeout=2",
+        server.port()
+    ))
+    .unwrap();
+    assert_eq!(from_url.ssl_negotiation(), SslNegotiation::Direct);
+    if major >= 17 {
+        assert!(encrypted(&direct).await.unwrap(), "PostgreSQL {major}");
+        return;
+    }
+    for (config, named) in [
+        (direct, "the builder's ssl_negotiation() is direct"),
+        (from_url, "sslnegotiation in DATABASE_URL is direct"),
+    ] {
+        let err = encrypted(&config).await.unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.kind(), ErrorKind::Connect, "{text}");
+        assert!(text.contains("PostgreSQL 17 or later"), "{text}");
+        assert!(text.contains("sslnegotiation=postgres"), "{text}");
+        assert!(text.contains(named), "{text}");
+        assert!(!err.is_transient(), "{text}");
+    }
+    // The default negotiation works with the same server.
+    let postgres = DatabaseConfig::from_url(&format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=require&sslnegotiation=postgres&connect_timeout=2",
+        server.port()
+    ))
+    .unwrap();
+    assert!(encrypted(&postgres).await.unwrap());
 }

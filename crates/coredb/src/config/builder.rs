@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use super::validate::{Problems, Source};
-use super::{DatabaseConfig, Origin, Password, Setting, SslMode, TargetSessionAttrs};
+use super::{
+    DatabaseConfig, Origin, Password, Setting, SslMode, SslNegotiation, TargetSessionAttrs,
+};
 use crate::error::Result;
 
 impl DatabaseConfig {
@@ -103,7 +105,15 @@ impl DatabaseConfigBuilder {
         /// How long a read-your-writes read waits for a replica before going to the primary.
         read_your_writes_wait: Duration => |c, v| c.read_your_writes_wait = v;
         /// PEM file of the authorities trusted by `verify-ca` / `verify-full`.
-        ssl_root_cert: impl Into<std::path::PathBuf> => |c, v| c.ssl_root_cert = Some(v.into());
+        ssl_root_cert: impl Into<std::path::PathBuf> => |c, v| { c.ssl_root_cert = Some(v.into()); c.origin.set_in_code(Setting::SslRootCert) };
+        /// PEM file of the client certificate shown to the server (libpq's `sslcert`); give
+        /// [`ssl_key`](Self::ssl_key) too.
+        ssl_cert: impl Into<std::path::PathBuf> => |c, v| { c.ssl_cert = Some(v.into()); c.origin.set_in_code(Setting::SslCert) };
+        /// PEM file of the client certificate's private key (libpq's `sslkey`): PKCS#8,
+        /// PKCS#1 RSA or SEC1, unencrypted.
+        ssl_key: impl Into<std::path::PathBuf> => |c, v| { c.ssl_key = Some(v.into()); c.origin.set_in_code(Setting::SslKey) };
+        /// How TLS is started (libpq's `sslnegotiation`); `Direct` needs PostgreSQL 17 or later.
+        ssl_negotiation: SslNegotiation => |c, v| { c.ssl_negotiation = v; c.origin.set_in_code(Setting::SslNegotiation) };
         /// Send the manager's autocommit statements over shared, pipelined connections.
         pipeline_autocommit: bool => |c, v| c.pipeline_autocommit = v;
     }

@@ -231,6 +231,18 @@ impl DatabaseConfig {
         if let Some(path) = get("POSTGRES_SSLROOTCERT") {
             config.ssl_root_cert = Some(path.into());
         }
+        if let Some(path) = get("POSTGRES_SSLCERT") {
+            config.ssl_cert = Some(path.into());
+        }
+        if let Some(path) = get("POSTGRES_SSLKEY") {
+            config.ssl_key = Some(path.into());
+        }
+        if let Some(raw) = get("POSTGRES_SSLNEGOTIATION") {
+            match raw.parse() {
+                Ok(negotiation) => config.ssl_negotiation = negotiation,
+                Err(what) => problems.push("POSTGRES_SSLNEGOTIATION", &raw, &what),
+            }
+        }
         if let Some(name) = get("POSTGRES_APPLICATION_NAME") {
             config.application_name = name;
         }
@@ -246,17 +258,10 @@ impl DatabaseConfig {
                 Err(allowed) => problems.push("POSTGRES_TARGET_SESSION_ATTRS", &raw, &allowed),
             }
         }
-        let given: Vec<Setting> = [
-            Setting::Host,
-            Setting::Port,
-            Setting::User,
-            Setting::Password,
-            Setting::Database,
-            Setting::SslMode,
-        ]
-        .into_iter()
-        .filter(|setting| get(setting.variable()).is_some())
-        .collect();
+        let given: Vec<Setting> = Setting::ALL
+            .into_iter()
+            .filter(|setting| get(setting.variable()).is_some())
+            .collect();
         config.origin = Origin::environment(get("DATABASE_URL").is_some(), &given);
         config.check(Source::Env, &mut problems);
         problems.into_result()?;
@@ -325,6 +330,9 @@ const KNOWN_VARIABLES: &[&str] = &[
     "POSTGRES_STATEMENT_CACHE_SIZE",
     "POSTGRES_SSLMODE",
     "POSTGRES_SSLROOTCERT",
+    "POSTGRES_SSLCERT",
+    "POSTGRES_SSLKEY",
+    "POSTGRES_SSLNEGOTIATION",
     "POSTGRES_APPLICATION_NAME",
     "POSTGRES_ECHO",
     "POSTGRES_ECHO_PARAMS",

@@ -120,6 +120,48 @@ impl FromStr for SslMode {
     }
 }
 
+/// How TLS is started, as libpq's `sslnegotiation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SslNegotiation {
+    /// Ask the server for TLS first (PostgreSQL's `SSLRequest`), as every server understands
+    /// (the default).
+    #[default]
+    Postgres,
+    /// Start the TLS handshake at once, saving a round trip: PostgreSQL 17 or later only, and
+    /// only with `sslmode` `require`, `verify-ca` or `verify-full` (there is no plaintext
+    /// fallback).
+    Direct,
+}
+
+impl SslNegotiation {
+    const ALLOWED: &'static str = "postgres, direct";
+
+    /// The libpq spelling, e.g. `direct`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslNegotiation::Postgres => "postgres",
+            SslNegotiation::Direct => "direct",
+        }
+    }
+}
+
+impl FromStr for SslNegotiation {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "postgres" => SslNegotiation::Postgres,
+            "direct" => SslNegotiation::Direct,
+            _ => {
+                return Err(format!(
+                    "unknown sslnegotiation; allowed: {}",
+                    SslNegotiation::ALLOWED
+                ))
+            }
+        })
+    }
+}
+
 /// Whether the server is reached through PgBouncer, and in which pool mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PgBouncerMode {
@@ -271,6 +313,9 @@ pub struct DatabaseConfig {
     pub(crate) keepalive_idle: Duration,
     pub(crate) pipeline_autocommit: bool,
     pub(crate) ssl_root_cert: Option<std::path::PathBuf>,
+    pub(crate) ssl_cert: Option<std::path::PathBuf>,
+    pub(crate) ssl_key: Option<std::path::PathBuf>,
+    pub(crate) ssl_negotiation: SslNegotiation,
     pub(crate) read_replicas: Vec<(String, u16)>,
     pub(crate) read_fallback: bool,
     /// Replicas lagging more than this are out of rotation (`POSTGRES_READ_MAX_LAG`).
@@ -299,6 +344,14 @@ pub(crate) enum Setting {
     Database,
     /// The TLS mode.
     SslMode,
+    /// The trusted authorities' PEM file.
+    SslRootCert,
+    /// The client certificate's PEM file.
+    SslCert,
+    /// The client key's PEM file.
+    SslKey,
+    /// How TLS is started.
+    SslNegotiation,
 }
 
 impl Setting {
@@ -310,6 +363,10 @@ impl Setting {
             Setting::Password => "POSTGRES_PASSWORD",
             Setting::Database => "POSTGRES_DB",
             Setting::SslMode => "POSTGRES_SSLMODE",
+            Setting::SslRootCert => "POSTGRES_SSLROOTCERT",
+            Setting::SslCert => "POSTGRES_SSLCERT",
+            Setting::SslKey => "POSTGRES_SSLKEY",
+            Setting::SslNegotiation => "POSTGRES_SSLNEGOTIATION",
         }
     }
 
@@ -321,6 +378,10 @@ impl Setting {
             Setting::Password => "the password in DATABASE_URL",
             Setting::Database => "the database name in DATABASE_URL",
             Setting::SslMode => "sslmode in DATABASE_URL",
+            Setting::SslRootCert => "sslrootcert in DATABASE_URL",
+            Setting::SslCert => "sslcert in DATABASE_URL",
+            Setting::SslKey => "sslkey in DATABASE_URL",
+            Setting::SslNegotiation => "sslnegotiation in DATABASE_URL",
         }
     }
 
@@ -332,10 +393,28 @@ impl Setting {
             Setting::Password => "the builder's password()",
             Setting::Database => "the builder's dbname()",
             Setting::SslMode => "the builder's ssl_mode()",
+            Setting::SslRootCert => "the builder's ssl_root_cert()",
+            Setting::SslCert => "the builder's ssl_cert()",
+            Setting::SslKey => "the builder's ssl_key()",
+            Setting::SslNegotiation => "the builder's ssl_negotiation()",
         }
     }
 
-    fn bit(self) -> u8 {
+    /// Every setting, for reading which ones the environment gives.
+    pub(crate) const ALL: [Setting; 10] = [
+        Setting::Host,
+        Setting::Port,
+        Setting::User,
+        Setting::Password,
+        Setting::Database,
+        Setting::SslMode,
+        Setting::SslRootCert,
+        Setting::SslCert,
+        Setting::SslKey,
+        Setting::SslNegotiation,
+    ];
+
+    fn bit(self) -> u16 {
         1 << self as u8
     }
 }
@@ -349,9 +428,9 @@ pub(crate) struct Origin {
     /// Built in code with the builder.
     code: bool,
     /// The settings given as `POSTGRES_*` variables, one bit each.
-    variables: u8,
+    variables: u16,
     /// The settings set with the builder's methods, one bit each.
-    set_in_code: u8,
+    set_in_code: u16,
 }
 
 impl Origin {
@@ -438,6 +517,9 @@ impl Default for DatabaseConfig {
             keepalive_idle: Duration::from_secs(60),
             pipeline_autocommit: true,
             ssl_root_cert: None,
+            ssl_cert: None,
+            ssl_key: None,
+            ssl_negotiation: SslNegotiation::Postgres,
             read_replicas: Vec::new(),
             read_fallback: true,
             read_max_lag: None,
@@ -568,6 +650,19 @@ impl DatabaseConfig {
     pub fn ssl_root_cert(&self) -> Option<&std::path::Path> {
         self.ssl_root_cert.as_deref()
     }
+    /// PEM file of the client certificate shown to the server (libpq's `sslcert`), when set;
+    /// given together with [`ssl_key`](Self::ssl_key), and unused with `sslmode=disable`.
+    pub fn ssl_cert(&self) -> Option<&std::path::Path> {
+        self.ssl_cert.as_deref()
+    }
+    /// PEM file of the client certificate's private key (libpq's `sslkey`), when set.
+    pub fn ssl_key(&self) -> Option<&std::path::Path> {
+        self.ssl_key.as_deref()
+    }
+    /// How TLS is started (libpq's `sslnegotiation`).
+    pub fn ssl_negotiation(&self) -> SslNegotiation {
+        self.ssl_negotiation
+    }
     /// Name shown in `pg_stat_activity`.
     pub fn application_name(&self) -> &str {
         &self.application_name
@@ -646,6 +741,10 @@ impl DatabaseConfig {
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             _ => tokio_postgres::config::SslMode::Require,
         });
+        pg.ssl_negotiation(match self.ssl_negotiation {
+            SslNegotiation::Postgres => tokio_postgres::config::SslNegotiation::Postgres,
+            SslNegotiation::Direct => tokio_postgres::config::SslNegotiation::Direct,
+        });
         // Servers are chosen by role by coredb itself (conn/open.rs), host by host.
         pg.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::Any);
         if self.load_balance {
@@ -679,6 +778,9 @@ impl fmt::Debug for DatabaseConfig {
             .field("pgbouncer", &self.pgbouncer)
             .field("pipeline_autocommit", &self.pipeline_autocommit)
             .field("ssl_root_cert", &self.ssl_root_cert)
+            .field("ssl_cert", &self.ssl_cert)
+            .field("ssl_key", &self.ssl_key)
+            .field("ssl_negotiation", &self.ssl_negotiation)
             .field("read_replicas", &self.read_replicas)
             .finish()
     }

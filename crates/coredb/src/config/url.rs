@@ -3,7 +3,7 @@
 use std::str::FromStr;
 
 use super::validate::{Problems, Source};
-use super::{DatabaseConfig, Origin, Password, SslMode, TargetSessionAttrs};
+use super::{DatabaseConfig, Origin, Password, SslMode, SslNegotiation, TargetSessionAttrs};
 use crate::error::Result;
 
 impl DatabaseConfig {
@@ -97,6 +97,11 @@ pub(super) fn parse_url(url: &str) -> std::result::Result<DatabaseConfig, String
         config.ssl_mode = mode;
     }
     config.ssl_root_cert = tls.root_cert;
+    config.ssl_cert = tls.cert;
+    config.ssl_key = tls.key;
+    if let Some(negotiation) = tls.negotiation {
+        config.ssl_negotiation = negotiation;
+    }
     if let Some(attrs) = tls.target_session_attrs {
         config.target_session_attrs = attrs;
     }
@@ -111,13 +116,16 @@ pub(super) fn parse_url(url: &str) -> std::result::Result<DatabaseConfig, String
 struct TlsParams {
     mode: Option<SslMode>,
     root_cert: Option<std::path::PathBuf>,
+    cert: Option<std::path::PathBuf>,
+    key: Option<std::path::PathBuf>,
+    negotiation: Option<SslNegotiation>,
     /// Read here too: the driver knows only three of libpq's six values.
     target_session_attrs: Option<TargetSessionAttrs>,
 }
 
-/// Takes `sslmode` (all of libpq's values) and `sslrootcert` out of the URL's query string;
-/// refuses the client-certificate settings, which coredb cannot honour. Returns the URL
-/// without them.
+/// Takes the TLS settings (`sslmode` with all of libpq's values, `sslrootcert`, `sslcert`,
+/// `sslkey`, `sslnegotiation`) out of the URL's query string; refuses the ones coredb cannot
+/// honour. Returns the URL without them.
 fn take_tls_params(url: &str) -> std::result::Result<(String, TlsParams), String> {
     let Some((base, query)) = url.split_once('?') else {
         return Ok((url.to_owned(), TlsParams::default()));
@@ -132,14 +140,21 @@ fn take_tls_params(url: &str) -> std::result::Result<(String, TlsParams), String
                 tls.mode = Some(value.parse().map_err(|e| format!("sslmode={value:?} in DATABASE_URL: {e}"))?)
             }
             "sslrootcert" => tls.root_cert = Some(value.into()),
+            "sslcert" => tls.cert = Some(value.into()),
+            "sslkey" => tls.key = Some(value.into()),
+            "sslnegotiation" => {
+                tls.negotiation = Some(value.parse().map_err(|e| {
+                    format!("sslnegotiation={value:?} in DATABASE_URL: {e}")
+                })?)
+            }
             "target_session_attrs" => {
                 tls.target_session_attrs = Some(value.parse().map_err(|e| {
                     format!("target_session_attrs={value:?} in DATABASE_URL: {e}")
                 })?)
             }
-            "sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir" => {
+            "sslpassword" | "sslcrl" | "sslcrldir" => {
                 return Err(format!(
-                    "{key}= in DATABASE_URL: client certificates and revocation lists are not supported by this version of coredb; the TLS settings it takes are sslmode (disable, allow, prefer, require, verify-ca, verify-full) and sslrootcert"
+                    "{key}= in DATABASE_URL: encrypted client keys and revocation lists are not supported by this version of coredb; the TLS settings it takes are sslmode (disable, allow, prefer, require, verify-ca, verify-full), sslrootcert, sslcert, sslkey (an unencrypted PEM key) and sslnegotiation (postgres, direct)"
                 ))
             }
             _ => kept.push(pair),

@@ -1,7 +1,7 @@
 //! Validation: every problem is collected and reported at once, named as the user wrote it
 //! (the environment variable, or the builder method).
 
-use super::DatabaseConfig;
+use super::{DatabaseConfig, SslMode, SslNegotiation};
 use crate::error::{Error, Result};
 
 /// Collects every configuration problem before reporting them together.
@@ -94,6 +94,40 @@ impl DatabaseConfig {
             if value.is_zero() {
                 problems.push(source.name(env, builder), "0", "must be greater than 0");
             }
+        }
+        let (cert_name, key_name) = (
+            source.name("POSTGRES_SSLCERT", "ssl_cert"),
+            source.name("POSTGRES_SSLKEY", "ssl_key"),
+        );
+        let in_url = match source {
+            Source::Env => " (sslcert and sslkey in DATABASE_URL)",
+            Source::Builder => "",
+        };
+        match (&self.ssl_cert, &self.ssl_key) {
+            (Some(cert), None) => problems.push(
+                cert_name,
+                &cert.display().to_string(),
+                &format!("given without {key_name}: a client certificate needs both {cert_name} and {key_name}{in_url}"),
+            ),
+            (None, Some(key)) => problems.push(
+                key_name,
+                &key.display().to_string(),
+                &format!("given without {cert_name}: a client certificate needs both {cert_name} and {key_name}{in_url}"),
+            ),
+            _ => {}
+        }
+        if self.ssl_negotiation == SslNegotiation::Direct
+            && matches!(self.ssl_mode, SslMode::Disable | SslMode::Prefer)
+        {
+            problems.push(
+                source.name("POSTGRES_SSLNEGOTIATION", "ssl_negotiation"),
+                SslNegotiation::Direct.as_str(),
+                &format!(
+                    "needs {} require, verify-ca or verify-full (it is {}): direct TLS has no plaintext fallback",
+                    source.name("POSTGRES_SSLMODE", "ssl_mode"),
+                    self.ssl_mode.as_str()
+                ),
+            );
         }
         if self.application_name.len() >= 64 {
             problems.push(

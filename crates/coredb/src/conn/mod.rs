@@ -1,11 +1,13 @@
 //! One PostgreSQL connection: opening it (with TLS), its prepared statements, and its state.
 
+mod connector;
 mod open;
 mod state;
 mod statement_cache;
 #[cfg(feature = "tls")]
 mod tls;
 
+pub(crate) use connector::Connector;
 pub(crate) use open::PgManager;
 pub(crate) use state::{ConnState, Disposal, Event};
 pub(crate) use statement_cache::StatementCache;
@@ -15,15 +17,37 @@ pub(crate) struct PgConn {
     pub(crate) client: tokio_postgres::Client,
     pub(crate) statements: StatementCache,
     state: ConnState,
+    /// How it was opened, for its cancel requests.
+    connector: Connector,
 }
 
 impl PgConn {
-    pub(crate) fn new(client: tokio_postgres::Client, statements: StatementCache) -> Self {
+    pub(crate) fn new(
+        client: tokio_postgres::Client,
+        statements: StatementCache,
+        connector: Connector,
+    ) -> Self {
         PgConn {
             client,
             statements,
             state: ConnState::NEW,
+            connector,
         }
+    }
+
+    /// Asks the server, in the background, to stop the statement running here (one nobody
+    /// waits for any more); does nothing outside a tokio runtime.
+    pub(crate) fn cancel_in_background(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let token = self.client.cancel_token();
+        let connector = self.connector.clone();
+        runtime.spawn(async move {
+            if let Err(err) = connector.cancel(&token).await {
+                tracing::debug!(target: "coredb", error = %err, "cancel request failed");
+            }
+        });
     }
 
     /// Records what happened on the connection.

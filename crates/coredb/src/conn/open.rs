@@ -5,9 +5,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
+use tokio_postgres::{AsyncMessage, Client, Notification};
 
-use super::{PgConn, StatementCache};
+use super::{Connector, PgConn, StatementCache};
 use crate::config::{DatabaseConfig, Setting, TargetSessionAttrs};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::Manage;
@@ -18,8 +18,7 @@ pub(crate) struct PgManager {
     /// Each host alone (`host:port` and its driver settings), for choosing a server by role.
     each_host: Vec<(String, tokio_postgres::Config)>,
     config: DatabaseConfig,
-    #[cfg(feature = "tls")]
-    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    connector: Connector,
 }
 
 /// Where a connection's notifications (`LISTEN`) go; a pooled connection has none.
@@ -27,7 +26,7 @@ pub(crate) type Notifications = mpsc::UnboundedSender<Notification>;
 
 /// Runs a connection's I/O until it ends, handing notifications to `notifications` (dropped
 /// without one); a lost connection is worth a warning.
-async fn drive<S, T>(
+pub(super) async fn drive<S, T>(
     mut connection: tokio_postgres::Connection<S, T>,
     notifications: Option<Notifications>,
 ) where
@@ -56,20 +55,7 @@ async fn drive<S, T>(
 
 impl PgManager {
     pub(crate) fn new(config: &DatabaseConfig) -> Result<Self> {
-        #[cfg(feature = "tls")]
-        let tls = super::tls::connector(config)?;
-        #[cfg(not(feature = "tls"))]
-        if matches!(
-            config.ssl_mode,
-            crate::config::SslMode::Require
-                | crate::config::SslMode::VerifyCa
-                | crate::config::SslMode::VerifyFull
-        ) {
-            return Err(Error::config(format!(
-                "POSTGRES_SSLMODE={:?}: this build of coredb has no TLS (the `tls` feature is off); allowed here: disable, prefer",
-                config.ssl_mode.as_str()
-            )));
-        }
+        let connector = Connector::new(config)?;
         let each_host = config
             .host_ports()
             .map(|(host, port)| {
@@ -83,27 +69,8 @@ impl PgManager {
             each_host,
             driver: config.to_driver_config(),
             config: config.clone(),
-            #[cfg(feature = "tls")]
-            tls,
+            connector,
         })
-    }
-
-    /// Connects to `driver`'s server with TLS when configured, and runs the connection on a
-    /// task of its own.
-    async fn connect(
-        &self,
-        driver: &tokio_postgres::Config,
-        notifications: Option<Notifications>,
-    ) -> std::result::Result<Client, tokio_postgres::Error> {
-        #[cfg(feature = "tls")]
-        if let Some(tls) = &self.tls {
-            let (client, connection) = driver.connect(tls.clone()).await?;
-            tokio::spawn(drive(connection, notifications));
-            return Ok(client);
-        }
-        let (client, connection) = driver.connect(NoTls).await?;
-        tokio::spawn(drive(connection, notifications));
-        Ok(client)
     }
 
     /// Opens a connection within the connect timeout, with an error that says what to check;
@@ -125,6 +92,7 @@ impl PgManager {
             async move {
                 let probe = async {
                     let client = self
+                        .connector
                         .connect(driver, notifications)
                         .await
                         .map_err(|e| self.connect_error_for(e, address).message().to_owned())?;
@@ -204,7 +172,10 @@ impl PgManager {
         // The driver applies connect_timeout per host; this guards the whole handshake too.
         let limit =
             self.config.connect_timeout * self.config.hosts.len() as u32 + Duration::from_secs(1);
-        match tokio::time::timeout(limit, self.connect(&self.driver, notifications)).await {
+        match tokio::time::timeout(
+            limit,
+            self.connector.connect(&self.driver, notifications),
+        ).await {
             Ok(Ok(client)) => {
                 tracing::debug!(target: "coredb", target_hosts = %self.target(), "opened connection");
                 Ok(client)
@@ -262,6 +233,35 @@ impl PgManager {
                         c.user,
                         name(Setting::SslMode),
                         c.ssl_mode.as_str()
+                    ),
+                    true,
+                )
+            } else if code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                && server_says.contains("requires a valid client certificate")
+            {
+                (
+                    format!(
+                        "{target} accepts user {:?} only with a client certificate, and none was shown ({server_says}): set {} and {} to a certificate whose CN is the user name, signed by an authority the server trusts, and its key{}",
+                        c.user,
+                        name(Setting::SslCert),
+                        name(Setting::SslKey),
+                        if c.ssl_mode == crate::config::SslMode::Disable {
+                            format!(", and {} to require or stricter", name(Setting::SslMode))
+                        } else {
+                            String::new()
+                        }
+                    ),
+                    true,
+                )
+            } else if code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                && server_says.contains("certificate authentication failed")
+            {
+                (
+                    format!(
+                        "{target} did not accept the client certificate for user {:?} ({server_says}): the certificate's CN must be the user name (or be mapped to it in pg_ident.conf); check {} / {}",
+                        c.user,
+                        name(Setting::SslCert),
+                        name(Setting::User)
                     ),
                     true,
                 )
@@ -332,16 +332,52 @@ impl PgManager {
             .with_source(err)
             .permanent();
         }
-        if text.contains("TLS") || text.contains("SSL") {
-            let certificate = cause.to_lowercase().contains("certificate");
+        let lowered = cause.to_lowercase();
+        let certificate = lowered.contains("certificate") || lowered.contains("unknownca");
+        if lowered.contains("alert") && certificate && c.ssl_cert.is_some() {
+            // The server checks the client's certificate after the client's part of the
+            // handshake, and says no with a TLS alert.
+            return Error::new(
+                ErrorKind::Connect,
+                format!(
+                    "{target} refused the client certificate ({cause}): check {} / {}: the certificate must be signed by an authority in the server's ssl_ca_file",
+                    name(Setting::SslCert),
+                    name(Setting::SslKey)
+                ),
+            )
+            .with_source(err)
+            .permanent();
+        }
+        let tls_failed = text.contains("TLS") || text.contains("SSL");
+        if c.ssl_negotiation == crate::config::SslNegotiation::Direct
+            && !certificate
+            && (tls_failed
+                || matches!(
+                    find_io_error(&err).map(std::io::Error::kind),
+                    Some(std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset)
+                ))
+        {
+            // A server before PostgreSQL 17 reads the TLS hello as a malformed startup
+            // packet and hangs up.
+            return Error::new(
+                ErrorKind::Connect,
+                format!(
+                    "{target} did not take a direct TLS handshake ({cause}): direct TLS negotiation ({} is direct) needs PostgreSQL 17 or later; with an older server (or a proxy that does not support it) use sslnegotiation=postgres",
+                    name(Setting::SslNegotiation)
+                ),
+            )
+            .with_source(err)
+            .permanent();
+        }
+        if tls_failed {
             let message = format!(
                 "TLS with {target} failed: {cause}; check {} ({}){}",
                 name(Setting::SslMode),
                 c.ssl_mode.as_str(),
                 if certificate {
-                    " and POSTGRES_SSLROOTCERT"
+                    format!(" and {}", name(Setting::SslRootCert))
                 } else {
-                    ""
+                    String::new()
                 }
             );
             let error = Error::new(ErrorKind::Connect, message).with_source(err);
@@ -446,6 +482,7 @@ impl Manage for PgManager {
             Ok(PgConn::new(
                 client,
                 StatementCache::new(self.config.statement_cache_size()),
+                self.connector.clone(),
             ))
         }
     }
