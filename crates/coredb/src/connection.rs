@@ -148,10 +148,16 @@ impl Connection {
     /// Sets the server's `statement_timeout` for the rest of the current transaction
     /// (`SET LOCAL`), and the client-side guard with it.
     pub(crate) async fn set_local_timeout(&mut self, limit: Duration) -> Result<()> {
-        let sql = format!("SET LOCAL statement_timeout = {}", limit.as_millis().max(1));
-        self.control(&sql, Event::TRANSACTION_SCOPED).await?;
-        self.guard = Some(crate::config::guard_for(limit));
+        self.control(&local_timeout_sql(limit), Event::TRANSACTION_SCOPED)
+            .await?;
+        self.guard_with(limit);
         Ok(())
+    }
+
+    /// Sets the client-side guard for a server-side `statement_timeout` of `limit`, sent by
+    /// the caller (e.g. with `BEGIN`).
+    pub(crate) fn guard_with(&mut self, limit: Duration) {
+        self.guard = Some(crate::config::guard_for(limit));
     }
 
     /// Reads the server's `statement_timeout` after the caller changed it, so the client-side
@@ -166,6 +172,11 @@ impl Connection {
         self.guard = (ms > 0).then(|| crate::config::guard_for(Duration::from_millis(ms as u64)));
         Ok(())
     }
+}
+
+/// `SET LOCAL statement_timeout` to `limit` (at least a millisecond: 0 would mean none).
+pub(crate) fn local_timeout_sql(limit: Duration) -> String {
+    format!("SET LOCAL statement_timeout = {}", limit.as_millis().max(1))
 }
 
 /// True for a statement that may change `statement_timeout`: `SET` / `RESET` naming it (or

@@ -23,7 +23,7 @@ use crate::sql::{classify, rewrite, RewrittenSql, StatementClass};
 pub type SqlParam<'a> = &'a (dyn ToSql + Sync);
 
 /// The values of a statement, as borrowed by the query API.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ParamList<'a> {
     /// Values for `$1`, `$2`, ... in order.
     Positional(Vec<SqlParam<'a>>),

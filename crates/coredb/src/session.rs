@@ -45,6 +45,9 @@ pub struct SessionOptions {
     pub read_only: bool,
     /// With `Serializable` and `read_only`: wait for a safe snapshot instead of risking a retry.
     pub deferrable: bool,
+    /// Limits each statement of the transaction, as [`Session::set_timeout`] does, sent in
+    /// `BEGIN`'s round trip; the configured `POSTGRES_STATEMENT_TIMEOUT` when `None`.
+    pub timeout: Option<Duration>,
 }
 
 impl SessionOptions {
@@ -136,6 +139,12 @@ impl Session {
             // Behind PgBouncer: the statement timeout, for this transaction only.
             begin = format!("{begin}; {after}");
         }
+        if let Some(limit) = options.timeout {
+            begin = format!(
+                "{begin}; {}",
+                crate::connection::local_timeout_sql(limit)
+            );
+        }
         if let Err(e) = conn
             .control(&begin, Event::BeginSent)
             .instrument(span.clone())
@@ -143,6 +152,9 @@ impl Session {
         {
             telemetry::record_error(&span, &e);
             return Err(e);
+        }
+        if let Some(limit) = options.timeout {
+            conn.guard_with(limit);
         }
         Ok(Session {
             conn,

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use coredb::{DatabaseConfig, DatabaseManager, ErrorKind, Executor};
+use coredb::{DatabaseConfig, DatabaseManager, ErrorKind, Executor, SessionOptions};
 use coredb_embedded::EmbeddedServer;
 use coredb_testkit::TestDatabase;
 use support::proxy::{Mode, Proxy};
@@ -100,6 +100,85 @@ async fn on_a_silent_network_the_guard_follows_the_session_timeout_and_a_hand_wr
     );
     drop(s);
     proxy.set(Mode::Pass);
+    m.close_now();
+    drop(proxy);
+    drop(server);
+}
+
+#[tokio::test]
+async fn a_per_call_timeout_limits_autocommit_statements_and_sessions_and_nothing_else() {
+    let db = TestDatabase::new().await.unwrap();
+    let m = db.manager();
+    let limited = m.with_timeout(Duration::from_millis(200));
+    // Autocommit: each statement carries the limit; the server ends it with 57014.
+    let started = Instant::now();
+    let err = limited
+        .execute("SELECT pg_sleep(5)", ())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "57014", "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    let shown: String = limited.scalar("SHOW statement_timeout", ()).await.unwrap();
+    assert_eq!(shown, "200ms");
+    // Its writes commit.
+    limited
+        .execute("CREATE TABLE limited (x int)", ())
+        .await
+        .unwrap();
+    limited
+        .execute("INSERT INTO limited VALUES (1)", ())
+        .await
+        .unwrap();
+    let n: i64 = m.scalar("SELECT count(*) FROM limited", ()).await.unwrap();
+    assert_eq!(n, 1);
+    // Its transactions begin with it.
+    let err = limited
+        .transaction(async |s| s.execute("SELECT pg_sleep(5)", ()).await)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "57014", "{err}");
+    // A session option gives the same to one session, in BEGIN's round trip.
+    let mut s = m
+        .session_with(SessionOptions {
+            timeout: Some(Duration::from_millis(300)),
+            ..SessionOptions::default()
+        })
+        .await
+        .unwrap();
+    let shown: String = s.scalar("SHOW statement_timeout", ()).await.unwrap();
+    assert_eq!(shown, "300ms");
+    let err = s.execute("SELECT pg_sleep(5)", ()).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "57014", "{err}");
+    drop(s);
+    // The manager itself, its sessions and the pooled connections are untouched.
+    let shown: String = m.scalar("SHOW statement_timeout", ()).await.unwrap();
+    assert_eq!(shown, "0");
+    let mut s = m.session().await.unwrap();
+    let shown: String = s.scalar("SHOW statement_timeout", ()).await.unwrap();
+    assert_eq!(shown, "0");
+    s.commit().await.unwrap();
+    // Bad parameters are refused before anything is sent.
+    let err = limited
+        .execute("SELECT $1::int", ())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Params, "{err}");
+    m.close().await;
+}
+
+#[tokio::test]
+async fn on_a_silent_network_a_per_call_timeout_ends_the_statement() {
+    let server = tokio::task::spawn_blocking(EmbeddedServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let target = format!("127.0.0.1:{}", server.port()).parse().unwrap();
+    let proxy = Proxy::start(target).await;
+    let m = through(&proxy, &server);
+    let limited = m.with_timeout(Duration::from_millis(300));
+    // A session begun (so the connection is had) before the network goes silent.
+    let s = limited.session().await.unwrap();
+    times_out_when_silent(&proxy, s).await;
     m.close_now();
     drop(proxy);
     drop(server);

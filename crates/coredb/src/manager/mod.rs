@@ -160,6 +160,8 @@ pub struct DatabaseManager {
     /// Set by [`read_your_writes`](Self::read_your_writes): how far this scope's writes
     /// reached, which its reads wait for.
     mark: Option<Arc<WriteMark>>,
+    /// Set by [`with_timeout`](Self::with_timeout): the limit of each statement.
+    timeout: Option<Duration>,
 }
 
 impl DatabaseManager {
@@ -182,6 +184,7 @@ impl DatabaseManager {
             reads: false,
             turn: Arc::default(),
             mark: None,
+            timeout: None,
         })
     }
 
@@ -205,6 +208,7 @@ impl DatabaseManager {
                 primary: Arc::clone(&self.primary),
                 turn: Arc::clone(&self.turn),
                 mark: self.mark.clone(),
+                timeout: self.timeout,
             },
             None => self.clone(),
         }
@@ -236,6 +240,34 @@ impl DatabaseManager {
         }
         DatabaseManager {
             mark: Some(Arc::default()),
+            ..self.clone()
+        }
+    }
+
+    /// A handle on the same pools whose statements are each limited to `limit`, whatever
+    /// `POSTGRES_STATEMENT_TIMEOUT` says: on the server (`SET LOCAL statement_timeout`, error
+    /// `57014` when exceeded) and by the client-side guard (the limit plus a margin), which ends
+    /// a statement whose connection went silent with a [`Timeout`](ErrorKind::Timeout) error.
+    ///
+    /// Its autocommit statements run each in a transaction of its own that carries the limit
+    /// (`BEGIN; SET LOCAL ...` in one round trip, the statement, `COMMIT`: two round trips more
+    /// than a plain autocommit statement); its sessions and transactions begin with the limit
+    /// (see [`SessionOptions::timeout`]). Streams, COPY and checked-out connections are not
+    /// limited by it: use a session.
+    ///
+    /// ```no_run
+    /// # async fn demo(db: coredb::DatabaseManager) -> coredb::Result<()> {
+    /// use std::time::Duration;
+    ///
+    /// let report: i64 = db
+    ///     .with_timeout(Duration::from_secs(2))
+    ///     .scalar("SELECT count(*) FROM events WHERE day = current_date", ())
+    ///     .await?;
+    /// # let _ = report; Ok(()) }
+    /// ```
+    pub fn with_timeout(&self, limit: Duration) -> DatabaseManager {
+        DatabaseManager {
+            timeout: Some(limit),
             ..self.clone()
         }
     }
@@ -505,6 +537,10 @@ impl DatabaseManager {
         options: SessionOptions,
         at: &'static Location<'static>,
     ) -> Result<Session> {
+        let options = SessionOptions {
+            timeout: options.timeout.or(self.timeout),
+            ..options
+        };
         let mut attempt = 1;
         loop {
             let conn = self
@@ -740,6 +776,9 @@ impl DatabaseManager {
     }
 
     async fn autocommit(&self, sql: &str, params: ParamList<'_>, want: Returns) -> Result<Reply> {
+        if self.timeout.is_some() {
+            return self.limited(sql, params, want).await;
+        }
         // Parameters are checked before a connection is taken.
         let bound = self.db.context.bind(sql, params)?;
         let mut db = self.pick().await;
@@ -757,6 +796,25 @@ impl DatabaseManager {
                     }
                     return Ok(reply);
                 }
+            }
+        }
+    }
+
+    /// Runs one statement in a transaction of its own that carries this handle's timeout.
+    async fn limited(&self, sql: &str, params: ParamList<'_>, want: Returns) -> Result<Reply> {
+        // Parameters are checked before a connection is taken.
+        self.db.context.bind(sql, params.clone())?;
+        let mut session = self
+            .session_for(SessionOptions::default(), Location::caller())
+            .await?;
+        match crate::query::sealed::Sealed::run_statement(&mut session, sql, params, want).await {
+            Ok(reply) => {
+                session.commit().await?;
+                Ok(reply)
+            }
+            Err(err) => {
+                let _ = session.rollback().await;
+                Err(err)
             }
         }
     }
