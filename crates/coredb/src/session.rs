@@ -140,10 +140,7 @@ impl Session {
             begin = format!("{begin}; {after}");
         }
         if let Some(limit) = options.timeout {
-            begin = format!(
-                "{begin}; {}",
-                crate::connection::local_timeout_sql(limit)
-            );
+            begin = format!("{begin}; {}", crate::connection::local_timeout_sql(limit));
         }
         if let Err(e) = conn
             .control(&begin, Event::BeginSent)

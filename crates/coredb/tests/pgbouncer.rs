@@ -424,7 +424,10 @@ async fn session_state_is_refused_behind_pgbouncer_and_its_transaction_scoped_fo
         assert_eq!(path.unwrap(), "\"$user\", public");
     }
     let locks: i64 = db
-        .scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'", ())
+        .scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'",
+            (),
+        )
         .await
         .unwrap();
     assert_eq!(locks, 0);

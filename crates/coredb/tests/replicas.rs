@@ -393,9 +393,7 @@ async fn read_your_writes_sees_every_write_right_after_it_commits() {
                 .unwrap();
         } else {
             scope
-                .transaction(async |s| {
-                    s.execute("INSERT INTO notes VALUES ($1)", (id,)).await
-                })
+                .transaction(async |s| s.execute("INSERT INTO notes VALUES ($1)", (id,)).await)
                 .await
                 .unwrap();
         }
@@ -495,7 +493,10 @@ async fn a_replica_lagging_past_read_max_lag_leaves_rotation_until_it_catches_up
         if seen.contains_key(&lagging) && seen.contains_key(&healthy) {
             break;
         }
-        assert!(Instant::now() < deadline, "both standbys never served: {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "both standbys never served: {seen:?}"
+        );
     }
 
     // One standby stops replaying while the primary keeps writing.
@@ -522,7 +523,10 @@ async fn a_replica_lagging_past_read_max_lag_leaves_rotation_until_it_catches_up
             assert_eq!(seen.get(&healthy), Some(&40), "{seen:?}");
             break;
         }
-        assert!(Instant::now() < deadline, "the lagging standby kept serving: {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the lagging standby kept serving: {seen:?}"
+        );
     }
     let report = m.health_report().await;
     assert_eq!(report.status, HealthStatus::Degraded, "{report:?}");
@@ -534,7 +538,11 @@ async fn a_replica_lagging_past_read_max_lag_leaves_rotation_until_it_catches_up
     assert!(!behind.healthy, "{behind:?}");
     assert!(behind.lag_ms.unwrap() > 500.0, "{behind:?}");
     assert!(
-        behind.error.as_deref().unwrap().contains("POSTGRES_READ_MAX_LAG"),
+        behind
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("POSTGRES_READ_MAX_LAG"),
         "{behind:?}"
     );
 
@@ -549,7 +557,10 @@ async fn a_replica_lagging_past_read_max_lag_leaves_rotation_until_it_catches_up
         if seen.contains_key(&lagging) {
             break;
         }
-        assert!(Instant::now() < deadline, "the standby never came back: {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the standby never came back: {seen:?}"
+        );
     }
     writing.abort();
     m.close().await;
@@ -587,15 +598,21 @@ async fn a_failover_under_sixteen_writers_loses_no_acknowledged_commit_and_the_o
         .as_deref()
         != Some("sync")
     {
-        assert!(Instant::now() < deadline, "the standby never became synchronous");
+        assert!(
+            Instant::now() < deadline,
+            "the standby never became synchronous"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     admin.close().await;
 
     let m = by_role(&user, &[&primary, standby], "read-write");
-    m.execute("CREATE TABLE acks (writer int, seq int, PRIMARY KEY (writer, seq))", ())
-        .await
-        .unwrap();
+    m.execute(
+        "CREATE TABLE acks (writer int, seq int, PRIMARY KEY (writer, seq))",
+        (),
+    )
+    .await
+    .unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writers: Vec<_> = (0..16)
         .map(|writer| {

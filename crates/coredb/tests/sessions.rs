@@ -209,6 +209,7 @@ async fn session_options_set_isolation_and_read_only() {
             isolation: Some(IsolationLevel::Serializable),
             read_only: true,
             deferrable: false,
+            timeout: None,
         })
         .await
         .unwrap();

@@ -112,12 +112,13 @@ async fn a_per_call_timeout_limits_autocommit_statements_and_sessions_and_nothin
     let limited = m.with_timeout(Duration::from_millis(200));
     // Autocommit: each statement carries the limit; the server ends it with 57014.
     let started = Instant::now();
-    let err = limited
-        .execute("SELECT pg_sleep(5)", ())
-        .await
-        .unwrap_err();
+    let err = limited.execute("SELECT pg_sleep(5)", ()).await.unwrap_err();
     assert_eq!(err.code().unwrap().code(), "57014", "{err}");
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     let shown: String = limited.scalar("SHOW statement_timeout", ()).await.unwrap();
     assert_eq!(shown, "200ms");
     // Its writes commit.
@@ -158,10 +159,7 @@ async fn a_per_call_timeout_limits_autocommit_statements_and_sessions_and_nothin
     assert_eq!(shown, "0");
     s.commit().await.unwrap();
     // Bad parameters are refused before anything is sent.
-    let err = limited
-        .execute("SELECT $1::int", ())
-        .await
-        .unwrap_err();
+    let err = limited.execute("SELECT $1::int", ()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Params, "{err}");
     m.close().await;
 }

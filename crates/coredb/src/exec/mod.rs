@@ -59,7 +59,9 @@ use crate::params::{Bound, ParamList, RewriteCache, SqlParam};
 use crate::row::{FromRow, Row};
 use crate::telemetry::{self, StatementInstruments, Target};
 
-pub(crate) use commit::{commit, outcome, parse_lsn, Outcome, WitnessReply, WriteMark, WRITTEN_SQL};
+pub(crate) use commit::{
+    commit, outcome, parse_lsn, Outcome, WitnessReply, WriteMark, WRITTEN_SQL,
+};
 pub(crate) use copy::{copy_in, copy_in_data, Place};
 pub use copy::{CopyData, RowValues};
 pub(crate) use encode::{encode, Encoded};
@@ -114,7 +116,11 @@ impl Context {
     ///
     /// # Errors
     /// A [`Config`](crate::ErrorKind::Config) error naming the setting and the alternatives.
-    pub(crate) fn refuse_lasting_state(&self, sql: &str, class: crate::sql::StatementClass) -> Result<()> {
+    pub(crate) fn refuse_lasting_state(
+        &self,
+        sql: &str,
+        class: crate::sql::StatementClass,
+    ) -> Result<()> {
         if self.settings.pgbouncer_transaction && class.outlives_transaction() {
             return Err(Error::config(format!(
                 "{} is refused with POSTGRES_PGBOUNCER=transaction: its effect outlives the \

@@ -791,7 +791,9 @@ impl DatabaseManager {
                     None => return Err(err),
                 },
                 Ok(reply) => {
-                    if !self.reads && !(bound.class.is_read_only() && !bound.class.calls_functions()) {
+                    // Anything the text does not prove free of writes may have written.
+                    let may_write = !bound.class.is_read_only() || bound.class.calls_functions();
+                    if !self.reads && may_write {
                         self.note_write().await;
                     }
                     return Ok(reply);
