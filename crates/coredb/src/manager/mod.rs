@@ -219,7 +219,7 @@ impl DatabaseManager {
     /// autocommit write it sends), so that its [`reader`](Self::reader) sends a read to a
     /// replica only once the replica has replayed them. A replica that has not waits up to
     /// `POSTGRES_READ_YOUR_WRITES_WAIT` (0.2 s by default), then the read goes to the primary.
-    /// Make one per request or per user flow; [`TxLayer`](crate::axum::TxLayer) makes one per
+    /// Make one per request or per user flow; `coredb::axum::TxLayer` makes one per
     /// request.
     ///
     /// Writes made on a checked-out [`Connection`] in autocommit are not followed: write in a
