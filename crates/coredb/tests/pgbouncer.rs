@@ -435,3 +435,57 @@ async fn session_state_is_refused_behind_pgbouncer_and_its_transaction_scoped_fo
     drop(bouncer);
     drop(server);
 }
+
+#[coredb::model(table = "bounced_users", mixin = UuidTimestampMixin)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct BouncedUser {
+    #[column(length = 100)]
+    pub name: String,
+}
+
+#[tokio::test]
+async fn models_and_health_work_behind_pgbouncer_in_transaction_mode() {
+    use coredb::model::Crud as _;
+    let server = tokio::task::spawn_blocking(EmbeddedServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let bouncer = Bouncer::start_ignoring(server.port(), "extra_float_digits");
+    let db = DatabaseManager::from_config(&behind(&bouncer, Some(Duration::from_secs(2)))).unwrap();
+    let report = db.health_report().await;
+    assert!(report.is_healthy(), "{report:?}");
+
+    let mut session = db.session().await.unwrap();
+    coredb::model::create_all(&mut session).await.unwrap();
+    let mut ada = BouncedUser::new("Ada");
+    session.insert(&mut ada).await.unwrap();
+    ada.name = "Ada Lovelace".into();
+    session.update(&mut ada).await.unwrap();
+    session.commit().await.unwrap();
+    // From many tasks at once, each on whichever server connection PgBouncer lends.
+    let names = futures_util::future::join_all((0..32).map(|_| {
+        let (db, id) = (db.clone(), ada.id);
+        async move {
+            let mut conn = db.get_connection().await?;
+            let stored: Option<BouncedUser> = conn.get(&id).await?;
+            Ok::<_, coredb::Error>(stored.map(|u| u.name))
+        }
+    }))
+    .await;
+    for name in names {
+        assert_eq!(name.unwrap().as_deref(), Some("Ada Lovelace"));
+    }
+    let mut session = db.session().await.unwrap();
+    session.delete(&ada).await.unwrap();
+    session.commit().await.unwrap();
+    let left: i64 = db
+        .scalar("SELECT count(*) FROM bounced_users", ())
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    let report = db.health_report().await;
+    assert!(report.is_healthy(), "{report:?}");
+    db.close().await;
+    drop(bouncer);
+    drop(server);
+}
