@@ -96,6 +96,8 @@ impl DatabaseConfigBuilder {
         target_session_attrs: TargetSessionAttrs => |c, v| c.target_session_attrs = v;
         /// Idle time before TCP keepalive probes start.
         keepalive_idle: Duration => |c, v| c.keepalive_idle = v;
+        /// The bound on finding a dead peer (see [`DatabaseConfig::tcp_user_timeout`]).
+        tcp_user_timeout: Duration => |c, v| c.tcp_user_timeout = v;
         /// Read replicas, `(host, port)`, for [`DatabaseManager::reader`](crate::DatabaseManager::reader).
         read_replicas: Vec<(String, u16)> => |c, v| c.read_replicas = v;
         /// Read from the primary when no replica can be reached (default true).

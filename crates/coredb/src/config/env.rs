@@ -180,6 +180,9 @@ impl DatabaseConfig {
         if let Some(d) = seconds("POSTGRES_STATEMENT_TIMEOUT") {
             config.statement_timeout = Some(d);
         }
+        if let Some(d) = seconds("POSTGRES_TCP_USER_TIMEOUT") {
+            config.tcp_user_timeout = d;
+        }
         if let Some(d) = seconds("POSTGRES_READ_MAX_LAG") {
             config.read_max_lag = Some(d);
         }
@@ -343,6 +346,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "POSTGRES_READ_HOSTS",
     "POSTGRES_READ_FALLBACK",
     "POSTGRES_READ_MAX_LAG",
+    "POSTGRES_TCP_USER_TIMEOUT",
     "POSTGRES_READ_YOUR_WRITES_WAIT",
     "COREDB_PG_BINDIR",
 ];

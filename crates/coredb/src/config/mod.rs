@@ -33,6 +33,13 @@ pub(crate) mod defaults {
 
     /// `POSTGRES_POOL_SIZE`.
     pub(crate) const POOL_SIZE: usize = 5;
+    /// Idle time before TCP keepalive probes start.
+    pub(crate) const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+    /// Time between keepalive probes (at most; a third of the user timeout when that is
+    /// shorter, at least a second).
+    pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+    /// `POSTGRES_TCP_USER_TIMEOUT`: with the keepalives above, the bound on finding a dead peer.
+    pub(crate) const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
     /// `POSTGRES_READ_YOUR_WRITES_WAIT`.
     pub(crate) const READ_YOUR_WRITES_WAIT: Duration = Duration::from_millis(200);
     /// `POSTGRES_MAX_OVERFLOW`.
@@ -311,6 +318,9 @@ pub struct DatabaseConfig {
     pub(crate) statement_cache_size: usize,
     pub(crate) target_session_attrs: TargetSessionAttrs,
     pub(crate) keepalive_idle: Duration,
+    /// How long sent data may stay unacknowledged, and an idle connection's keepalive probes
+    /// unanswered, before the kernel drops the connection (`POSTGRES_TCP_USER_TIMEOUT`).
+    pub(crate) tcp_user_timeout: Duration,
     pub(crate) pipeline_autocommit: bool,
     pub(crate) ssl_root_cert: Option<std::path::PathBuf>,
     pub(crate) ssl_cert: Option<std::path::PathBuf>,
@@ -514,7 +524,8 @@ impl Default for DatabaseConfig {
             pgbouncer: PgBouncerMode::Off,
             statement_cache_size: 100,
             target_session_attrs: TargetSessionAttrs::Any,
-            keepalive_idle: Duration::from_secs(60),
+            keepalive_idle: defaults::KEEPALIVE_IDLE,
+            tcp_user_timeout: defaults::TCP_USER_TIMEOUT,
             pipeline_autocommit: true,
             ssl_root_cert: None,
             ssl_cert: None,
@@ -631,6 +642,16 @@ impl DatabaseConfig {
         self.read_your_writes_wait
     }
 
+    /// The bound on finding a dead peer (`POSTGRES_TCP_USER_TIMEOUT`, 30 s by default): data
+    /// sent and not acknowledged for that long, or an idle connection's keepalive probes
+    /// (from 15 s of silence, every 5 s) unanswered for that long, drops the connection, and
+    /// the statement waiting on it fails with [`ConnectionLost`](crate::ErrorKind::ConnectionLost),
+    /// with or without a statement timeout: within this timeout plus one probe interval
+    /// (35 s by default). Linux only; elsewhere the keepalives alone (15 s + 3 probes).
+    pub fn tcp_user_timeout(&self) -> Duration {
+        self.tcp_user_timeout
+    }
+
     /// One configuration per read replica, each for its host alone.
     pub(crate) fn replica_configs(&self) -> Vec<DatabaseConfig> {
         self.read_replicas
@@ -734,8 +755,16 @@ impl DatabaseConfig {
         pg.dbname(&self.dbname);
         pg.application_name(&self.application_name);
         pg.connect_timeout(self.connect_timeout);
+        // A dead peer (a host gone, a silent network) is found within the user timeout: sent
+        // data unacknowledged that long, or an idle connection's probes unanswered that long,
+        // drops the connection (Linux; elsewhere the keepalives alone).
         pg.keepalives(true);
         pg.keepalives_idle(self.keepalive_idle);
+        pg.keepalives_interval(
+            (self.tcp_user_timeout / 3).clamp(Duration::from_secs(1), defaults::KEEPALIVE_INTERVAL),
+        );
+        pg.keepalives_retries(3);
+        pg.tcp_user_timeout(self.tcp_user_timeout);
         pg.ssl_mode(match self.ssl_mode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,

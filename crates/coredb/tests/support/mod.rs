@@ -3,5 +3,6 @@
 #![allow(dead_code)]
 
 pub mod log_capture;
+pub mod netns;
 pub mod proxy;
 pub mod span_capture;

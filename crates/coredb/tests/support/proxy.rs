@@ -35,6 +35,12 @@ impl Proxy {
     /// Starts a proxy on a free loopback port in front of `target`.
     pub async fn start(target: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, target)
+    }
+
+    /// Starts a proxy accepting on `listener` (bound wherever the test needs, e.g. inside a
+    /// network namespace) in front of `target`.
+    pub fn start_on(listener: TcpListener, target: SocketAddr) -> Proxy {
         let addr = listener.local_addr().unwrap();
         let (mode, watcher) = watch::channel(Mode::Pass);
         let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
@@ -68,6 +74,11 @@ impl Proxy {
             connections,
             acceptor,
         }
+    }
+
+    /// The address clients connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The port clients connect to.
