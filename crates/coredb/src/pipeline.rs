@@ -17,6 +17,9 @@
 //!   statements; when no caller waits on it any more the abandoned work is cancelled on the
 //!   server and the connection closed, so a long query nobody waits for never delays others;
 //! - a lane whose connection died is dropped at once; the pool opens a new one when needed;
+//! - a lane on which the server reports a session setting changed (`ParameterStatus`: the time
+//!   zone, the role, the date style, ..., changed by a function the text does not show) takes
+//!   no new statements and is closed when its statements are done;
 //! - lanes take at most half of `pool_size` connections (and no more than the machine has
 //!   cores: deeper pipelines on fewer connections do more per round trip), and a lane goes back
 //!   to the pool as soon as nothing is in flight on it, so sessions never wait behind a quiet
@@ -102,13 +105,19 @@ async fn run_job(lane: Arc<Lane>, job: Job) {
 
 impl Lane {
     fn usable(&self) -> bool {
-        !self.tainted.load(Ordering::Acquire) && !self.pooled.client.is_closed()
+        !self.tainted.load(Ordering::Acquire)
+            && !self.pooled.client.is_closed()
+            // A statement changed a session setting the server reports: no one else's
+            // statement runs with it; the lane goes back to the pool, which resets it.
+            && !self.pooled.settings_changed()
     }
 }
 
 impl Drop for Lane {
     fn drop(&mut self) {
-        if self.tainted.load(Ordering::Acquire) {
+        // A session setting changed behind the text's back (a function called `set_config`,
+        // say): closed rather than pooled with it. Rare, so no reset machinery here.
+        if self.tainted.load(Ordering::Acquire) || self.pooled.settings_changed() {
             self.pooled.mark_broken();
         }
     }

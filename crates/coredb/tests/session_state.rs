@@ -144,3 +144,85 @@ async fn a_session_level_advisory_lock_taken_in_a_session_does_not_outlive_it() 
         }
     }
 }
+
+/// The time zone as each of 200 statements from other tasks and every pooled connection
+/// checked out at once see it.
+async fn time_zones_seen(m: &DatabaseManager) -> std::collections::BTreeSet<String> {
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let m = m.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..10 {
+                seen.push(m.scalar::<String, _>("SHOW TimeZone", ()).await.unwrap());
+            }
+            seen
+        }));
+    }
+    let mut zones = std::collections::BTreeSet::new();
+    for task in tasks {
+        zones.extend(task.await.unwrap());
+    }
+    let mut held = Vec::new();
+    for _ in 0..POOL {
+        held.push(m.get_connection().await.unwrap());
+    }
+    for conn in &mut held {
+        zones.insert(conn.scalar::<String, _>("SHOW TimeZone", ()).await.unwrap());
+    }
+    zones
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_changed_where_the_text_cannot_show_it_is_caught_by_the_servers_report() {
+    let db = TestDatabase::with_config(|b| b.pool_size(POOL).max_overflow(0))
+        .await
+        .unwrap();
+    let m = db.manager();
+    // A function that changes the session: its call reads as a plain, shareable SELECT.
+    m.get_connection()
+        .await
+        .unwrap()
+        .execute_script(
+            "CREATE FUNCTION far_away() RETURNS int LANGUAGE plpgsql AS $$ \
+             BEGIN PERFORM set_config('TimeZone', 'Pacific/Kiritimati', false); RETURN 1; END $$",
+        )
+        .await
+        .unwrap();
+    let default = time_zones_seen(m).await;
+    assert_eq!(default.len(), 1, "{default:?}");
+    assert!(!default.contains("Pacific/Kiritimati"));
+
+    // On a checked-out connection, which comes back reset rather than closed.
+    let mut conn = m.get_connection().await.unwrap();
+    let pid: i32 = conn.scalar("SELECT pg_backend_pid()", ()).await.unwrap();
+    let _: i32 = conn.scalar("SELECT far_away()", ()).await.unwrap();
+    let zone: String = conn.scalar("SHOW TimeZone", ()).await.unwrap();
+    assert_eq!(zone, "Pacific/Kiritimati", "the function did change it");
+    drop(conn);
+    assert_eq!(
+        time_zones_seen(m).await,
+        default,
+        "after a checked-out connection"
+    );
+    // ... and through the shared pipeline.
+    let one: i32 = m.scalar("SELECT far_away()", ()).await.unwrap();
+    assert_eq!(one, 1);
+    assert_eq!(time_zones_seen(m).await, default, "after the pipeline");
+
+    let mut pids = Vec::new();
+    let mut held = Vec::new();
+    for _ in 0..POOL {
+        let mut conn = m.get_connection().await.unwrap();
+        pids.push(
+            conn.scalar::<i32, _>("SELECT pg_backend_pid()", ())
+                .await
+                .unwrap(),
+        );
+        held.push(conn);
+    }
+    assert!(
+        pids.contains(&pid),
+        "reset and kept, not closed: {pid} in {pids:?}"
+    );
+}

@@ -4,7 +4,7 @@
 
 use tokio_postgres::{CancelToken, Client, NoTls};
 
-use super::open::{drive, Notifications};
+use super::open::{drive, Reports};
 use crate::config::DatabaseConfig;
 use crate::error::Result;
 
@@ -48,16 +48,16 @@ impl Connector {
     pub(crate) async fn connect(
         &self,
         driver: &tokio_postgres::Config,
-        notifications: Option<Notifications>,
+        reports: Reports,
     ) -> std::result::Result<Client, tokio_postgres::Error> {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             let (client, connection) = driver.connect(tls.clone()).await?;
-            tokio::spawn(drive(connection, notifications));
+            tokio::spawn(drive(connection, reports));
             return Ok(client);
         }
         let (client, connection) = driver.connect(NoTls).await?;
-        tokio::spawn(drive(connection, notifications));
+        tokio::spawn(drive(connection, reports));
         Ok(client)
     }
 

@@ -8,7 +8,7 @@ mod statement_cache;
 mod tls;
 
 pub(crate) use connector::Connector;
-pub(crate) use open::PgManager;
+pub(crate) use open::{PgManager, Reports, SessionChanged};
 pub(crate) use state::{ConnState, Disposal, Event};
 pub(crate) use statement_cache::StatementCache;
 
@@ -19,6 +19,8 @@ pub(crate) struct PgConn {
     state: ConnState,
     /// How it was opened, for its cancel requests.
     connector: Connector,
+    /// Set while the server reports a session setting changed since connect.
+    settings_changed: SessionChanged,
 }
 
 impl PgConn {
@@ -26,13 +28,23 @@ impl PgConn {
         client: tokio_postgres::Client,
         statements: StatementCache,
         connector: Connector,
+        settings_changed: SessionChanged,
     ) -> Self {
         PgConn {
             client,
             statements,
             state: ConnState::NEW,
             connector,
+            settings_changed,
         }
+    }
+
+    /// True while the server reports a session setting (time zone, role, date style, ...)
+    /// other than at connect: the connection carries session state whatever its statements'
+    /// text said, and is not shared until it is reset.
+    pub(crate) fn settings_changed(&self) -> bool {
+        self.settings_changed
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Asks the server, in the background, to stop the statement running here (one nobody
@@ -65,6 +77,10 @@ impl PgConn {
         if self.client.is_closed() {
             return Disposal::Close;
         }
-        self.state.disposal()
+        match self.state.disposal() {
+            // The server's own report outranks the text's classification.
+            Disposal::Reuse | Disposal::RollBack if self.settings_changed() => Disposal::Reset,
+            disposal => disposal,
+        }
     }
 }

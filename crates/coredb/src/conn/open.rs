@@ -1,5 +1,7 @@
 //! Opening PostgreSQL connections for the pool, with errors that say what to check.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -24,17 +26,110 @@ pub(crate) struct PgManager {
 /// Where a connection's notifications (`LISTEN`) go; a pooled connection has none.
 pub(crate) type Notifications = mpsc::UnboundedSender<Notification>;
 
-/// Runs a connection's I/O until it ends, handing notifications to `notifications` (dropped
-/// without one); a lost connection is worth a warning.
-pub(super) async fn drive<S, T>(
-    mut connection: tokio_postgres::Connection<S, T>,
-    notifications: Option<Notifications>,
-) where
+/// Settings the server reports when they change (`ParameterStatus`) that belong to the
+/// session: a change from the value at connect means the connection carries session state,
+/// whatever the statement's text said. (`search_path` is reported from PostgreSQL 18.)
+const WATCHED_SETTINGS: [&str; 9] = [
+    "session_authorization",
+    "is_superuser",
+    "TimeZone",
+    "DateStyle",
+    "IntervalStyle",
+    "client_encoding",
+    "standard_conforming_strings",
+    "default_transaction_read_only",
+    "search_path",
+];
+
+/// Set by a connection's I/O task while the server reports a session setting other than the
+/// one it had at connect; read when the connection is shared or comes back to the pool.
+pub(crate) type SessionChanged = Arc<AtomicBool>;
+
+/// Follows the server's reports of the watched settings for one connection.
+struct SettingsWatch {
+    /// Each setting's value at connect.
+    at_connect: Vec<Option<Box<str>>>,
+    /// Where each value was stored when last looked at: the driver stores a new string for
+    /// every report, so an unchanged address means no report came.
+    seen: [usize; WATCHED_SETTINGS.len()],
+    changed: SessionChanged,
+}
+
+impl SettingsWatch {
+    fn new<S, T>(connection: &tokio_postgres::Connection<S, T>, changed: SessionChanged) -> Self
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        let at_connect = WATCHED_SETTINGS
+            .iter()
+            .map(|name| connection.parameter(name).map(Box::from))
+            .collect();
+        let mut watch = SettingsWatch {
+            at_connect,
+            seen: [0; WATCHED_SETTINGS.len()],
+            changed,
+        };
+        watch.look(connection);
+        watch
+    }
+
+    /// Looks for new reports (a map lookup per setting, no allocation); on one, compares every
+    /// setting with its value at connect.
+    fn look<S, T>(&mut self, connection: &tokio_postgres::Connection<S, T>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut reported = false;
+        for (seen, name) in self.seen.iter_mut().zip(WATCHED_SETTINGS) {
+            let at = connection
+                .parameter(name)
+                .map_or(0, |v| v.as_ptr() as usize);
+            reported |= std::mem::replace(seen, at) != at;
+        }
+        if reported {
+            let differs = WATCHED_SETTINGS
+                .iter()
+                .zip(&self.at_connect)
+                .any(|(name, at_connect)| connection.parameter(name) != at_connect.as_deref());
+            self.changed.store(differs, Ordering::Release);
+        }
+    }
+}
+
+/// What a connection's I/O task passes on: notifications (a listener's), and whether the
+/// session's reported settings changed (a pooled connection's).
+#[derive(Clone, Default)]
+pub(crate) struct Reports {
+    /// Where notifications go; dropped without one.
+    pub(crate) notifications: Option<Notifications>,
+    /// Set while a watched setting differs from its value at connect.
+    pub(crate) settings: Option<SessionChanged>,
+}
+
+/// Runs a connection's I/O until it ends, passing on what `reports` asks for; a lost
+/// connection is worth a warning.
+pub(super) async fn drive<S, T>(mut connection: tokio_postgres::Connection<S, T>, reports: Reports)
+where
     S: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
 {
+    let Reports {
+        notifications,
+        settings,
+    } = reports;
+    let mut watch = settings.map(|changed| SettingsWatch::new(&connection, changed));
     loop {
-        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+        let message = std::future::poll_fn(|cx| {
+            let message = connection.poll_message(cx);
+            if let Some(watch) = &mut watch {
+                watch.look(&connection);
+            }
+            message
+        })
+        .await;
+        match message {
             Some(Ok(AsyncMessage::Notification(notification))) => {
                 if let Some(to) = &notifications {
                     // The listener is gone: its connection has no reader left.
@@ -75,25 +170,25 @@ impl PgManager {
 
     /// Opens a connection within the connect timeout, with an error that says what to check;
     /// on a server of the role `target_session_attrs` asks for.
-    pub(crate) async fn open(&self, notifications: Option<Notifications>) -> Result<Client> {
+    pub(crate) async fn open(&self, reports: Reports) -> Result<Client> {
         if self.config.target_session_attrs != TargetSessionAttrs::Any {
-            return self.open_by_role(notifications).await;
+            return self.open_by_role(reports).await;
         }
-        self.open_any(notifications).await
+        self.open_any(reports).await
     }
 
     /// Asks every host at once what it is, and keeps a connection to the one the role wants.
     /// Each host's cause is kept for the error; two servers that both take writes are refused.
-    async fn open_by_role(&self, notifications: Option<Notifications>) -> Result<Client> {
+    async fn open_by_role(&self, reports: Reports) -> Result<Client> {
         let want = self.config.target_session_attrs;
         let limit = self.config.connect_timeout + Duration::from_secs(1);
         let asked = self.each_host.iter().map(|(address, driver)| {
-            let notifications = notifications.clone();
+            let reports = reports.clone();
             async move {
                 let probe = async {
                     let client = self
                         .connector
-                        .connect(driver, notifications)
+                        .connect(driver, reports)
                         .await
                         .map_err(|e| self.connect_error_for(e, address).message().to_owned())?;
                     let row = client
@@ -168,13 +263,13 @@ impl PgManager {
     }
 
     /// Opens a connection to the first host that answers.
-    async fn open_any(&self, notifications: Option<Notifications>) -> Result<Client> {
+    async fn open_any(&self, reports: Reports) -> Result<Client> {
         // The driver applies connect_timeout per host; this guards the whole handshake too.
         let limit =
             self.config.connect_timeout * self.config.hosts.len() as u32 + Duration::from_secs(1);
         match tokio::time::timeout(
             limit,
-            self.connector.connect(&self.driver, notifications),
+            self.connector.connect(&self.driver, reports),
         ).await {
             Ok(Ok(client)) => {
                 tracing::debug!(target: "coredb", target_hosts = %self.target(), "opened connection");
@@ -474,15 +569,20 @@ impl Manage for PgManager {
         // Boxed and type-erased: the driver's connect is a deep future, and this one is part of
         // the type of every checkout (rustc's layout computation would reach its recursion
         // limit in callers' code); a connection is opened rarely, so one allocation is nothing.
+        let changed = SessionChanged::default();
         let opening: std::pin::Pin<
             Box<dyn std::future::Future<Output = Result<Client>> + Send + '_>,
-        > = Box::pin(self.open(None));
+        > = Box::pin(self.open(Reports {
+            notifications: None,
+            settings: Some(Arc::clone(&changed)),
+        }));
         async move {
             let client = opening.await?;
             Ok(PgConn::new(
                 client,
                 StatementCache::new(self.config.statement_cache_size()),
                 self.connector.clone(),
+                changed,
             ))
         }
     }

@@ -1167,7 +1167,9 @@ async fn check_replica(config: &DatabaseConfig, host: String, port: u16) -> Repl
         let mut one = config.clone();
         one.hosts = vec![host];
         one.ports = vec![port];
-        let client = PgManager::new(&one)?.open(None).await?;
+        let client = PgManager::new(&one)?
+            .open(crate::conn::Reports::default())
+            .await?;
         let row = client
             .query_one(replicas::MEASURE_SQL, &[])
             .await
