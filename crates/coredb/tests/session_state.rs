@@ -29,36 +29,41 @@ fn clean() -> Carried {
     }
 }
 
-/// 200 statements from other tasks, through the shared pipeline, and one on every pooled
-/// connection checked out at once: none may see the leaked state.
-async fn nobody_else_sees_it(m: &DatabaseManager, after: &str) {
+/// `sql`'s row as 200 statements from 20 other tasks, through the shared pipeline, and one on
+/// every pooled connection checked out at once see it.
+async fn seen_everywhere<T: coredb::FromRow + Send + 'static>(
+    m: &DatabaseManager,
+    sql: &'static str,
+) -> Vec<T> {
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let m = m.clone();
         tasks.push(tokio::spawn(async move {
             let mut seen = Vec::new();
             for _ in 0..10 {
-                seen.push(m.fetch_one::<Carried, _>(CARRIED, ()).await.unwrap());
+                seen.push(m.fetch_one::<T, _>(sql, ()).await.unwrap());
             }
             seen
         }));
     }
+    let mut seen = Vec::new();
     for task in tasks {
-        for seen in task.await.unwrap() {
-            assert_eq!(seen, clean(), "after {after:?}");
-        }
+        seen.extend(task.await.unwrap());
     }
     let mut held = Vec::new();
     for _ in 0..POOL {
         held.push(m.get_connection().await.unwrap());
     }
     for conn in &mut held {
-        let seen: Carried = conn.fetch_one(CARRIED, ()).await.unwrap();
-        assert_eq!(
-            seen,
-            clean(),
-            "after {after:?}, on a checked-out connection"
-        );
+        seen.push(conn.fetch_one(sql, ()).await.unwrap());
+    }
+    seen
+}
+
+/// None of the statements of [`seen_everywhere`] may see the leaked state.
+async fn nobody_else_sees_it(m: &DatabaseManager, after: &str) {
+    for seen in seen_everywhere::<Carried>(m, CARRIED).await {
+        assert_eq!(seen, clean(), "after {after:?}");
     }
 }
 
@@ -145,32 +150,13 @@ async fn a_session_level_advisory_lock_taken_in_a_session_does_not_outlive_it() 
     }
 }
 
-/// The time zone as each of 200 statements from other tasks and every pooled connection
-/// checked out at once see it.
+/// The time zones that the statements of [`seen_everywhere`] see.
 async fn time_zones_seen(m: &DatabaseManager) -> std::collections::BTreeSet<String> {
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
-        let m = m.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut seen = Vec::new();
-            for _ in 0..10 {
-                seen.push(m.scalar::<String, _>("SHOW TimeZone", ()).await.unwrap());
-            }
-            seen
-        }));
-    }
-    let mut zones = std::collections::BTreeSet::new();
-    for task in tasks {
-        zones.extend(task.await.unwrap());
-    }
-    let mut held = Vec::new();
-    for _ in 0..POOL {
-        held.push(m.get_connection().await.unwrap());
-    }
-    for conn in &mut held {
-        zones.insert(conn.scalar::<String, _>("SHOW TimeZone", ()).await.unwrap());
-    }
-    zones
+    seen_everywhere::<(String,)>(m, "SHOW TimeZone")
+        .await
+        .into_iter()
+        .map(|(zone,)| zone)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

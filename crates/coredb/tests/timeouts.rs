@@ -64,8 +64,8 @@ async fn times_out_when_silent(proxy: &Proxy, mut session: coredb::Session) {
     proxy.set(Mode::Pass);
 }
 
-#[tokio::test]
-async fn on_a_silent_network_the_guard_follows_the_session_timeout_and_a_hand_written_one() {
+/// A server of its own, a proxy in front of it, and a manager through the proxy.
+async fn proxied() -> (EmbeddedServer, Proxy, DatabaseManager) {
     let server = tokio::task::spawn_blocking(EmbeddedServer::start)
         .await
         .unwrap()
@@ -73,6 +73,12 @@ async fn on_a_silent_network_the_guard_follows_the_session_timeout_and_a_hand_wr
     let target = format!("127.0.0.1:{}", server.port()).parse().unwrap();
     let proxy = Proxy::start(target).await;
     let m = through(&proxy, &server);
+    (server, proxy, m)
+}
+
+#[tokio::test]
+async fn on_a_silent_network_the_guard_follows_the_session_timeout_and_a_hand_written_one() {
+    let (server, proxy, m) = proxied().await;
 
     // set_timeout: the guard is the limit plus a second.
     let mut s = m.session().await.unwrap();
@@ -166,13 +172,7 @@ async fn a_per_call_timeout_limits_autocommit_statements_and_sessions_and_nothin
 
 #[tokio::test]
 async fn on_a_silent_network_a_per_call_timeout_ends_the_statement() {
-    let server = tokio::task::spawn_blocking(EmbeddedServer::start)
-        .await
-        .unwrap()
-        .unwrap();
-    let target = format!("127.0.0.1:{}", server.port()).parse().unwrap();
-    let proxy = Proxy::start(target).await;
-    let m = through(&proxy, &server);
+    let (server, proxy, m) = proxied().await;
     let limited = m.with_timeout(Duration::from_millis(300));
     // A session begun (so the connection is had) before the network goes silent.
     let s = limited.session().await.unwrap();

@@ -244,15 +244,20 @@ fn config(
     b.build().unwrap()
 }
 
-async fn encrypted(config: &DatabaseConfig) -> coredb::Result<bool> {
+/// A column of `pg_stat_ssl` for the connection, as the server saw it.
+async fn ssl_stat<T: postgres_types::FromSqlOwned + Send>(
+    config: &DatabaseConfig,
+    column: &str,
+) -> coredb::Result<T> {
     let db = DatabaseManager::from_config(config)?;
     let mut conn = db.get_connection().await?;
-    coredb::Executor::scalar(
-        &mut conn,
-        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-        (),
-    )
-    .await
+    let sql = format!("SELECT {column} FROM pg_stat_ssl WHERE pid = pg_backend_pid()");
+    coredb::Executor::scalar(&mut conn, &sql, ()).await
+}
+
+/// Whether the connection is encrypted.
+async fn encrypted(config: &DatabaseConfig) -> coredb::Result<bool> {
+    ssl_stat(config, "ssl").await
 }
 
 #[tokio::test]
@@ -395,14 +400,7 @@ fn url_path(path: &Path) -> String {
 
 /// The subject of the certificate the connection showed, as the server saw it.
 async fn client_dn(config: &DatabaseConfig) -> coredb::Result<Option<String>> {
-    let db = DatabaseManager::from_config(config)?;
-    let mut conn = db.get_connection().await?;
-    coredb::Executor::scalar(
-        &mut conn,
-        "SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-        (),
-    )
-    .await
+    ssl_stat(config, "client_dn").await
 }
 
 #[tokio::test]
