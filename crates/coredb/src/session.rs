@@ -194,7 +194,7 @@ impl Session {
     /// Exactly once: the transaction's id is read in the same round trip as `COMMIT`. When the
     /// connection is lost with the `COMMIT` in flight, the server is asked on another
     /// connection what became of it (`txid_status`), on the same server history only (same
-    /// address and timeline): committed gives `Ok`, not committed gives the transient
+    /// address, timeline and postmaster start): committed gives `Ok`, not committed gives the transient
     /// [`ConnectionLost`](ErrorKind::ConnectionLost) error (running it again applies it once),
     /// and anything else gives [`CommitOutcomeUnknown`](ErrorKind::CommitOutcomeUnknown), which
     /// is not transient, so [`transaction_with_retry`](crate::DatabaseManager::transaction_with_retry)
@@ -297,7 +297,7 @@ impl Session {
                 }
                 Ok(Ok(Outcome::Unknown)) => {
                     return Err(unknown(
-                        "the server that answers now is not the one that ran it (a failover?) or no longer knows its id",
+                        "the server that answers now is not the one that ran it (a failover or a restart?) or no longer knows its id",
                     ))
                 }
                 // The connection asked on went too (a restart): ask again on a new one.

@@ -220,3 +220,86 @@ async fn a_commit_that_cannot_be_resolved_is_reported_as_unknown_and_not_retried
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(transfers(&db).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_cut_off_by_a_crash_is_not_reported_committed_when_its_id_is_given_out_again() {
+    // Commits are flushed, so nothing acknowledged is lost in the crash below.
+    let builder = coredb_embedded::EmbeddedServer::builder().setting("synchronous_commit", "on");
+    let server = std::sync::Arc::new(
+        tokio::task::spawn_blocking(move || builder.start())
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    let direct = |port: u16| {
+        DatabaseConfig::builder()
+            .host("127.0.0.1")
+            .port(port)
+            .user(server.user())
+            .dbname("postgres")
+            .ssl_mode(coredb::SslMode::Disable)
+            .connect_timeout(Duration::from_millis(500))
+            .pool_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    };
+    let admin = DatabaseManager::from_config(&direct(server.port())).unwrap();
+    admin
+        .get_connection()
+        .await
+        .unwrap()
+        .execute_script(
+            "CREATE TABLE transfers (id int PRIMARY KEY); CREATE TABLE other (id int); \
+             CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$; \
+             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON transfers DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit(); \
+             CHECKPOINT",
+        )
+        .await
+        .unwrap();
+    admin.close().await;
+    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], server.port()))).await;
+    let m = DatabaseManager::from_config(&direct(proxy.port())).unwrap();
+
+    // The transaction gets an id; its row is in the server's WAL buffers, not yet written.
+    let mut session = m.session().await.unwrap();
+    session
+        .execute("INSERT INTO transfers VALUES (1)", ())
+        .await
+        .unwrap();
+    let commit = tokio::spawn(session.commit());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // COMMIT's reply is lost, and the server crashes before the commit is written.
+    proxy.set(Mode::Blackhole);
+    proxy.cut();
+    let crashed = server.clone();
+    tokio::task::spawn_blocking(move || {
+        crashed.kill().unwrap();
+        crashed.start_again().unwrap();
+    })
+    .await
+    .unwrap();
+    // Crash recovery hands out the lost transaction's id again: another transaction takes it
+    // and commits before coredb gets to ask.
+    let admin = DatabaseManager::from_config(&direct(server.port())).unwrap();
+    admin
+        .execute("INSERT INTO other VALUES (1)", ())
+        .await
+        .unwrap();
+    proxy.set(Mode::Pass);
+
+    let outcome = commit.await.unwrap();
+    let stored: i64 = admin
+        .scalar("SELECT count(*) FROM transfers", ())
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "the crash lost the transaction");
+    // Told "committed", the caller would count a transfer that is not there.
+    let err = outcome.expect_err("not reported committed");
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::CommitOutcomeUnknown | ErrorKind::ConnectionLost
+        ),
+        "{err}"
+    );
+}

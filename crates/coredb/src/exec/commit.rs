@@ -4,9 +4,12 @@
 //!
 //! Why this is sound, and where it stops: `txid_status(id)` answers from the commit log of the
 //! server that assigned the id. The answer counts only from the same server history, so the
-//! witness records the server's address and its current timeline (from the name of the WAL
-//! file being written; a promotion starts a new timeline). A status read on another address or
-//! timeline (a failover happened) proves nothing, and the outcome stays unknown. A server
+//! witness records the server's address, its current timeline (from the name of the WAL
+//! file being written; a promotion starts a new timeline) and when its postmaster started: a
+//! crash loses the WAL not yet written, and with it the ids it assigned, which recovery then
+//! hands out again, so after a restart `txid_status(id)` may describe another transaction. A
+//! status read on another address, timeline or postmaster (a failover or a restart happened)
+//! proves nothing, and the outcome stays unknown. A server
 //! rebuilt from scratch at the same address and on the same timeline would fool the check;
 //! comparing the system identifier would catch it, but `pg_control_system()` is not readable by
 //! every role, and the witness must never fail inside the caller's transaction.
@@ -19,12 +22,14 @@ use crate::conn::{Event, PgConn};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The columns that identify the server history a statement runs on: the timeline (from the
-/// name of the WAL file being written; `NULL` on a standby) and the address. Guarded so that
-/// they cannot fail.
+/// name of the WAL file being written; `NULL` on a standby), the address and the postmaster's
+/// start (a restart after a crash may give out transaction ids again). Guarded so that they
+/// cannot fail.
 macro_rules! history_columns {
     () => {
         "CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
-         coalesce(host(inet_server_addr()), 'socket') || ':' || coalesce(inet_server_port()::text, '')"
+         coalesce(host(inet_server_addr()), 'socket') || ':' || coalesce(inet_server_port()::text, ''), \
+         pg_postmaster_start_time()::text"
     };
 }
 
@@ -65,20 +70,22 @@ impl WriteMark {
     }
 }
 
-/// What identifies one server history: where it answers and on which timeline.
+/// What identifies one server history: where it answers, on which timeline, since when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct History {
     timeline: Option<String>,
     address: String,
+    started: String,
 }
 
 impl History {
-    /// The history in columns 1 and 2 of a row that selected `history_columns!()` after one
+    /// The history in columns 1 to 3 of a row that selected `history_columns!()` after one
     /// column of its own.
     fn from_row(row: &SimpleQueryRow) -> Self {
         History {
             timeline: row.get(1).map(str::to_owned),
             address: row.get(2).unwrap_or_default().to_owned(),
+            started: row.get(3).unwrap_or_default().to_owned(),
         }
     }
 }
