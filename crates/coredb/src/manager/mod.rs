@@ -293,7 +293,8 @@ impl DatabaseManager {
     }
 
     /// Starts measuring the lag of each replica whose last measurement is getting old, in the
-    /// background (on a connection from its pool).
+    /// background, as an autocommit statement on the replica (pipelined beside its reads, so a
+    /// busy replica is measured without waiting for a free connection).
     fn measure_lags(&self, max_lag: Duration) {
         for replica in self.replicas.iter() {
             if !replica.replica.claim_measurement() {
@@ -302,13 +303,14 @@ impl DatabaseManager {
             let replica = Arc::clone(replica);
             tokio::spawn(async move {
                 let measured = async {
-                    let limit = replica.pool.options().timeout;
-                    let mut conn = connection_from(&replica, limit, Location::caller()).await?;
-                    conn.fetch_one::<(bool, Option<f64>, Option<String>), _>(
-                        replicas::MEASURE_SQL,
-                        (),
-                    )
-                    .await
+                    let bound = replica
+                        .context
+                        .bind(replicas::MEASURE_SQL, ().param_list())?;
+                    run_once(&replica, &bound, Returns::Rows).await?.one::<(
+                        bool,
+                        Option<f64>,
+                        Option<String>,
+                    )>()
                 };
                 match measured.await {
                     Ok((true, lag_ms, replayed)) => {
