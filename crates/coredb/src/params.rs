@@ -234,9 +234,19 @@ impl SqlText<'_> {
     }
 }
 
-/// Rewritten statements, so each distinct SQL text is parsed once.
+/// What is read from a statement's text once per distinct text: its class, and its `:name`
+/// rewrite when it has names. Classifying is the costliest step of binding (a lexer pass over
+/// the whole text, several times a cache lookup), so it is not repeated per statement.
 pub(crate) struct RewriteCache {
-    map: Mutex<HashMap<Box<str>, Arc<RewrittenSql>>>,
+    map: Mutex<HashMap<Box<str>, Parsed>>,
+}
+
+/// A statement text, as read once.
+#[derive(Clone)]
+struct Parsed {
+    class: StatementClass,
+    /// The rewrite, when the text has `:name` placeholders.
+    rewritten: Option<Arc<RewrittenSql>>,
 }
 
 const REWRITE_CACHE_LIMIT: usize = 4096;
@@ -248,18 +258,29 @@ impl RewriteCache {
         }
     }
 
-    fn get(&self, sql: &str) -> Arc<RewrittenSql> {
+    /// `sql` as read once: from the cache, or read now and kept.
+    fn get(&self, sql: &str) -> Parsed {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(hit) = map.get(sql) {
-            return Arc::clone(hit);
+            return hit.clone();
         }
-        let rewritten = Arc::new(rewrite(sql));
+        // Only statements with a ':' can hold names.
+        let rewritten = sql
+            .as_bytes()
+            .contains(&b':')
+            .then(|| rewrite(sql))
+            .filter(|r| !r.names.is_empty())
+            .map(Arc::new);
+        let parsed = Parsed {
+            class: classify(sql),
+            rewritten,
+        };
         if map.len() >= REWRITE_CACHE_LIMIT {
             // Statements built by string formatting would grow the cache without bound.
             map.clear();
         }
-        map.insert(sql.into(), Arc::clone(&rewritten));
-        rewritten
+        map.insert(sql.into(), parsed.clone());
+        parsed
     }
 
     /// Matches values to the statement's placeholders, checking names before anything is sent.
@@ -268,10 +289,8 @@ impl RewriteCache {
         sql: &'s str,
         params: ParamList<'p>,
     ) -> Result<Bound<'s, 'p>> {
-        let class = classify(sql);
-        // Only statements with a ':' can hold names; the rest skip the cache.
-        let rewritten = sql.as_bytes().contains(&b':').then(|| self.get(sql));
-        let Some(rewritten) = rewritten.filter(|r| !r.names.is_empty()) else {
+        let Parsed { class, rewritten } = self.get(sql);
+        let Some(rewritten) = rewritten else {
             return match params {
                 ParamList::Positional(values) => Ok(Bound {
                     text: SqlText::Borrowed(sql),
