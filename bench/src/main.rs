@@ -15,7 +15,9 @@
 //! is given. Timings are never asserted.
 
 mod alloc_counter;
+mod callgrind;
 mod contenders;
+mod costs;
 mod machine;
 mod measure;
 mod observed;
@@ -53,6 +55,8 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::MemoryProbe(probe) => scenarios::memory::run_probe(&probe),
+        Command::Callgrind(options) => callgrind::run(&options),
+        Command::FixedRun(child) => child.run(),
         Command::Run(options) => run(&options),
     };
     match result {
@@ -96,7 +100,9 @@ fn run(options: &Options) -> Result<()> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(path, &document)?;
+        // A section written by `--callgrind` into the same file stays.
+        let previous = std::fs::read_to_string(path).unwrap_or_default();
+        std::fs::write(path, report::keep_section(&document, &previous))?;
         eprintln!("coredb-bench: wrote {}", path.display());
     }
     eprintln!(
