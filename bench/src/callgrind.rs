@@ -370,10 +370,19 @@ fn run_children(
                 for counter in [Counter::Allocations, Counter::Instructions] {
                     match run_child(target, dir, scenario, (case, column), counts, counter)? {
                         Counts::Allocations(counted) => {
+                            eprintln!(
+                                "  {:.3} allocations, {:.1} bytes per operation ({} operations)",
+                                counted.allocations_per_op(),
+                                counted.bytes_per_op(),
+                                counted.ops
+                            );
                             samples.push_counted(case, column, &counted);
                         }
                         Counts::Instructions { ops, instructions } => {
                             let per_op = instructions as f64 / ops.max(1) as f64;
+                            eprintln!(
+                                "  {per_op:.1} instructions per operation ({ops} operations)"
+                            );
                             samples.push(case, column, Cost::Instructions, per_op);
                         }
                     }
@@ -442,9 +451,13 @@ fn render(options: &CallgrindOptions, valgrind: &str, tables: &[Table]) -> Strin
          `Connection`, coredb's I/O tasks) run on the measured thread, so their work is in \
          the figures; the server runs natively and is not counted. Instructions include the \
          system allocator's (glibc `malloc`), not the kernel's.\n\
-         - Repeatability: the figures move by well under 1% between runs (`--reps 2` shows \
-         it as ±); timing only enters through how often a task finds its socket not yet \
-         readable.",
+         - Repeatability (`--reps 2` shows it as ±): timing enters only through when replies \
+         arrive, i.e. how often a task finds its socket not yet readable and how tasks \
+         sharing a few connections interleave. Instructions repeat within about 1%, except \
+         sqlx's, which move by up to about 15%; allocations repeat within 0.1% for one task \
+         on one connection (S4) and move by a few percent where many tasks share few \
+         connections (S2, S3), as do the bytes of large reads (buffers grow with how the \
+         reply arrives).",
         options.warmup, options.ops
     );
     report::render_section("Deterministic units", &intro, tables)

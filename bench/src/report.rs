@@ -289,6 +289,15 @@ pub fn render_document(
          ```sh\n{}\n```\n",
         options.command_line()
     );
+    out.push_str(
+        "The costs per operation in units that don't wobble (instructions from callgrind, \
+         allocations and bytes from the counting allocator; section \"Deterministic units\" \
+         below) come from a separate mode, which needs valgrind in PATH and is not part of \
+         `--quick` or CI; it replaces only its own section of the file, and a timed run keeps \
+         that section:\n\n\
+         ```sh\ncargo run --release -p coredb-bench -- --callgrind --reps 2 --out \
+         docs/benchmarks.md\n```\n\n",
+    );
     out.push_str("## Machine\n\n");
     machine.render(&mut out, server);
     let _ = writeln!(
