@@ -12,10 +12,29 @@
 //! of medians and of ratios coredb/peer with each goal marked met or missed, and writes it
 //! (with a description of the machine) to `--out` when given. The full run writes
 //! `docs/benchmarks.md` by default; `--quick` (a smoke test for CI) writes nothing unless `--out`
-//! is given. Timings are never asserted.
+//! is given. Timings are never asserted. Scenarios 2 to 4 also report allocations and bytes
+//! per operation of every case and contender, counted by this binary's global allocator
+//! (every thread of the process, connection tasks included) over a fixed number of operations
+//! after the timed measurement.
+//!
+//! ```text
+//! cargo run --release -p coredb-bench -- --callgrind [--only 2,3,4] [--ops 2000] [--reps N] [--out PATH]
+//! ```
+//!
+//! `--callgrind` measures in units that don't wobble with the machine's load: for every case
+//! of scenarios 2 to 4 and every contender, it runs this binary as a child process on a
+//! current-thread runtime against the same server, once under
+//! `valgrind --tool=callgrind --toggle-collect=coredb_bench_measured_ops` (instructions per
+//! operation of the client, its connection tasks included, the server not) and once natively
+//! with the counting allocator on (allocations and bytes per operation), each over a fixed
+//! number of operations after a warm-up. valgrind must be in PATH. It prints a "Deterministic
+//! units" section and, with `--out`, replaces that section in the file (a timed run writing the
+//! same file keeps it). Neither `--quick` nor CI runs it. See `callgrind.rs`.
 
 mod alloc_counter;
+mod callgrind;
 mod contenders;
+mod costs;
 mod machine;
 mod measure;
 mod observed;
@@ -53,6 +72,8 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::MemoryProbe(probe) => scenarios::memory::run_probe(&probe),
+        Command::Callgrind(options) => callgrind::run(&options),
+        Command::FixedRun(child) => child.run(),
         Command::Run(options) => run(&options),
     };
     match result {
@@ -96,7 +117,9 @@ fn run(options: &Options) -> Result<()> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(path, &document)?;
+        // A section written by `--callgrind` into the same file stays.
+        let previous = std::fs::read_to_string(path).unwrap_or_default();
+        std::fs::write(path, report::keep_section(&document, &previous))?;
         eprintln!("coredb-bench: wrote {}", path.display());
     }
     eprintln!(

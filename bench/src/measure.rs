@@ -1,10 +1,12 @@
-//! Timing: concurrent workers running one workload, sequential loops, repetitions and medians.
+//! Timing: concurrent workers running one workload, sequential loops, repetitions and medians;
+//! and the allocations of a fixed number of units of the same workload.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::alloc_counter;
 use crate::{BoxError, Result};
 
 /// One unit of work (one checkout, one query, ...) that many workers repeat at once.
@@ -24,59 +26,152 @@ pub enum Until {
 
 /// Runs `work` from `workers` tasks until `until`; returns units per second.
 pub async fn throughput<W: Workload>(work: &Arc<W>, workers: usize, until: Until) -> Result<f64> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let gate = Arc::new(tokio::sync::Barrier::new(workers + 1));
-    let quota = match until {
-        Until::Total(total) => Some(total.div_ceil(workers as u64)),
-        Until::Elapsed(_) => None,
-    };
-    let tasks: Vec<_> = (0..workers)
-        .map(|_| {
-            let work = Arc::clone(work);
-            let stop = Arc::clone(&stop);
-            let gate = Arc::clone(&gate);
-            tokio::spawn(async move {
-                gate.wait().await;
-                let mut done = 0u64;
-                loop {
-                    let finished = match quota {
-                        Some(quota) => done >= quota,
-                        None => stop.load(Ordering::Relaxed),
-                    };
-                    if finished {
-                        break;
+    let (done, seconds) = Workers::spawn(work, workers, until).run().await?;
+    Ok(done as f64 / seconds)
+}
+
+/// Runs `total` units of `work` from `workers` tasks (rounded up to a multiple of `workers`)
+/// and counts the allocations of the whole process meanwhile, the tasks' spawning excluded.
+pub async fn count_allocations<W: Workload>(
+    work: &Arc<W>,
+    workers: usize,
+    total: u64,
+) -> Result<Counted> {
+    let workers = Workers::spawn(work, workers, Until::Total(total));
+    tokio::task::yield_now().await;
+    let counting = alloc_counter::start();
+    let result = workers.run().await;
+    let (allocations, bytes) = counting.stop();
+    Ok(Counted {
+        ops: result?.0,
+        allocations,
+        bytes,
+    })
+}
+
+/// Worker tasks, spawned and waiting at a gate until [`Workers::run`] opens it, so that what
+/// is measured starts with the work, not with the spawning.
+pub struct Workers {
+    stop: Arc<AtomicBool>,
+    gate: Arc<tokio::sync::Barrier>,
+    tasks: Vec<tokio::task::JoinHandle<Result<u64>>>,
+    until: Until,
+}
+
+impl Workers {
+    /// Spawns `workers` tasks that will repeat `work` until `until` (must run in a runtime).
+    pub fn spawn<W: Workload>(work: &Arc<W>, workers: usize, until: Until) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let gate = Arc::new(tokio::sync::Barrier::new(workers + 1));
+        let quota = match until {
+            Until::Total(total) => Some(total.div_ceil(workers as u64)),
+            Until::Elapsed(_) => None,
+        };
+        let tasks = (0..workers)
+            .map(|_| {
+                let work = Arc::clone(work);
+                let stop = Arc::clone(&stop);
+                let gate = Arc::clone(&gate);
+                tokio::spawn(async move {
+                    gate.wait().await;
+                    let mut done = 0u64;
+                    loop {
+                        let finished = match quota {
+                            Some(quota) => done >= quota,
+                            None => stop.load(Ordering::Relaxed),
+                        };
+                        if finished {
+                            break;
+                        }
+                        if let Err(err) = work.once().await {
+                            stop.store(true, Ordering::Relaxed);
+                            return Err(err);
+                        }
+                        done += 1;
                     }
-                    if let Err(err) = work.once().await {
-                        stop.store(true, Ordering::Relaxed);
-                        return Err(err);
-                    }
-                    done += 1;
-                }
-                Ok::<u64, BoxError>(done)
+                    Ok::<u64, BoxError>(done)
+                })
             })
-        })
-        .collect();
-    gate.wait().await;
-    let start = Instant::now();
-    if let Until::Elapsed(limit) = until {
-        tokio::time::sleep(limit).await;
-        stop.store(true, Ordering::Relaxed);
-    }
-    let mut total = 0;
-    let mut first_error = None;
-    for task in tasks {
-        match task.await? {
-            Ok(done) => total += done,
-            Err(err) => {
-                first_error.get_or_insert(err);
-            }
+            .collect();
+        Workers {
+            stop,
+            gate,
+            tasks,
+            until,
         }
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    match first_error {
-        Some(err) => Err(err),
-        None => Ok(total as f64 / elapsed),
+
+    /// Opens the gate and waits for every worker; returns the units done and the seconds
+    /// they took, or the first error.
+    pub async fn run(self) -> Result<(u64, f64)> {
+        self.gate.wait().await;
+        let start = Instant::now();
+        if let Until::Elapsed(limit) = self.until {
+            tokio::time::sleep(limit).await;
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        let mut total = 0;
+        let mut first_error = None;
+        for task in self.tasks {
+            match task.await? {
+                Ok(done) => total += done,
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        match first_error {
+            Some(err) => Err(err),
+            None => Ok((total, seconds)),
+        }
     }
+}
+
+/// Allocations and bytes allocated over a fixed number of operations.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counted {
+    /// Operations done while counting.
+    pub ops: u64,
+    /// Allocations (a `realloc` counts as one).
+    pub allocations: u64,
+    /// Bytes allocated.
+    pub bytes: u64,
+}
+
+impl Counted {
+    /// Counts the allocations of `run`, which does `ops` operations (every thread of the
+    /// process counts).
+    pub async fn sequential<T>(ops: u64, run: impl Future<Output = Result<T>>) -> Result<Self> {
+        let counting = alloc_counter::start();
+        let result = run.await;
+        let (allocations, bytes) = counting.stop();
+        result?;
+        Ok(Counted {
+            ops,
+            allocations,
+            bytes,
+        })
+    }
+
+    /// Allocations per operation.
+    pub fn allocations_per_op(&self) -> f64 {
+        self.allocations as f64 / self.ops.max(1) as f64
+    }
+
+    /// Bytes allocated per operation.
+    pub fn bytes_per_op(&self) -> f64 {
+        self.bytes as f64 / self.ops.max(1) as f64
+    }
+}
+
+/// A timed measurement of a workload and a counted run of the same workload.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    /// Units per second.
+    pub rate: f64,
+    /// Allocations of a fixed number of units, after the timed run.
+    pub counted: Counted,
 }
 
 /// Counts iterations of a sequential loop until a time limit (at least one iteration).

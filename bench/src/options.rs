@@ -3,16 +3,24 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::callgrind::{self, CallgrindOptions};
+
 /// Usage text.
 pub const USAGE: &str = "\
 usage: coredb-bench [--quick] [--out PATH] [--reps N] [--only LIST]
+       coredb-bench --callgrind [--only LIST] [--ops N] [--reps N] [--out PATH]
 
   --quick     smoke test (CI): one short repetition of every scenario, under a minute;
               writes nothing unless --out is given
   --out PATH  where to write the Markdown report (full run default: docs/benchmarks.md
-              in the workspace)
-  --reps N    repetitions per measurement (full default 5, quick default 1)
-  --only LIST scenarios to run, e.g. 2,3 (default: 1,2,3,4,5,6,7)
+              in the workspace); --callgrind replaces its own section in that file
+  --reps N    repetitions per measurement (full default 5, quick default 1, callgrind 1)
+  --only LIST scenarios to run, e.g. 2,3 (default: 1,2,3,4,5,6,7; callgrind: 2,3,4)
+  --callgrind instructions (valgrind --tool=callgrind, which must be in PATH), allocations
+              and bytes per operation of every case of scenarios 2 to 4 and every
+              contender, each in a child process on a current-thread runtime; writes
+              nothing unless --out is given; not part of --quick
+  --ops N     operations counted per child in --callgrind (default 2000, after 200)
 
 The server is the one configured by DATABASE_URL or POSTGRES_HOST (environment or .env) when
 set, else a throwaway embedded server. pgbench is looked up in PATH and in
@@ -29,6 +37,10 @@ pub enum Command {
     Run(Options),
     /// Internal: measure resident memory of one contender's idle pool in this process.
     MemoryProbe(crate::scenarios::memory::Probe),
+    /// Count instructions and allocations per operation (`--callgrind`).
+    Callgrind(CallgrindOptions),
+    /// Internal: one `--callgrind` child, a fixed number of operations in this process.
+    FixedRun(crate::callgrind::Child),
 }
 
 /// Options of a benchmark run.
@@ -59,8 +71,10 @@ pub struct Budget {
     pub pgbench_seconds: u32,
     /// Idle connections per contender in the memory scenario.
     pub idle_connections: usize,
-    /// Queries counted per contender for allocations per query.
+    /// Queries counted per contender for allocations per query (S5, S6).
     pub alloc_queries: u64,
+    /// Operations counted per contender and case for the cost tables of S2 to S4.
+    pub counted_ops: u64,
     /// Rows read per measurement in the streaming scenario.
     pub stream_rows: u64,
 }
@@ -76,6 +90,7 @@ impl Budget {
             pgbench_seconds: 1,
             idle_connections: 100,
             alloc_queries: 10_000,
+            counted_ops: 2_000,
             stream_rows: 200_000,
         }
     }
@@ -90,6 +105,7 @@ impl Budget {
             pgbench_seconds: 1,
             idle_connections: 20,
             alloc_queries: 1_000,
+            counted_ops: 200,
             stream_rows: 20_000,
         }
     }
@@ -111,13 +127,29 @@ impl Options {
             args.next();
             return crate::scenarios::memory::Probe::from_args(args).map(Command::MemoryProbe);
         }
+        if args.peek().map(String::as_str) == Some(callgrind::CHILD_FLAG) {
+            args.next();
+            return callgrind::Child::from_args(args).map(Command::FixedRun);
+        }
         let mut quick = false;
         let mut out = None;
         let mut reps = None;
-        let mut only = ALL_SCENARIOS.to_vec();
+        let mut only = None;
+        let mut callgrind = false;
+        let mut ops = None;
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--quick" => quick = true,
+                "--callgrind" => callgrind = true,
+                "--ops" => {
+                    let n = args.next().ok_or("--ops needs a number")?;
+                    let n: u64 = n
+                        .parse()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or_else(|| format!("--ops {n}: expected a positive number"))?;
+                    ops = Some(n);
+                }
                 "--out" => {
                     let path = args.next().ok_or("--out needs a path")?;
                     out = Some(PathBuf::from(path));
@@ -133,7 +165,7 @@ impl Options {
                 }
                 "--only" => {
                     let list = args.next().ok_or("--only needs a list such as 2,3")?;
-                    only = list
+                    let scenarios: Vec<u8> = list
                         .split(',')
                         .map(|n| {
                             n.trim()
@@ -144,11 +176,34 @@ impl Options {
                                 .ok_or_else(|| format!("--only {list}: scenarios are 1 to 7"))
                         })
                         .collect::<Result<_, _>>()?;
+                    only = Some(scenarios);
                 }
                 "-h" | "--help" => return Ok(Command::Help),
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
+        if callgrind {
+            if quick {
+                return Err("--callgrind and --quick do not go together".into());
+            }
+            let only = only.unwrap_or_else(|| callgrind::SCENARIOS.to_vec());
+            if let Some(s) = only.iter().find(|s| !callgrind::SCENARIOS.contains(s)) {
+                return Err(format!(
+                    "--callgrind: scenario {s} has no fixed-count runs (2, 3, 4 do)"
+                ));
+            }
+            return Ok(Command::Callgrind(CallgrindOptions {
+                only,
+                ops: ops.unwrap_or(CallgrindOptions::OPS),
+                warmup: CallgrindOptions::WARMUP,
+                reps: reps.unwrap_or(1),
+                out,
+            }));
+        }
+        if ops.is_some() {
+            return Err("--ops goes with --callgrind".into());
+        }
+        let only = only.unwrap_or_else(|| ALL_SCENARIOS.to_vec());
         let mut budget = if quick {
             Budget::quick()
         } else {

@@ -35,54 +35,98 @@ pub struct Row {
     pub goals: Vec<Goal>,
 }
 
-/// A goal: a ratio that must reach a threshold.
+/// A goal: a measured figure (a ratio coredb/peer, or an absolute cost) held to a bound.
 pub struct Goal {
     /// What is compared, e.g. "coredb/deadpool".
     pub what: String,
-    /// The measured ratio, `None` when a side was not measured.
-    pub ratio: Option<f64>,
-    /// The least ratio that meets the goal.
-    pub at_least: f64,
+    /// The measured figure, `None` when a side was not measured.
+    pub measured: Option<f64>,
+    /// The bound that meets the goal.
+    pub bound: Bound,
+}
+
+/// Which side of its threshold a goal is met on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Bound {
+    /// Met at this value or above (throughputs).
+    AtLeast(f64),
+    /// Met at this value or below (costs: allocations, bytes, instructions).
+    AtMost(f64),
 }
 
 impl Goal {
-    /// A goal on `ratio`.
+    /// A goal met when `ratio` reaches `at_least`.
     pub fn new(what: impl Into<String>, ratio: Option<f64>, at_least: f64) -> Self {
         Goal {
             what: what.into(),
-            ratio,
-            at_least,
+            measured: ratio,
+            bound: Bound::AtLeast(at_least),
+        }
+    }
+
+    /// A goal met when `measured` stays at or below `at_most`.
+    pub fn at_most(what: impl Into<String>, measured: Option<f64>, at_most: f64) -> Self {
+        Goal {
+            what: what.into(),
+            measured,
+            bound: Bound::AtMost(at_most),
+        }
+    }
+
+    fn limit(&self) -> f64 {
+        match self.bound {
+            Bound::AtLeast(limit) | Bound::AtMost(limit) => limit,
+        }
+    }
+
+    fn sign(&self) -> &'static str {
+        match self.bound {
+            Bound::AtLeast(_) => "≥",
+            Bound::AtMost(_) => "≤",
         }
     }
 
     /// `Some(true)` met, `Some(false)` missed, `None` not measured.
     pub fn met(&self) -> Option<bool> {
-        self.ratio.map(|r| r >= self.at_least)
+        self.measured.map(|m| match self.bound {
+            Bound::AtLeast(limit) => m >= limit,
+            Bound::AtMost(limit) => m <= limit,
+        })
     }
 
-    /// The threshold: two decimals, or three when two would round it (1/1.1 = 0.909).
+    /// The threshold: two decimals, or three when two would round it (1/1.1 = 0.909), none
+    /// from 100 up (1024 bytes).
     fn threshold(&self) -> String {
-        let two = format!("{:.2}", self.at_least);
-        if (two.parse::<f64>().unwrap_or(0.0) - self.at_least).abs() < 1e-9 {
+        let limit = self.limit();
+        if limit >= 100.0 && limit.fract() == 0.0 {
+            return format!("{limit:.0}");
+        }
+        let two = format!("{limit:.2}");
+        if (two.parse::<f64>().unwrap_or(0.0) - limit).abs() < 1e-9 {
             two
         } else {
-            format!("{:.3}", self.at_least)
+            format!("{limit:.3}")
         }
     }
 
-    /// The ratio, with as many decimals as the threshold, or more where it would look equal.
-    fn shown_ratio(&self) -> String {
-        let Some(ratio) = self.ratio else {
+    /// The measured figure, with as many decimals as the threshold, or more where it would
+    /// look equal.
+    fn shown_measured(&self) -> String {
+        let Some(measured) = self.measured else {
             return "n/a".to_owned();
         };
+        let limit = self.limit();
         let mut decimals = self.threshold().split('.').nth(1).map_or(2, str::len);
+        if limit >= 100.0 {
+            decimals = 0;
+        }
         while decimals < 6
-            && format!("{ratio:.decimals$}") == format!("{:.decimals$}", self.at_least)
-            && ratio != self.at_least
+            && format!("{measured:.decimals$}") == format!("{limit:.decimals$}")
+            && measured != limit
         {
             decimals += 1;
         }
-        format!("{ratio:.decimals$}")
+        format!("{measured:.decimals$}")
     }
 
     fn result(&self) -> &'static str {
@@ -95,11 +139,12 @@ impl Goal {
 
     fn verdict(&self) -> String {
         format!(
-            "{} ≥ {}: {} ({})",
+            "{} {} {}: {} ({})",
             self.what,
+            self.sign(),
             self.threshold(),
             self.result(),
-            self.shown_ratio()
+            self.shown_measured()
         )
     }
 }
@@ -127,8 +172,9 @@ impl Row {
 }
 
 impl Table {
-    fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "## {}\n", self.title);
+    /// Writes the table under a heading of `level` (2 for `##`).
+    fn render(&self, out: &mut String, level: usize) {
+        let _ = writeln!(out, "{} {}\n", "#".repeat(level), self.title);
         let _ = writeln!(out, "{}\n", self.description.trim());
         let better = if self.higher_is_better {
             "higher is better; ratio > 1 means coredb is faster"
@@ -243,6 +289,15 @@ pub fn render_document(
          ```sh\n{}\n```\n",
         options.command_line()
     );
+    out.push_str(
+        "The costs per operation in units that don't wobble (instructions from callgrind, \
+         allocations and bytes from the counting allocator; section \"Deterministic units\" \
+         below) come from a separate mode, which needs valgrind in PATH and is not part of \
+         `--quick` or CI; it replaces only its own section of the file, and a timed run keeps \
+         that section:\n\n\
+         ```sh\ncargo run --release -p coredb-bench -- --callgrind --reps 2 --out \
+         docs/benchmarks.md\n```\n\n",
+    );
     out.push_str("## Machine\n\n");
     machine.render(&mut out, server);
     let _ = writeln!(
@@ -256,14 +311,14 @@ pub fn render_document(
         options.budget.warmup.as_millis(),
         options.budget.pgbench_seconds
     );
-    render_goals(&mut out, tables);
+    render_goals(&mut out, "## Goals", tables);
     for table in tables {
-        table.render(&mut out);
+        table.render(&mut out, 2);
     }
     out
 }
 
-fn render_goals(out: &mut String, tables: &[Table]) {
+fn render_goals(out: &mut String, heading: &str, tables: &[Table]) {
     let goals: Vec<(&Table, &Row, &Goal)> = tables
         .iter()
         .flat_map(|t| {
@@ -283,22 +338,71 @@ fn render_goals(out: &mut String, tables: &[Table]) {
     let unmeasured = goals.len() - met - missed;
     let _ = writeln!(
         out,
-        "## Goals\n\n{met} met, {missed} missed, {unmeasured} not measured (ratios from this run).\n"
+        "{heading}\n\n{met} met, {missed} missed, {unmeasured} not measured (from this run).\n"
     );
-    out.push_str("| scenario | case | goal | ratio | result |\n|---|---|---|---:|---|\n");
+    out.push_str("| scenario | case | goal | measured | result |\n|---|---|---|---:|---|\n");
     for (table, row, goal) in goals {
         let scenario = table.title.split('.').next().unwrap_or(&table.title);
         let _ = writeln!(
             out,
-            "| {scenario} | {} | {} ≥ {} | {} | {} |",
+            "| {scenario} | {} | {} {} {} | {} | {} |",
             row.label,
             goal.what,
+            goal.sign(),
             goal.threshold(),
-            goal.shown_ratio(),
+            goal.shown_measured(),
             goal.result()
         );
     }
     out.push('\n');
+}
+
+/// First line of the section written by `--callgrind`; a full run keeps the section.
+const SECTION_BEGIN: &str = "<!-- coredb-bench --callgrind: begin (kept by timed runs) -->";
+/// Last line of that section.
+const SECTION_END: &str = "<!-- coredb-bench --callgrind: end -->";
+
+/// The `--callgrind` section: a heading, `intro` (Markdown), a summary of its goals and its
+/// tables one level down, between markers so that later runs can find it.
+pub fn render_section(title: &str, intro: &str, tables: &[Table]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{SECTION_BEGIN}\n## {title}\n\n{}\n", intro.trim());
+    render_goals(
+        &mut out,
+        &format!("### Goals in {}", title.to_lowercase()),
+        tables,
+    );
+    for table in tables {
+        table.render(&mut out, 3);
+    }
+    let _ = writeln!(out, "{SECTION_END}");
+    out
+}
+
+/// The section of `document` between the markers, markers included.
+fn find_section(document: &str) -> Option<&str> {
+    let begin = document.find(SECTION_BEGIN)?;
+    let end = document[begin..].find(SECTION_END)? + begin + SECTION_END.len();
+    Some(&document[begin..end])
+}
+
+/// `document` with `section` in place of the one it has, or appended when it has none.
+pub fn splice_section(document: &str, section: &str) -> String {
+    let section = section.trim_end();
+    match find_section(document) {
+        Some(old) => document.replacen(old, section, 1),
+        None if document.trim().is_empty() => format!("{section}\n"),
+        None => format!("{}\n\n{section}\n", document.trim_end()),
+    }
+}
+
+/// `document` (a timed run's) with the `--callgrind` section that `previous` (the file it
+/// replaces) held, so that the two kinds of run can share one file.
+pub fn keep_section(document: &str, previous: &str) -> String {
+    match find_section(previous) {
+        Some(section) => splice_section(document, section),
+        None => document.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -322,5 +426,28 @@ mod tests {
         let within = Goal::new("a/b", Some(0.9088), 1.0 / 1.1);
         assert_eq!(within.met(), Some(false));
         assert_eq!(within.verdict(), "a/b ≥ 0.909: **missed** (0.9088)");
+        let cost = Goal::at_most("bytes", Some(6124.0), 1024.0);
+        assert_eq!(cost.met(), Some(false));
+        assert_eq!(cost.verdict(), "bytes ≤ 1024: **missed** (6124)");
+        assert_eq!(Goal::at_most("a/b", Some(0.98), 1.0).met(), Some(true));
+    }
+
+    #[test]
+    fn sections_are_replaced_and_kept() {
+        let section = |body: &str| format!("{SECTION_BEGIN}\n{body}\n{SECTION_END}\n");
+        let old = format!("# Timed\n\n{}", section("old"));
+        assert_eq!(
+            splice_section(&old, &section("new")),
+            format!("# Timed\n\n{}", section("new"))
+        );
+        assert_eq!(
+            splice_section("# Timed\n", &section("new")),
+            format!("# Timed\n\n{}", section("new"))
+        );
+        assert_eq!(
+            keep_section("# Timed again\n", &old),
+            format!("# Timed again\n\n{}", section("old"))
+        );
+        assert_eq!(keep_section("# Timed\n", "# No section\n"), "# Timed\n");
     }
 }

@@ -8,6 +8,14 @@ use coredb_embedded::EmbeddedServer;
 
 use crate::Result;
 
+/// Environment variables that pass the scratch database to a child process of the harness (the
+/// password stays out of the command line).
+const ENV_HOST: &str = "COREDB_BENCH_HOST";
+const ENV_PORT: &str = "COREDB_BENCH_PORT";
+const ENV_USER: &str = "COREDB_BENCH_USER";
+const ENV_PASSWORD: &str = "COREDB_BENCH_PASSWORD";
+const ENV_DB: &str = "COREDB_BENCH_DB";
+
 /// Where the server comes from.
 pub struct Server {
     embedded: Option<EmbeddedServer>,
@@ -111,6 +119,39 @@ impl Server {
 }
 
 impl Target {
+    /// Sets the environment of `command`, a child process of the harness, so that
+    /// [`Target::from_parent`] finds this database there.
+    pub fn pass_to(&self, command: &mut std::process::Command) {
+        command
+            .env(ENV_HOST, self.host())
+            .env(ENV_PORT, self.port().to_string())
+            .env(ENV_USER, self.config.user())
+            .env(ENV_DB, self.config.dbname())
+            .env_remove(ENV_PASSWORD);
+        if let Some(password) = self.password() {
+            command.env(ENV_PASSWORD, password);
+        }
+    }
+
+    /// In a child process: the database its parent passed with [`Target::pass_to`].
+    pub fn from_parent() -> Result<Self> {
+        let var = |key: &str| std::env::var(key).map_err(|_| format!("{key} is not set"));
+        let mut builder = DatabaseConfig::builder()
+            .host(var(ENV_HOST)?)
+            .port(var(ENV_PORT)?.parse()?)
+            .user(var(ENV_USER)?)
+            .dbname(var(ENV_DB)?)
+            .ssl_mode(SslMode::Disable)
+            .application_name("coredb-bench");
+        if let Ok(password) = std::env::var(ENV_PASSWORD) {
+            builder = builder.password(password);
+        }
+        Ok(Target {
+            config: builder.build()?,
+            server_version: String::new(),
+        })
+    }
+
     /// The first host (multi-host lists are not benchmarked).
     pub fn host(&self) -> &str {
         self.config

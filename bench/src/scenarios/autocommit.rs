@@ -1,6 +1,8 @@
 //! Scenario 3: statements without an explicit checkout (`db.execute_raw_sql`, `db.fetch_all` in
 //! autocommit) from 64 tasks, beside the peers' checkout-per-query, raw tokio-postgres clients
-//! shared by all tasks (pipelining), and pgbench's pipelined figure.
+//! shared by all tasks (pipelining), and pgbench's pipelined figure. Beside the rates, the
+//! costs per statement: allocations and bytes (counted in the timed run) and instructions
+//! (`--callgrind`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -8,8 +10,10 @@ use std::sync::Arc;
 use coredb::DatabaseManager;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use crate::contenders::Pooler;
-use crate::measure::{rotated, throughput, Samples, Until, Workload};
+use crate::callgrind::FixedRun;
+use crate::contenders::{CheckoutSelect1, Pooler};
+use crate::costs::{self, Cost, CostSamples};
+use crate::measure::{count_allocations, rotated, throughput, Measured, Samples, Until, Workload};
 use crate::options::Budget;
 use crate::pgbench::{Pgbench, PIPELINE_DEPTH};
 use crate::report::{Goal, Row, Table};
@@ -95,7 +99,7 @@ enum Contender {
 }
 
 /// Measures coredb's autocommit `call` on a pool of its own, opened and closed here.
-async fn measure_coredb(target: &Target, call: CoredbCall, budget: &Budget) -> Result<f64> {
+async fn measure_coredb(target: &Target, call: CoredbCall, budget: &Budget) -> Result<Measured> {
     let db = target.coredb(CONNECTIONS)?;
     let rate = measure_workload(
         Autocommit {
@@ -112,19 +116,122 @@ async fn measure_coredb(target: &Target, call: CoredbCall, budget: &Budget) -> R
 /// Measures `db.execute_raw_sql("SELECT 1", ())` from [`TASKS`] tasks on a pool of
 /// [`CONNECTIONS`], as this scenario does.
 pub async fn measure_raw_sql(target: &Target, budget: &Budget) -> Result<f64> {
-    measure_coredb(target, CoredbCall::ExecuteRawSql, budget).await
+    Ok(measure_coredb(target, CoredbCall::ExecuteRawSql, budget)
+        .await?
+        .rate)
 }
 
-async fn measure_workload<W: Workload>(work: W, budget: &Budget) -> Result<f64> {
+/// Warms `work` up, times it from [`TASKS`] tasks, then counts the allocations of
+/// [`Budget::counted_ops`] statements.
+async fn measure_workload<W: Workload>(work: W, budget: &Budget) -> Result<Measured> {
     let work = Arc::new(work);
     throughput(&work, TASKS, Until::Elapsed(budget.warmup)).await?;
-    throughput(&work, TASKS, Until::Elapsed(budget.measure)).await
+    let rate = throughput(&work, TASKS, Until::Elapsed(budget.measure)).await?;
+    let counted = count_allocations(&work, TASKS, budget.counted_ops).await?;
+    Ok(Measured { rate, counted })
 }
 
-/// Runs the scenario.
-pub async fn run(budget: &Budget, target: &Target, pgbench: Option<&Pgbench>) -> Result<Table> {
-    // Columns: coredb (per row), the three peers, shared clients, pgbench pipelined.
-    let peers = [Pooler::DeadpoolPostgres, Pooler::Bb8Postgres, Pooler::Sqlx];
+/// Cost columns: coredb's two calls, the three pools, the shared clients.
+const COST_COLUMNS: [&str; 6] = [
+    "coredb `db.execute_raw_sql`",
+    "coredb `db.fetch_all`",
+    "deadpool-postgres",
+    "bb8-postgres",
+    "sqlx",
+    "tokio-postgres shared",
+];
+
+/// The pools among the cost columns, from column 2.
+const PEERS: [Pooler; 3] = [Pooler::DeadpoolPostgres, Pooler::Bb8Postgres, Pooler::Sqlx];
+
+/// The contenders of `--callgrind` (one case): (case, column, what runs).
+pub fn fixed_units() -> Vec<(usize, usize, String)> {
+    COST_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(column, name)| (0, column, format!("{name}, {TASKS} tasks")))
+        .collect()
+}
+
+/// In a `--callgrind` child: the contender of `column`, a fixed number of statements from
+/// [`TASKS`] tasks on [`CONNECTIONS`] connections.
+pub fn run_fixed(fixed: &FixedRun, column: usize) -> Result<()> {
+    let target = &fixed.target;
+    match column {
+        0 | 1 => {
+            let call = [CoredbCall::ExecuteRawSql, CoredbCall::FetchAll][column];
+            let db = target.coredb(CONNECTIONS)?;
+            let work = Arc::new(Autocommit {
+                db: db.clone(),
+                call,
+            });
+            let result = fixed.workload(&work, TASKS);
+            fixed.block_on(db.close());
+            result
+        }
+        2..=4 => {
+            let pool = fixed.block_on(PEERS[column - 2].open(target, CONNECTIONS))?;
+            let work = Arc::new(CheckoutSelect1(pool));
+            let result = fixed.workload(&work, TASKS);
+            fixed.block_on(work.0.close());
+            result
+        }
+        _ => {
+            let clients = fixed.block_on(SharedClients::connect(target, CONNECTIONS))?;
+            fixed.workload(&Arc::new(clients), TASKS)
+        }
+    }
+}
+
+/// The cost table: `costs` per statement, one row per coredb call beside the same peers,
+/// `method` saying how they were counted. Goals (pipelined autocommit): at most 8 allocations
+/// and 1 KiB allocated per statement.
+pub fn cost_table(samples: &CostSamples, costs: &[Cost], method: &str) -> Table {
+    let mut rows = Vec::new();
+    for (call, label) in COST_COLUMNS[..2].iter().enumerate() {
+        for &cost in costs {
+            let cells = samples.cells(0, cost, &[call, 2, 3, 4, 5]);
+            let mut row = costs::row(label, cost, "statement", cells);
+            match cost {
+                Cost::Allocations => {
+                    row.goals
+                        .push(Goal::at_most("coredb allocations", row.median(0), 8.0));
+                }
+                Cost::Bytes => {
+                    row.goals
+                        .push(Goal::at_most("coredb bytes", row.median(0), 1024.0));
+                }
+                Cost::Instructions => {}
+            }
+            rows.push(row);
+        }
+    }
+    let mut columns = vec!["coredb".to_owned()];
+    columns.extend(COST_COLUMNS[2..].iter().map(|c| (*c).to_owned()));
+    Table {
+        title: format!("S3. Statements without a checkout, {TASKS} tasks: cost per statement"),
+        description: format!(
+            "S3's `SELECT 1` from {TASKS} tasks on {CONNECTIONS} connections: coredb's \
+             pipelined autocommit calls beside the pools' checkout + prepared `SELECT 1` and \
+             raw tokio-postgres clients shared by all tasks. {method}"
+        ),
+        unit: "the unit named in each case".into(),
+        higher_is_better: false,
+        columns,
+        rows,
+        notes: vec![costs::ALLOCATOR_NOTE.into()],
+    }
+}
+
+/// Runs the scenario: the rates, then the allocations per statement.
+pub async fn run(
+    budget: &Budget,
+    target: &Target,
+    pgbench: Option<&Pgbench>,
+) -> Result<Vec<Table>> {
+    // Columns: coredb (per row), the three peers, shared clients, pgbench pipelined; the cost
+    // table's columns are the same without pgbench.
+    let peers = PEERS;
     let calls = [CoredbCall::ExecuteRawSql, CoredbCall::FetchAll];
     let mut contenders: Vec<(usize, Contender)> = Vec::new();
     for (i, call) in calls.iter().enumerate() {
@@ -140,6 +247,7 @@ pub async fn run(budget: &Budget, target: &Target, pgbench: Option<&Pgbench>) ->
         contenders.push((pgbench_index, Contender::Pgbench));
     }
     let mut samples = vec![Samples::default(); pgbench_index + 1];
+    let mut costs = CostSamples::default();
     for rep in 0..budget.reps {
         eprintln!(
             "S3 autocommit statements from {TASKS} tasks: repetition {}/{}",
@@ -147,7 +255,7 @@ pub async fn run(budget: &Budget, target: &Target, pgbench: Option<&Pgbench>) ->
             budget.reps
         );
         for (index, contender) in rotated(&contenders, rep) {
-            let rate = match (contender, pgbench) {
+            let measured = match (contender, pgbench) {
                 (Contender::Coredb(call), _) => measure_coredb(target, call, budget).await?,
                 (Contender::Pool(pooler), _) => {
                     measure_pool(pooler, target, CONNECTIONS, TASKS, budget).await?
@@ -157,13 +265,16 @@ pub async fn run(budget: &Budget, target: &Target, pgbench: Option<&Pgbench>) ->
                     measure_workload(clients, budget).await?
                 }
                 (Contender::Pgbench, Some(pgbench)) => {
-                    pgbench
+                    let rate = pgbench
                         .pipelined(PGBENCH_CLIENTS, budget.pgbench_seconds)
-                        .await?
+                        .await?;
+                    samples[index].push(rate);
+                    continue;
                 }
                 (Contender::Pgbench, None) => continue,
             };
-            samples[index].push(rate);
+            samples[index].push(measured.rate);
+            costs.push_counted(0, index, &measured.counted);
         }
     }
     let cell = |i: usize| -> Option<Samples> {
@@ -189,7 +300,7 @@ pub async fn run(budget: &Budget, target: &Target, pgbench: Option<&Pgbench>) ->
         ));
         rows.push(row);
     }
-    Ok(Table {
+    let rates = Table {
         title: format!("S3. Statements without a checkout, {TASKS} tasks"),
         description: format!(
             "{TASKS} tasks each repeat one `SELECT 1`. coredb: `db.execute_raw_sql(\"SELECT 1\", \
@@ -207,5 +318,11 @@ pub async fn run(budget: &Budget, target: &Target, pgbench: Option<&Pgbench>) ->
         columns,
         rows,
         notes: Vec::new(),
-    })
+    };
+    let method = format!(
+        "Counted in this process after each timed measurement, over {} statements from the \
+         same tasks (rounded up to a multiple of the tasks), tokio's multi-threaded runtime.",
+        budget.counted_ops
+    );
+    Ok(vec![rates, cost_table(&costs, &Cost::ALLOCATOR, &method)])
 }

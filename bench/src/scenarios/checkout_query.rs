@@ -1,10 +1,14 @@
 //! Scenario 2: checkout + `SELECT 1`, repeated by every worker, with pools of 4 and 16 and 4 or
-//! 64 workers; pgbench at the same concurrency (as many clients as connections in use).
+//! 64 workers; pgbench at the same concurrency (as many clients as connections in use). Beside
+//! the rates, the pools' costs per query: allocations and bytes (counted in the timed run) and
+//! instructions (`--callgrind`).
 
 use std::sync::Arc;
 
+use crate::callgrind::FixedRun;
 use crate::contenders::{CheckoutSelect1, Pooler};
-use crate::measure::{rotated, throughput, Samples, Until};
+use crate::costs::{self, Cost, CostSamples};
+use crate::measure::{count_allocations, rotated, throughput, Measured, Samples, Until};
 use crate::options::Budget;
 use crate::pgbench::Pgbench;
 use crate::report::{Goal, Row, Table};
@@ -22,23 +26,92 @@ enum Contender {
 }
 
 /// Measures one pool: opens it, warms it up (connections opened, statements prepared), runs
-/// the timed measurement, closes it.
+/// the timed measurement, then counts the allocations of [`Budget::counted_ops`] checkouts,
+/// and closes it.
 pub async fn measure_pool(
     pooler: Pooler,
     target: &Target,
     size: usize,
     workers: usize,
     budget: &Budget,
-) -> Result<f64> {
+) -> Result<Measured> {
     let work = Arc::new(CheckoutSelect1(pooler.open(target, size).await?));
-    throughput(&work, workers, Until::Elapsed(budget.warmup)).await?;
-    let rate = throughput(&work, workers, Until::Elapsed(budget.measure)).await;
+    let measured = async {
+        throughput(&work, workers, Until::Elapsed(budget.warmup)).await?;
+        let rate = throughput(&work, workers, Until::Elapsed(budget.measure)).await?;
+        let counted = count_allocations(&work, workers, budget.counted_ops).await?;
+        Ok(Measured { rate, counted })
+    }
+    .await;
     work.0.close().await;
-    rate
+    measured
 }
 
-/// Runs the scenario.
-pub async fn run(budget: &Budget, target: &Target, pgbench: Option<&Pgbench>) -> Result<Table> {
+/// The cases and contenders of `--callgrind`: (case, column, what runs).
+pub fn fixed_units() -> Vec<(usize, usize, String)> {
+    CASES
+        .iter()
+        .enumerate()
+        .flat_map(|(case, (size, workers))| {
+            Pooler::ALL.iter().enumerate().map(move |(column, pooler)| {
+                let label = format!("{}, pool {size}, {workers} workers", pooler.name());
+                (case, column, label)
+            })
+        })
+        .collect()
+}
+
+/// In a `--callgrind` child: `case` by the pool of `column`, a fixed number of checkouts.
+pub fn run_fixed(fixed: &FixedRun, case: usize, column: usize) -> Result<()> {
+    let (size, workers) = CASES[case];
+    let pooler = Pooler::ALL[column];
+    let work = Arc::new(CheckoutSelect1(
+        fixed.block_on(pooler.open(&fixed.target, size))?,
+    ));
+    let result = fixed.workload(&work, workers);
+    fixed.block_on(work.0.close());
+    result
+}
+
+/// The cost table: `costs` per query for every case and pool, `method` saying how they were
+/// counted. Goal (where the issue sets one): coredb no dearer than the cheapest peer, in
+/// instructions and allocations.
+pub fn cost_table(samples: &CostSamples, costs: &[Cost], method: &str) -> Table {
+    let columns: Vec<usize> = (0..Pooler::ALL.len()).collect();
+    let mut rows = Vec::new();
+    for (case, (size, workers)) in CASES.iter().enumerate() {
+        for &cost in costs {
+            let label = format!("pool {size}, {workers} workers");
+            let mut row = costs::row(&label, cost, "query", samples.cells(case, cost, &columns));
+            if cost != Cost::Bytes {
+                let cheapest = costs::cheapest_peer(&row);
+                let name = cheapest.map_or("?", |(j, _)| Pooler::ALL[j].name());
+                row.goals.push(Goal::at_most(
+                    format!("coredb/cheapest peer ({name})"),
+                    cheapest.map(|(_, ratio)| ratio),
+                    1.0,
+                ));
+            }
+            rows.push(row);
+        }
+    }
+    Table {
+        title: "S2. Checkout + SELECT 1: cost per query".into(),
+        description: format!("S2's checkout + `SELECT 1` in each case, every pool. {method}"),
+        unit: "the unit named in each case".into(),
+        higher_is_better: false,
+        columns: Pooler::ALL.iter().map(|p| p.name().to_owned()).collect(),
+        rows,
+        notes: vec![costs::ALLOCATOR_NOTE.into()],
+    }
+}
+
+/// Runs the scenario: the rates, then the allocations per query.
+pub async fn run(
+    budget: &Budget,
+    target: &Target,
+    pgbench: Option<&Pgbench>,
+) -> Result<Vec<Table>> {
     let mut contenders: Vec<(usize, Contender)> = Pooler::ALL
         .iter()
         .map(|&p| Contender::Pool(p))
@@ -49,7 +122,8 @@ pub async fn run(budget: &Budget, target: &Target, pgbench: Option<&Pgbench>) ->
         contenders.push((pgbench_column, Contender::Pgbench));
     }
     let mut rows = Vec::new();
-    for (size, workers) in CASES {
+    let mut costs = CostSamples::default();
+    for (case, (size, workers)) in CASES.into_iter().enumerate() {
         let clients = size.min(workers);
         let mut samples = vec![Samples::default(); pgbench_column + 1];
         for rep in 0..budget.reps {
@@ -61,7 +135,9 @@ pub async fn run(budget: &Budget, target: &Target, pgbench: Option<&Pgbench>) ->
             for (index, contender) in rotated(&contenders, rep) {
                 let rate = match (contender, pgbench) {
                     (Contender::Pool(pooler), _) => {
-                        measure_pool(pooler, target, size, workers, budget).await?
+                        let measured = measure_pool(pooler, target, size, workers, budget).await?;
+                        costs.push_counted(case, index, &measured.counted);
+                        measured.rate
                     }
                     (Contender::Pgbench, Some(pgbench)) => {
                         pgbench.select1(clients, budget.pgbench_seconds).await?
@@ -95,7 +171,7 @@ pub async fn run(budget: &Budget, target: &Target, pgbench: Option<&Pgbench>) ->
     }
     let mut columns: Vec<String> = Pooler::ALL.iter().map(|p| p.name().to_owned()).collect();
     columns.push("pgbench".into());
-    Ok(Table {
+    let rates = Table {
         title: "S2. Checkout + SELECT 1".into(),
         description: "Every worker repeats: check a connection out, run `SELECT 1` (prepared: \
              coredb's statement cache, deadpool-postgres `prepare_cached`, sqlx's statement \
@@ -115,5 +191,11 @@ pub async fn run(budget: &Budget, target: &Target, pgbench: Option<&Pgbench>) ->
              coredb pings only connections idle for 1 s or more, which never happens here."
                 .into(),
         ],
-    })
+    };
+    let method = format!(
+        "Counted in this process after each timed measurement, over {} queries from the same \
+         workers (rounded up to a multiple of the workers), tokio's multi-threaded runtime.",
+        budget.counted_ops
+    );
+    Ok(vec![rates, cost_table(&costs, &Cost::ALLOCATOR, &method)])
 }

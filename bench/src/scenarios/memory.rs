@@ -5,7 +5,6 @@
 use std::process::Command;
 use std::time::Duration;
 
-use coredb::{DatabaseConfig, SslMode};
 use tokio_postgres::NoTls;
 
 use crate::alloc_counter;
@@ -18,14 +17,6 @@ use crate::Result;
 
 /// The hidden first argument that turns the binary into a memory probe.
 pub const PROBE_FLAG: &str = "--memory-probe";
-
-/// Environment variables that pass the scratch database to a probe (the password stays out of
-/// the command line).
-const ENV_HOST: &str = "COREDB_BENCH_HOST";
-const ENV_PORT: &str = "COREDB_BENCH_PORT";
-const ENV_USER: &str = "COREDB_BENCH_USER";
-const ENV_PASSWORD: &str = "COREDB_BENCH_PASSWORD";
-const ENV_DB: &str = "COREDB_BENCH_DB";
 
 /// What a probe process measures: one pooler's idle connections.
 #[derive(Debug)]
@@ -72,21 +63,7 @@ fn resident_kib() -> Result<u64> {
 /// one-time state are not counted), then opens `connections`, returns them to the pool, and
 /// prints VmRSS before and after as `before_kib after_kib`.
 pub fn run_probe(probe: &Probe) -> Result<()> {
-    let var = |key: &str| std::env::var(key).map_err(|_| format!("memory probe: {key} is not set"));
-    let mut builder = DatabaseConfig::builder()
-        .host(var(ENV_HOST)?)
-        .port(var(ENV_PORT)?.parse()?)
-        .user(var(ENV_USER)?)
-        .dbname(var(ENV_DB)?)
-        .ssl_mode(SslMode::Disable)
-        .application_name("coredb-bench");
-    if let Ok(password) = std::env::var(ENV_PASSWORD) {
-        builder = builder.password(password);
-    }
-    let target = Target {
-        config: builder.build()?,
-        server_version: String::new(),
-    };
+    let target = Target::from_parent()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -113,15 +90,8 @@ async fn probe_child(target: &Target, pooler: Pooler, connections: usize) -> Res
     command
         .arg(PROBE_FLAG)
         .arg(pooler.name())
-        .arg(connections.to_string())
-        .env(ENV_HOST, target.host())
-        .env(ENV_PORT, target.port().to_string())
-        .env(ENV_USER, target.config.user())
-        .env(ENV_DB, target.config.dbname())
-        .env_remove(ENV_PASSWORD);
-    if let Some(password) = target.password() {
-        command.env(ENV_PASSWORD, password);
-    }
+        .arg(connections.to_string());
+    target.pass_to(&mut command);
     let output = tokio::task::spawn_blocking(move || command.output()).await??;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {

@@ -1,4 +1,5 @@
-//! The seven scenarios, each in its own module, each returning one table of the report.
+//! The seven scenarios, each in its own module, each returning one or more tables of the
+//! report.
 
 pub mod autocommit;
 pub mod checkout_query;
@@ -39,9 +40,18 @@ pub async fn run_all(options: &Options, target: &Target) -> Result<Vec<Table>> {
     for scenario in &options.only {
         tables.push(match scenario {
             1 => pool_overhead::run(budget).await?,
-            2 => checkout_query::run(budget, target, pgbench.as_ref()).await?,
-            3 => autocommit::run(budget, target, pgbench.as_ref()).await?,
-            4 => rows_inserts::run(budget, target).await?,
+            2 => {
+                tables.extend(checkout_query::run(budget, target, pgbench.as_ref()).await?);
+                continue;
+            }
+            3 => {
+                tables.extend(autocommit::run(budget, target, pgbench.as_ref()).await?);
+                continue;
+            }
+            4 => {
+                tables.extend(rows_inserts::run(budget, target).await?);
+                continue;
+            }
             5 => memory::run(budget, target).await?,
             6 => {
                 tables.extend(telemetry::run(budget, target).await?);

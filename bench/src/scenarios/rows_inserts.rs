@@ -1,17 +1,22 @@
 //! Scenario 4: rows and inserts on a `users` table: fetch 1, 100 and 10,000 rows into structs;
 //! insert 100 rows in one statement; insert 10,000 rows by COPY and row by row. coredb beside raw
-//! tokio-postgres and sqlx, each on one connection held for the whole measurement.
+//! tokio-postgres and sqlx, each on one connection held for the whole measurement. Beside the
+//! rates, the costs per operation: allocations and bytes (counted in the timed run) and
+//! instructions (`--callgrind`), the units of the goal "a statement in a session or on a
+//! checked-out connection costs no more than on raw tokio-postgres".
 
 use std::pin::pin;
 
 use coredb::model::CopyIn;
-use coredb::{Connection, DatabaseManager, Executor};
+use coredb::{Connection, DatabaseManager, Executor, Session};
 use sqlx::{Connection as _, Row as _};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 
-use crate::measure::{rotated, Samples, Stopwatch};
+use crate::callgrind::FixedRun;
+use crate::costs::{self, Cost, CostSamples};
+use crate::measure::{rotated, Counted, Samples, Stopwatch};
 use crate::options::Budget;
 use crate::report::{Goal, Row, Table};
 use crate::server::Target;
@@ -155,6 +160,29 @@ impl Case {
     fn inserts(self) -> bool {
         !matches!(self, Case::Fetch(_))
     }
+
+    /// Rows one operation reads or writes, in tens and thousands: counted runs of `ops`
+    /// operations do `ops / weight` of them (at least one), so that every case costs about
+    /// the same. Row by row counts single INSERTs, weight 1.
+    fn weight(self) -> u64 {
+        match self {
+            Case::Fetch(1) => 1,
+            Case::Fetch(n) if n <= BATCH as i64 => 10,
+            Case::InsertBatch => 10,
+            Case::Fetch(_) | Case::Copy => 1000,
+            Case::RowByRow => 1,
+        }
+    }
+
+    /// What one counted operation is.
+    fn per(self) -> &'static str {
+        match self {
+            Case::Fetch(_) => "fetch",
+            Case::InsertBatch => "statement",
+            Case::Copy => "COPY",
+            Case::RowByRow => "INSERT",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -165,6 +193,84 @@ enum Library {
 }
 
 const LIBRARIES: [Library; 3] = [Library::Coredb, Library::TokioPostgres, Library::Sqlx];
+
+impl Library {
+    fn name(self) -> &'static str {
+        match self {
+            Library::Coredb => "coredb",
+            Library::TokioPostgres => "tokio-postgres",
+            Library::Sqlx => "sqlx",
+        }
+    }
+}
+
+/// Creates the `users` table with its rows and the empty `users_new` (dropped first if there).
+pub async fn create_schema(target: &Target) -> Result<()> {
+    let db = target.coredb(1)?;
+    let result = async {
+        let mut conn = db.get_connection().await?;
+        conn.execute("DROP TABLE IF EXISTS users, users_new", ())
+            .await?;
+        conn.execute_script(SCHEMA).await?;
+        Ok(())
+    }
+    .await;
+    db.close().await;
+    result
+}
+
+/// Drops the tables of [`create_schema`].
+pub async fn drop_schema(target: &Target) -> Result<()> {
+    let db = target.coredb(1)?;
+    let result = db.execute("DROP TABLE users, users_new", ()).await;
+    db.close().await;
+    result?;
+    Ok(())
+}
+
+/// Inserts `rows` one statement each in coredb's `session`.
+async fn insert_each_coredb<'a>(
+    session: &mut Session,
+    rows: impl Iterator<Item = &'a NewUser>,
+) -> Result<()> {
+    for u in rows {
+        session
+            .execute(INSERT_ONE, (&u.name, &u.email, u.age, u.active))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Inserts `rows` one statement each in a tokio-postgres transaction.
+async fn insert_each_pg<'a>(
+    transaction: &tokio_postgres::Transaction<'_>,
+    insert_one: &Statement,
+    rows: impl Iterator<Item = &'a NewUser>,
+) -> Result<()> {
+    for u in rows {
+        transaction
+            .execute(insert_one, &[&u.name, &u.email, &u.age, &u.active])
+            .await?;
+    }
+    Ok(())
+}
+
+/// Inserts `rows` one statement each in a sqlx transaction.
+async fn insert_each_sqlx<'a>(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    rows: impl Iterator<Item = &'a NewUser>,
+) -> Result<()> {
+    for u in rows {
+        sqlx::query(INSERT_ONE)
+            .bind(&u.name)
+            .bind(&u.email)
+            .bind(u.age)
+            .bind(u.active)
+            .execute(&mut **transaction)
+            .await?;
+    }
+    Ok(())
+}
 
 /// Every contender's connection, open for the whole scenario, and the data to insert.
 struct Bench {
@@ -180,14 +286,11 @@ struct Bench {
 }
 
 impl Bench {
-    async fn open(target: &Target) -> Result<Self> {
+    /// Connects every contender to the tables of [`create_schema`].
+    async fn connect(target: &Target) -> Result<Self> {
         // Two connections: one held for statements, one for the row-by-row session.
         let db = target.coredb(2)?;
-        let mut coredb = db.get_connection().await?;
-        coredb
-            .execute("DROP TABLE IF EXISTS users, users_new", ())
-            .await?;
-        coredb.execute_script(SCHEMA).await?;
+        let coredb = db.get_connection().await?;
         let (client, connection) = target.pg_config().connect(NoTls).await?;
         tokio::spawn(connection);
         let batch_sql = multi_row_insert(BATCH);
@@ -244,11 +347,7 @@ impl Bench {
             }
             (Case::RowByRow, Library::Coredb) => {
                 let mut session = self.db.session().await?;
-                for u in &self.rows {
-                    session
-                        .execute(INSERT_ONE, (&u.name, &u.email, u.age, u.active))
-                        .await?;
-                }
+                insert_each_coredb(&mut session, self.rows.iter()).await?;
                 session.commit().await?;
             }
             // ---- end of the switch point ----------------------------------------------------
@@ -262,11 +361,7 @@ impl Bench {
             }
             (Case::RowByRow, Library::TokioPostgres) => {
                 let transaction = self.client.transaction().await?;
-                for u in &self.rows {
-                    transaction
-                        .execute(&self.insert_one, &[&u.name, &u.email, &u.age, &u.active])
-                        .await?;
-                }
+                insert_each_pg(&transaction, &self.insert_one, self.rows.iter()).await?;
                 transaction.commit().await?;
             }
             (Case::InsertBatch, Library::Sqlx) => {
@@ -293,16 +388,54 @@ impl Bench {
             }
             (Case::RowByRow, Library::Sqlx) => {
                 let mut transaction = self.sqlx.begin().await?;
-                for u in &self.rows {
-                    sqlx::query(INSERT_ONE)
-                        .bind(&u.name)
-                        .bind(&u.email)
-                        .bind(u.age)
-                        .bind(u.active)
-                        .execute(&mut *transaction)
-                        .await?;
-                }
+                insert_each_sqlx(&mut transaction, self.rows.iter()).await?;
                 transaction.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `n` operations of `case` by `library`; returns `n`.
+    async fn repeat(&mut self, case: Case, library: Library, n: u64) -> Result<u64> {
+        for _ in 0..n {
+            self.once(case, library).await?;
+        }
+        Ok(n)
+    }
+
+    /// In a `--callgrind` child: `ops` single INSERTs by `library` in one transaction, after
+    /// `warmup` in the same transaction; the transaction is committed afterwards.
+    fn fixed_row_by_row(&mut self, fixed: &FixedRun, library: Library) -> Result<()> {
+        let rows = |n: u64| self.rows.iter().cycle().take(n as usize);
+        let (warmup, ops) = (rows(fixed.warmup), rows(fixed.ops));
+        let done = fixed.ops;
+        match library {
+            Library::Coredb => {
+                let mut session = fixed.block_on(self.db.session())?;
+                fixed.block_on(insert_each_coredb(&mut session, warmup))?;
+                fixed.measure(async {
+                    insert_each_coredb(&mut session, ops).await?;
+                    Ok(done)
+                })?;
+                fixed.block_on(session.commit())?;
+            }
+            Library::TokioPostgres => {
+                let transaction = fixed.block_on(self.client.transaction())?;
+                fixed.block_on(insert_each_pg(&transaction, &self.insert_one, warmup))?;
+                fixed.measure(async {
+                    insert_each_pg(&transaction, &self.insert_one, ops).await?;
+                    Ok(done)
+                })?;
+                fixed.block_on(transaction.commit())?;
+            }
+            Library::Sqlx => {
+                let mut transaction = fixed.block_on(self.sqlx.begin())?;
+                fixed.block_on(insert_each_sqlx(&mut transaction, warmup))?;
+                fixed.measure(async {
+                    insert_each_sqlx(&mut transaction, ops).await?;
+                    Ok(done)
+                })?;
+                fixed.block_on(transaction.commit())?;
             }
         }
         Ok(())
@@ -310,12 +443,8 @@ impl Bench {
 
     async fn close(self) -> Result<()> {
         let Bench {
-            db,
-            mut coredb,
-            sqlx,
-            ..
+            db, coredb, sqlx, ..
         } = self;
-        coredb.execute("DROP TABLE users, users_new", ()).await?;
         drop(coredb);
         db.close().await;
         sqlx.close().await?;
@@ -338,13 +467,86 @@ async fn copy_binary(
     Ok(())
 }
 
-/// Runs the scenario.
-pub async fn run(budget: &Budget, target: &Target) -> Result<Table> {
-    let mut bench = Bench::open(target).await?;
+/// Operations of `case` in a counted run of `ops`: see [`Case::weight`].
+pub fn fixed_ops(case: usize, ops: u64) -> u64 {
+    (ops / CASES[case].weight()).max(1)
+}
+
+/// The cases and contenders of `--callgrind`: (case, column, what runs).
+pub fn fixed_units() -> Vec<(usize, usize, String)> {
+    CASES
+        .iter()
+        .enumerate()
+        .flat_map(|(case, c)| {
+            LIBRARIES.iter().enumerate().map(move |(column, library)| {
+                (case, column, format!("{}, {}", library.name(), c.label()))
+            })
+        })
+        .collect()
+}
+
+/// In a `--callgrind` child: `case` by the library of `column` on the tables of
+/// [`create_schema`], [`FixedRun::ops`] operations after [`FixedRun::warmup`] (row by row:
+/// single INSERTs in one transaction).
+pub fn run_fixed(fixed: &FixedRun, case: usize, column: usize) -> Result<()> {
+    let (case, library) = (CASES[case], LIBRARIES[column]);
+    let mut bench = fixed.block_on(Bench::connect(&fixed.target))?;
+    if case.inserts() {
+        fixed.block_on(bench.client.batch_execute("TRUNCATE users_new"))?;
+    }
+    let result = if case == Case::RowByRow {
+        bench.fixed_row_by_row(fixed, library)
+    } else {
+        fixed
+            .block_on(bench.repeat(case, library, fixed.warmup))
+            .and_then(|_| fixed.measure(bench.repeat(case, library, fixed.ops)))
+    };
+    fixed.block_on(bench.close())?;
+    result
+}
+
+/// The cost table: `costs` per operation for every case and library, `method` saying how
+/// they were counted. Goal (the session path at driver cost): coredb at most 1.0x raw
+/// tokio-postgres, in instructions and allocations.
+pub fn cost_table(samples: &CostSamples, costs: &[Cost], method: &str) -> Table {
+    let columns: Vec<usize> = (0..LIBRARIES.len()).collect();
     let mut rows = Vec::new();
+    for (index, case) in CASES.iter().enumerate() {
+        for &cost in costs {
+            let cells = samples.cells(index, cost, &columns);
+            let mut row = costs::row(&case.label(), cost, case.per(), cells);
+            if cost != Cost::Bytes {
+                row.goals
+                    .push(Goal::at_most("coredb/tokio-postgres", row.ratio(0, 1), 1.0));
+            }
+            rows.push(row);
+        }
+    }
+    Table {
+        title: "S4. Rows and inserts: cost per operation".into(),
+        description: format!(
+            "S4's cases on the same tables and connections (coredb: a checked-out \
+             `Connection`, a `Session` for row by row). One operation is the whole fetch, the \
+             {BATCH}-row INSERT statement or the whole COPY; row by row counts single INSERTs \
+             in one open transaction (per INSERT). {method}"
+        ),
+        unit: "the unit named in each case".into(),
+        higher_is_better: false,
+        columns: LIBRARIES.iter().map(|l| l.name().to_owned()).collect(),
+        rows,
+        notes: vec![costs::ALLOCATOR_NOTE.into()],
+    }
+}
+
+/// Runs the scenario: the rates, then the costs per operation.
+pub async fn run(budget: &Budget, target: &Target) -> Result<Vec<Table>> {
+    create_schema(target).await?;
+    let mut bench = Bench::connect(target).await?;
+    let mut rows = Vec::new();
+    let mut costs = CostSamples::default();
     let mut coredb_copy = None;
     let mut coredb_row_by_row = None;
-    for case in CASES {
+    for (case_index, case) in CASES.into_iter().enumerate() {
         let mut samples = vec![Samples::default(); LIBRARIES.len()];
         // Warm-up: statements prepared and caches filled for every contender.
         for library in LIBRARIES {
@@ -370,6 +572,23 @@ pub async fn run(budget: &Budget, target: &Target) -> Result<Table> {
                     bench.once(case, *library).await?;
                 }
                 samples[index].push(clock.rate());
+                // Counted: a fixed number of operations (row by row: per INSERT, the BEGIN and
+                // COMMIT of 10,000 spread over them).
+                let ops = match case {
+                    Case::RowByRow => 1,
+                    _ => fixed_ops(case_index, budget.counted_ops),
+                };
+                let counted = Counted::sequential(ops, bench.repeat(case, *library, ops)).await?;
+                let per_op = if case == Case::RowByRow {
+                    ROWS as u64
+                } else {
+                    1
+                };
+                let counted = Counted {
+                    ops: counted.ops * per_op,
+                    ..counted
+                };
+                costs.push_counted(case_index, index, &counted);
             }
         }
         let mut row = Row::new(case.label(), samples.into_iter().map(Some).collect());
@@ -392,6 +611,7 @@ pub async fn run(budget: &Budget, target: &Target) -> Result<Table> {
         rows.push(row);
     }
     bench.close().await?;
+    drop_schema(target).await?;
     // COPY ≥ 10x row by row, both coredb, on the COPY row.
     let copy_speedup = coredb_copy.zip(coredb_row_by_row).map(|(c, r)| c / r);
     if let Some(row) = rows.iter_mut().find(|r| r.label == Case::Copy.label()) {
@@ -401,7 +621,7 @@ pub async fn run(budget: &Budget, target: &Target) -> Result<Table> {
             10.0,
         ));
     }
-    Ok(Table {
+    let rates = Table {
         title: "S4. Rows and inserts".into(),
         description: format!(
             "A `users` table (bigint identity key, two text columns, int4, bool) holding \
@@ -419,15 +639,7 @@ pub async fn run(budget: &Budget, target: &Target) -> Result<Table> {
         ),
         unit: "operations/s (one operation = the whole fetch or insert)".into(),
         higher_is_better: true,
-        columns: LIBRARIES
-            .iter()
-            .map(|l| match l {
-                Library::Coredb => "coredb",
-                Library::TokioPostgres => "tokio-postgres",
-                Library::Sqlx => "sqlx",
-            })
-            .map(str::to_owned)
-            .collect(),
+        columns: LIBRARIES.iter().map(|l| l.name().to_owned()).collect(),
         rows,
         notes: vec![
             "coredb's COPY row uses its model API (`#[coredb::model]` + `CopyIn::copy_in`, \
@@ -440,5 +652,12 @@ pub async fn run(budget: &Budget, target: &Target) -> Result<Table> {
              = 0.909."
                 .into(),
         ],
-    })
+    };
+    let method = format!(
+        "Counted in this process after each timed measurement over a fixed number of \
+         operations: {} fetches of one row, a tenth of that for 100 rows, a thousandth (at \
+         least one) for 10,000 rows or COPY, one 10,000-row transaction for row by row.",
+        budget.counted_ops
+    );
+    Ok(vec![rates, cost_table(&costs, &Cost::ALLOCATOR, &method)])
 }

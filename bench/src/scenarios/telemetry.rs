@@ -37,7 +37,9 @@ pub async fn run(budget: &Budget, target: &Target) -> Result<Vec<Table>> {
         for (index, on) in rotated(&modes, rep) {
             observed::set(on);
             checkout[index].push(
-                checkout_query::measure_pool(Pooler::Coredb, target, size, workers, budget).await?,
+                checkout_query::measure_pool(Pooler::Coredb, target, size, workers, budget)
+                    .await?
+                    .rate,
             );
             autocommit[index].push(autocommit::measure_raw_sql(target, budget).await?);
             let query = Query::Pool(Pooler::Coredb.open(target, 1).await?);
