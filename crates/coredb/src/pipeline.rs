@@ -250,13 +250,8 @@ impl Pipeline {
             in_flight.finished = true;
         };
         let lane = in_flight.lane.clone();
-        let result = exec::observe(
-            context,
-            bound,
-            context.settings.statement_guard,
-            run_on_lane(&lane, bound, want),
-        )
-        .await;
+        let work = std::pin::pin!(run_on_lane(&lane, bound, want));
+        let result = exec::observe(context, bound, context.settings.statement_guard, work).await;
         // A statement cut off by the guard is abandoned like a dropped one.
         in_flight.finished = !matches!(&result, Err(e) if e.kind() == ErrorKind::Timeout);
         if matches!(&result, Err(e) if e.kind() == ErrorKind::ConnectionLost) {

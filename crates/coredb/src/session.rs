@@ -493,11 +493,12 @@ impl Session {
 
     async fn run(&mut self, sql: &str, params: ParamList<'_>, want: Returns) -> Result<Reply> {
         self.ready().await?;
-        let result = self
-            .conn
-            .run(sql, params, want)
-            .instrument(self.span.clone())
-            .await;
+        let span = self.span.clone();
+        // Pinned where it is made: wrapping the statement's (large) future by value would copy it.
+        let result = {
+            let run = std::pin::pin!(self.conn.run(sql, params, want));
+            run.instrument(span).await
+        };
         self.noted(result)
     }
 }

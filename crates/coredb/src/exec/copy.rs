@@ -48,27 +48,33 @@ pub(crate) async fn copy_in_data(
     conn.on(Event::Sent {
         leaves_state: !bound.class.is_shareable(),
     });
-    let pg = &*conn;
-    let result = observe(context, bound, context.settings.statement_guard, async move {
-        let statement = prepare_text(pg, sql).await?;
-        let driver = |e| Error::from_driver(e, Some(sql));
-        let sink = pg.client.copy_in::<_, Bytes>(&statement).await.map_err(driver)?;
-        let mut sink = pin!(sink);
-        let mut data = data;
-        while let Some(chunk) = data.next().await {
-            let chunk = chunk.map_err(|e| {
-                // Dropping the sink unfinished tells the server the COPY failed.
-                Error::params(format!(
-                    "the data for COPY failed half-way ({e}); the COPY was abandoned and none of its rows kept"
-                ))
-                .with_code(SqlState::QUERY_CANCELED)
-                .with_statement(sql)
-            })?;
-            sink.as_mut().send(chunk).await.map_err(driver)?;
-        }
-        sink.finish().await.map(Reply::Count).map_err(driver)
-    })
-    .await;
+    let result = {
+        let pg = &*conn;
+        let work = pin!(async move {
+            let statement = prepare_text(pg, sql).await?;
+            let driver = |e| Error::from_driver(e, Some(sql));
+            let sink = pg
+                .client
+                .copy_in::<_, Bytes>(&statement)
+                .await
+                .map_err(driver)?;
+            let mut sink = pin!(sink);
+            let mut data = data;
+            while let Some(chunk) = data.next().await {
+                let chunk = chunk.map_err(|e| {
+                    // Dropping the sink unfinished tells the server the COPY failed.
+                    Error::params(format!(
+                        "the data for COPY failed half-way ({e}); the COPY was abandoned and none of its rows kept"
+                    ))
+                    .with_code(SqlState::QUERY_CANCELED)
+                    .with_statement(sql)
+                })?;
+                sink.as_mut().send(chunk).await.map_err(driver)?;
+            }
+            sink.finish().await.map(Reply::Count).map_err(driver)
+        });
+        observe(context, bound, context.settings.statement_guard, work).await
+    };
     conn.on(settled(&result));
     end_own_transaction(conn, own, result.map(Reply::count)).await
 }

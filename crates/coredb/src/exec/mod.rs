@@ -225,7 +225,10 @@ pub(crate) async fn run(
 ) -> Result<Reply> {
     let leaves_state = !bound.class.is_shareable();
     conn.on(Event::Sent { leaves_state });
-    let result = observe(context, bound, guard, run_on(conn, bound, want)).await;
+    let result = {
+        let work = pin!(run_on(conn, bound, want));
+        observe(context, bound, guard, work).await
+    };
     conn.on(settled(&result));
     result
 }
@@ -300,24 +303,29 @@ fn after_error(err: &Error) -> Event {
 /// Runs `work` under the client-side `guard`, when there is one, in a `statement` span, and
 /// reports it: its duration to the metrics, a WARN line when it was slow
 /// (`POSTGRES_SLOW_STATEMENT_MS`), the echo line (`DEBUG` / `POSTGRES_ECHO`).
-pub(crate) async fn observe(
+///
+/// `work` comes pinned where the caller made it: a statement's future is large (the driver's
+/// request and reply state), and every layer that took it by value would copy it whole.
+pub(crate) async fn observe<F: Future<Output = Result<Reply>>>(
     context: &Context,
     bound: &Bound<'_, '_>,
     guard: Option<Duration>,
-    work: impl Future<Output = Result<Reply>>,
+    mut work: std::pin::Pin<&mut F>,
 ) -> Result<Reply> {
     let settings = &context.settings;
     let span = telemetry::statement_span(context.target(), bound.class, bound.text.as_str());
     let started = Instant::now();
     let work = pin!(async {
         match guard {
-            None => work.await,
-            Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-                Err(Error::timeout(
-                    "the statement (no reply from the server)",
-                    limit,
-                ))
-            }),
+            None => work.as_mut().await,
+            Some(limit) => tokio::time::timeout(limit, work.as_mut())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::timeout(
+                        "the statement (no reply from the server)",
+                        limit,
+                    ))
+                }),
         }
     }
     .instrument(span));
