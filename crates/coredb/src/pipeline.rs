@@ -120,6 +120,7 @@ impl Drop for Lane {
         if self.tainted.load(Ordering::Acquire) || self.pooled.settings_changed() {
             self.pooled.mark_broken();
         }
+        self.pooled.watch_settings(false);
     }
 }
 
@@ -196,6 +197,8 @@ impl Pipeline {
 
     fn add(&self, pooled: Pooled<PgManager>) -> Arc<Lane> {
         let (jobs, queue) = mpsc::unbounded_channel();
+        // Shared from now on: the server's reports of changed settings are followed.
+        pooled.watch_settings(true);
         let lane = Arc::new(Lane {
             pooled,
             in_flight: AtomicUsize::new(0),

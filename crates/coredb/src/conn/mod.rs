@@ -44,7 +44,16 @@ impl PgConn {
     /// text said, and is not shared until it is reset.
     pub(crate) fn settings_changed(&self) -> bool {
         self.settings_changed
+            .changed
             .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Starts or stops following the settings the server reports (see
+    /// [`settings_changed`](Self::settings_changed)): on while the connection is shared.
+    pub(crate) fn watch_settings(&self, on: bool) {
+        self.settings_changed
+            .watching
+            .store(on, std::sync::atomic::Ordering::Release);
     }
 
     /// Asks the server, in the background, to stop the statement running here (one nobody
