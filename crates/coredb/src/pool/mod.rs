@@ -125,7 +125,9 @@ impl<M: Manage> Clone for Pool<M> {
 }
 
 struct Slot<T> {
-    object: T,
+    /// Boxed: a slot moves at every checkout and return (the idle stack, the guard, the
+    /// caller's handle), and a connection is a few hundred bytes; a box moves as a pointer.
+    object: Box<T>,
     expires: Option<Instant>,
     idle_since: Instant,
 }
@@ -377,7 +379,7 @@ impl<M: Manage> Pool<M> {
             now + age - jitter
         });
         let slot = Slot {
-            object,
+            object: Box::new(object),
             expires,
             idle_since: now,
         };
