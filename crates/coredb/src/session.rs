@@ -497,7 +497,7 @@ impl Session {
         // Pinned where it is made: wrapping the statement's (large) future by value would copy it.
         let result = {
             let run = std::pin::pin!(self.conn.run(sql, params, want));
-            run.instrument(span).await
+            telemetry::in_span(&span, run).await
         };
         self.noted(result)
     }

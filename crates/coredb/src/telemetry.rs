@@ -271,6 +271,21 @@ pub(crate) fn error_type(err: &Error) -> String {
     }
 }
 
+/// `work` inside `span`, or `work` alone when no subscriber takes the span: entering and
+/// leaving a disabled span still costs on every poll (hundreds of instructions per statement
+/// when `tracing`'s `log` feature is on, as some crates turn it on).
+pub(crate) fn in_span<F: std::future::Future>(
+    span: &tracing::Span,
+    work: F,
+) -> futures_util::future::Either<F, tracing::instrument::Instrumented<F>> {
+    use tracing::Instrument as _;
+    if span.is_disabled() {
+        futures_util::future::Either::Left(work)
+    } else {
+        futures_util::future::Either::Right(work.instrument(span.clone()))
+    }
+}
+
 /// The span of one statement; `db.response.returned_rows` and the error fields are recorded
 /// when it ends (see [`end_statement_span`]).
 pub(crate) fn statement_span(target: &Target, class: StatementClass, text: &str) -> tracing::Span {

@@ -50,7 +50,6 @@ use std::time::{Duration, Instant};
 
 use postgres_types::FromSqlOwned;
 use tokio_postgres::Statement;
-use tracing::Instrument as _;
 
 use crate::config::ExecSettings;
 use crate::conn::{Event, PgConn};
@@ -315,7 +314,7 @@ pub(crate) async fn observe<F: Future<Output = Result<Reply>>>(
     let settings = &context.settings;
     let span = telemetry::statement_span(context.target(), bound.class, bound.text.as_str());
     let started = Instant::now();
-    let work = pin!(async {
+    let guarded = async {
         match guard {
             None => work.as_mut().await,
             Some(limit) => tokio::time::timeout(limit, work.as_mut())
@@ -327,15 +326,13 @@ pub(crate) async fn observe<F: Future<Output = Result<Reply>>>(
                     ))
                 }),
         }
-    }
-    .instrument(span));
-    let mut work = work;
-    let result = work.as_mut().await;
+    };
+    let result = telemetry::in_span(&span, guarded).await;
     let rows = result.as_ref().ok().map(Reply::len);
     let error = result.as_ref().err();
     let elapsed = report(
         context,
-        work.span(),
+        &span,
         bound.class,
         bound.text.as_str(),
         started.elapsed(),
