@@ -271,20 +271,13 @@ fn run_child(
     ]);
     target.pass_to(&mut command);
     let output = command.output()?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        return Err(format!(
-            "{CHILD_FLAG} {scenario} {case} {column} ({}) failed ({}): {}",
-            counter.arg(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )
-        .into());
-    }
-    let numbers: Vec<u64> = stdout
-        .split_whitespace()
-        .filter_map(|n| n.parse().ok())
-        .collect();
+    let numbers = crate::measure::child_numbers(
+        &output,
+        &format!(
+            "{CHILD_FLAG} {scenario} {case} {column} ({})",
+            counter.arg()
+        ),
+    )?;
     match (counter, &numbers[..]) {
         (Counter::Allocations, &[ops, allocations, bytes]) => Ok(Counts::Allocations(Counted {
             ops,
@@ -298,7 +291,11 @@ fn run_child(
                 .ok_or_else(|| format!("no totals: line in {}", out_file.display()))?;
             Ok(Counts::Instructions { ops, instructions })
         }
-        _ => Err(format!("{CHILD_FLAG}: unexpected output {stdout:?}").into()),
+        _ => Err(format!(
+            "{CHILD_FLAG}: unexpected output {:?}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+        .into()),
     }
 }
 

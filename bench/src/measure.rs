@@ -7,6 +7,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::alloc_counter;
+
+/// The numbers a child process of the harness printed on stdout, once it succeeded; `what`
+/// names the child in the error otherwise.
+pub fn child_numbers(output: &std::process::Output, what: &str) -> Result<Vec<u64>> {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "{what} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+        .into());
+    }
+    Ok(stdout
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect())
+}
 use crate::{BoxError, Result};
 
 /// One unit of work (one checkout, one query, ...) that many workers repeat at once.

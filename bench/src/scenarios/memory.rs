@@ -93,24 +93,13 @@ async fn probe_child(target: &Target, pooler: Pooler, connections: usize) -> Res
         .arg(connections.to_string());
     target.pass_to(&mut command);
     let output = tokio::task::spawn_blocking(move || command.output()).await??;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        return Err(format!(
-            "memory probe for {} failed ({}): {}",
-            pooler.name(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )
-        .into());
-    }
-    let numbers: Vec<u64> = stdout
-        .split_whitespace()
-        .filter_map(|n| n.parse().ok())
-        .collect();
+    let numbers =
+        crate::measure::child_numbers(&output, &format!("memory probe for {}", pooler.name()))?;
     let [before, after] = numbers[..] else {
         return Err(format!(
-            "memory probe for {}: unexpected output {stdout:?}",
-            pooler.name()
+            "memory probe for {}: unexpected output {:?}",
+            pooler.name(),
+            String::from_utf8_lossy(&output.stdout)
         )
         .into());
     };
