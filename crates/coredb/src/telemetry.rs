@@ -271,6 +271,14 @@ pub(crate) fn error_type(err: &Error) -> String {
     }
 }
 
+/// Whether a subscriber takes coredb's spans (target `coredb`, INFO). When none does, the
+/// hot paths make no span at all: a disabled span still carries its metadata, and with
+/// tracing's `log` feature on (some crates turn it on) its fields are formatted for `log` and
+/// its every use checked against it, hundreds of instructions per statement.
+pub(crate) fn listened() -> bool {
+    tracing::span_enabled!(target: "coredb", tracing::Level::INFO)
+}
+
 /// `work` inside `span`, or `work` alone when no subscriber takes the span: entering and
 /// leaving a disabled span still costs on every poll (hundreds of instructions per statement
 /// when `tracing`'s `log` feature is on, as some crates turn it on).
@@ -289,6 +297,9 @@ pub(crate) fn in_span<F: std::future::Future>(
 /// The span of one statement; `db.response.returned_rows` and the error fields are recorded
 /// when it ends (see [`end_statement_span`]).
 pub(crate) fn statement_span(target: &Target, class: StatementClass, text: &str) -> tracing::Span {
+    if !listened() {
+        return tracing::Span::none();
+    }
     let operation = class.operation();
     tracing::info_span!(
         target: "coredb",

@@ -218,21 +218,25 @@ impl<M: Manage> Pool<M> {
     ) -> Result<Pooled<M>> {
         {
             let held_in = tracing::Span::current().metadata().map(|m| m.name());
-            let span = tracing::info_span!(
-                target: "coredb",
-                "checkout",
-                db.client.connection.pool.name = &*self.shared.instruments.name,
-                coredb.pool.wait_ms = tracing::field::Empty,
-                error.type = tracing::field::Empty,
-                otel.status_code = tracing::field::Empty,
-            );
+            let span = if crate::telemetry::listened() {
+                tracing::info_span!(
+                    target: "coredb",
+                    "checkout",
+                    db.client.connection.pool.name = &*self.shared.instruments.name,
+                    coredb.pool.wait_ms = tracing::field::Empty,
+                    error.type = tracing::field::Empty,
+                    otel.status_code = tracing::field::Empty,
+                )
+            } else {
+                tracing::Span::none()
+            };
             let start = Instant::now();
             let holder = Holder {
                 since: start,
                 at,
                 span: held_in,
             };
-            let result = self.acquire(limit, holder).instrument(span.clone()).await;
+            let result = crate::telemetry::in_span(&span, self.acquire(limit, holder)).await;
             let waited = start.elapsed();
             self.shared.instruments.wait_time.record(waited);
             if !span.is_disabled() {
