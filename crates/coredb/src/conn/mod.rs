@@ -40,8 +40,9 @@ impl PgConn {
     }
 
     /// True while the server reports a session setting (time zone, role, date style, ...)
-    /// other than at connect: the connection carries session state whatever its statements'
-    /// text said, and is not shared until it is reset.
+    /// other than at connect, on a connection whose reports are followed (a shared lane, see
+    /// [`watch_settings`](Self::watch_settings)): it carries session state whatever its
+    /// statements' text said, and the lane closes it.
     pub(crate) fn settings_changed(&self) -> bool {
         self.settings_changed
             .changed
@@ -86,10 +87,6 @@ impl PgConn {
         if self.client.is_closed() {
             return Disposal::Close;
         }
-        match self.state.disposal() {
-            // The server's own report outranks the text's classification.
-            Disposal::Reuse | Disposal::RollBack if self.settings_changed() => Disposal::Reset,
-            disposal => disposal,
-        }
+        self.state.disposal()
     }
 }
