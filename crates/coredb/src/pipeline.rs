@@ -5,9 +5,11 @@
 //! connections ("lanes") without waiting for each other's replies, which the driver matches
 //! back in order. On a round-trip-bound workload this multiplies throughput.
 //!
-//! Each lane has a dispatcher task that starts every queued statement in one poll, so their
-//! requests leave in one write rather than one system call each; callers encode their
-//! parameters first, so the dispatcher owns everything it runs.
+//! Each caller sends its statement on the lane's client from its own task, through the same
+//! path as a statement on a connection of one's own (`exec::run_on`). The lane's I/O task,
+//! woken by the first of them, lets the runtime's other ready tasks run once before it writes,
+//! so the statements their callers send meanwhile leave in one write rather than one system
+//! call each; nothing is spawned or allocated per statement for it.
 //!
 //! Rules that keep it safe:
 //! - only statements the classifier proves leave no state on the connection are shared
@@ -26,16 +28,12 @@
 //!   lane.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::Statement;
+use std::sync::{Arc, Mutex};
 
 use crate::conn::PgManager;
-use crate::error::{Error, ErrorKind, Result};
-use crate::exec::{self, Context, Encoded, Reply, Returns};
-use crate::params::{Bound, SqlParam};
+use crate::error::{ErrorKind, Result};
+use crate::exec::{self, Context, Reply, Returns};
+use crate::params::Bound;
 use crate::pool::{Pool, Pooled};
 
 /// Statements in flight on a lane before another lane is opened.
@@ -55,52 +53,6 @@ struct Lane {
     in_flight: AtomicUsize,
     /// A statement on it was abandoned; it takes no new ones.
     tainted: AtomicBool,
-    /// Statements for the lane's dispatcher task.
-    jobs: mpsc::UnboundedSender<Job>,
-}
-
-/// A statement with its parameters already encoded, so it can run on the dispatcher's task.
-struct Job {
-    statement: Statement,
-    values: Vec<Encoded>,
-    want: Returns,
-    reply: oneshot::Sender<std::result::Result<Reply, tokio_postgres::Error>>,
-}
-
-/// Runs a lane's statements on one task, starting every queued statement in the same poll:
-/// their requests then leave in one write instead of one system call each.
-async fn dispatch(lane: Weak<Lane>, mut jobs: mpsc::UnboundedReceiver<Job>) {
-    let mut running = FuturesUnordered::new();
-    loop {
-        tokio::select! {
-            biased;
-            job = jobs.recv() => {
-                let Some(job) = job else { break };
-                // Holds the lane only while statements run, so an idle lane can be dropped.
-                let Some(lane) = lane.upgrade() else { break };
-                running.push(run_job(lane.clone(), job));
-                while let Ok(job) = jobs.try_recv() {
-                    running.push(run_job(lane.clone(), job));
-                }
-            }
-            Some(()) = running.next(), if !running.is_empty() => {}
-        }
-    }
-    while running.next().await.is_some() {}
-}
-
-async fn run_job(lane: Arc<Lane>, job: Job) {
-    let values: Vec<SqlParam<'_>> = job.values.iter().map(|v| v as SqlParam<'_>).collect();
-    let client = &lane.pooled.client;
-    let result = match job.want {
-        Returns::Rows => client.query(&job.statement, &values).await.map(Reply::Rows),
-        Returns::Count => client
-            .execute(&job.statement, &values)
-            .await
-            .map(Reply::Count),
-    };
-    // The caller may have gone; its statement still ran to the end here.
-    let _ = job.reply.send(result);
 }
 
 impl Lane {
@@ -196,16 +148,13 @@ impl Pipeline {
     }
 
     fn add(&self, pooled: Pooled<PgManager>) -> Arc<Lane> {
-        let (jobs, queue) = mpsc::unbounded_channel();
         // Shared from now on: the server's reports of changed settings are followed.
         pooled.watch_settings(true);
         let lane = Arc::new(Lane {
             pooled,
             in_flight: AtomicUsize::new(0),
             tainted: AtomicBool::new(false),
-            jobs,
         });
-        tokio::spawn(dispatch(Arc::downgrade(&lane), queue));
         let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
         if lanes.len() < self.max_lanes {
             lanes.push(Arc::clone(&lane));
@@ -253,7 +202,9 @@ impl Pipeline {
             in_flight.finished = true;
         };
         let lane = in_flight.lane.clone();
-        let work = std::pin::pin!(run_on_lane(&lane, bound, want));
+        // Sent from the caller's task: the lane's I/O task gathers what its callers send into
+        // one write (`conn::drive`).
+        let work = std::pin::pin!(exec::run_on(&lane.pooled, bound, want));
         let result = exec::observe(context, bound, context.settings.statement_guard, work).await;
         // A statement cut off by the guard is abandoned like a dropped one.
         in_flight.finished = !matches!(&result, Err(e) if e.kind() == ErrorKind::Timeout);
@@ -274,37 +225,5 @@ impl Pipeline {
     /// Gives every lane back to the pool (before it closes).
     pub(crate) fn clear(&self) {
         self.lanes.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-}
-
-/// Runs a statement through the lane's dispatcher (or directly when statements are not
-/// prepared, e.g. behind PgBouncer).
-async fn run_on_lane(lane: &Lane, bound: &Bound<'_, '_>, want: Returns) -> Result<Reply> {
-    if !lane.pooled.statements.is_enabled() {
-        return exec::run_on(&lane.pooled, bound, want).await;
-    }
-    let statement = exec::prepare(&lane.pooled, bound).await?;
-    let encoded = exec::encode(&statement, bound)?;
-    let (reply, answer) = oneshot::channel();
-    let job = Job {
-        statement: statement.clone(),
-        values: encoded,
-        want,
-        reply,
-    };
-    if lane.jobs.send(job).is_err() {
-        return Err(Error::new(
-            ErrorKind::ConnectionLost,
-            "the shared connection closed before the statement was sent",
-        ));
-    }
-    match answer.await {
-        Ok(result) => {
-            result.map_err(|err| exec::query_failed(&lane.pooled, err, bound, &statement))
-        }
-        Err(_) => Err(Error::new(
-            ErrorKind::ConnectionLost,
-            "the shared connection closed before the statement finished",
-        )),
     }
 }

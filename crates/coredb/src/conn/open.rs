@@ -86,6 +86,11 @@ impl SettingsWatch {
         watch
     }
 
+    /// The connection serves as a shared pipeline lane.
+    fn shared(&self) -> bool {
+        self.changed.watching.load(Ordering::Relaxed)
+    }
+
     /// Looks for new reports (a map lookup per setting, no allocation); on one, compares every
     /// setting with its value at connect.
     fn look<S, T>(&mut self, connection: &tokio_postgres::Connection<S, T>)
@@ -93,7 +98,7 @@ impl SettingsWatch {
         S: AsyncRead + AsyncWrite + Unpin,
         T: AsyncRead + AsyncWrite + Unpin,
     {
-        if !self.changed.watching.load(Ordering::Relaxed) {
+        if !self.shared() {
             return;
         }
         let mut reported = false;
@@ -135,11 +140,27 @@ where
         settings,
     } = reports;
     let mut watch = settings.map(|changed| SettingsWatch::new(&connection, changed));
+    // Armed when the connection waits: the next wake-up first lets the rest of the runtime's
+    // ready tasks run (see `shared`).
+    let mut yielding = std::pin::pin!(Some(tokio::task::yield_now()));
+    yielding.set(None);
     loop {
         let message = std::future::poll_fn(|cx| {
+            if let Some(pending) = yielding.as_mut().as_pin_mut() {
+                std::task::ready!(std::future::Future::poll(pending, cx));
+                yielding.set(None);
+            }
             let message = connection.poll_message(cx);
-            if let Some(watch) = &mut watch {
-                watch.look(&connection);
+            let Some(watch) = &mut watch else {
+                return message;
+            };
+            watch.look(&connection);
+            // A shared lane's callers send their statements from tasks of their own: woken
+            // by the first, the I/O task goes to the back of the run queue once, so the
+            // statements the others send meanwhile leave in the same write (and the replies
+            // that arrive meanwhile are read in one go).
+            if message.is_pending() && watch.shared() {
+                yielding.set(Some(tokio::task::yield_now()));
             }
             message
         })

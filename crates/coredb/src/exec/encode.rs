@@ -15,8 +15,8 @@ use super::param_types::{natural_type, placeholder};
 use crate::error::{Error, Result};
 use crate::params::{Bound, SqlParam};
 
-/// A parameter value encoded by the caller for its statement's type, so the statement can run
-/// on another task (a pipeline lane's dispatcher) that owns everything it sends.
+/// A parameter value encoded for its statement's type: sent in place of a value the driver
+/// refused for that type (see [`widen`]).
 #[derive(Debug)]
 pub(crate) struct Encoded {
     bytes: Option<Bytes>,

@@ -63,7 +63,7 @@ pub(crate) use commit::{
 };
 pub(crate) use copy::{copy_in, copy_in_data, Place};
 pub use copy::{CopyData, RowValues};
-pub(crate) use encode::{encode, Encoded};
+pub(crate) use encode::encode;
 pub(crate) use stream::{stream, Item, OnError};
 pub use stream::{Read, Streaming};
 
