@@ -166,7 +166,7 @@ impl Connection {
         let sql = "SELECT setting::int8 FROM pg_settings WHERE name = 'statement_timeout'";
         let (pg, context) = self.parts();
         let bound = context.bind(sql, ().param_list())?;
-        let ms: i64 = exec::run(pg, context, &bound, Returns::Rows, None)
+        let ms: i64 = exec::run(pg, context, &bound, Returns::First, None)
             .await?
             .scalar()?;
         self.guard = (ms > 0).then(|| crate::config::guard_for(Duration::from_millis(ms as u64)));

@@ -92,7 +92,7 @@ pub use global::{
 pub use health::{HealthReport, HealthStatus, ListenerStatus, ReplicaHealth};
 pub use listener::{Listener, ListenerEvent, Notification};
 pub use manager::{DatabaseManager, Engine, TestScope};
-pub use params::{NamedParams, ParamList, Params, SqlParam};
+pub use params::{NamedParams, ParamList, Params, SqlParam, Values};
 pub use query::{CopyOutStream, Executor, RowStream};
 pub use retry::{Backoff, RetryPolicy, TransientError};
 pub use row::{ColumnIndex, FromRow, Row};

@@ -26,9 +26,106 @@ pub type SqlParam<'a> = &'a (dyn ToSql + Sync);
 #[derive(Debug, Clone)]
 pub enum ParamList<'a> {
     /// Values for `$1`, `$2`, ... in order.
-    Positional(Vec<SqlParam<'a>>),
+    Positional(Values<'a>),
     /// Values by `:name`.
     Named(Vec<(&'a str, SqlParam<'a>)>),
+}
+
+/// How many positional values a [`Values`] holds in place before it needs a vector.
+const INLINE: usize = 4;
+
+/// Stands in the unused places of an inline [`Values`]; never sent.
+static UNUSED: Option<i32> = None;
+
+/// Positional values for `$1`, `$2`, ...: borrowed from the caller's slice, held in place
+/// (up to four, e.g. a small tuple's), or in a vector. Binding a statement allocates nothing
+/// for its values unless a tuple or a list built by name has more than four. (Four, not more:
+/// the values move with the statement through each layer, and every place held in line is
+/// copied each time.)
+///
+/// Made from a `Vec` or a slice of [`SqlParam`]s with `into()`; reads as a slice.
+#[derive(Clone)]
+pub struct Values<'a>(Repr<'a>);
+
+#[derive(Clone)]
+enum Repr<'a> {
+    Borrowed(&'a [SqlParam<'a>]),
+    Inline(u8, [SqlParam<'a>; INLINE]),
+    Owned(Vec<SqlParam<'a>>),
+}
+
+impl<'a> Values<'a> {
+    /// No values.
+    pub const fn new() -> Self {
+        Values(Repr::Borrowed(&[]))
+    }
+
+    /// Adds a value after the others.
+    pub fn push(&mut self, value: SqlParam<'a>) {
+        match &mut self.0 {
+            Repr::Inline(len, items) if usize::from(*len) < INLINE => {
+                items[usize::from(*len)] = value;
+                *len += 1;
+            }
+            Repr::Owned(items) => items.push(value),
+            Repr::Borrowed([]) => {
+                let mut items = [&UNUSED as SqlParam<'a>; INLINE];
+                items[0] = value;
+                self.0 = Repr::Inline(1, items);
+            }
+            _ => {
+                let mut items = Vec::with_capacity(self.len() * 2);
+                items.extend_from_slice(self);
+                items.push(value);
+                self.0 = Repr::Owned(items);
+            }
+        }
+    }
+}
+
+impl Default for Values<'_> {
+    fn default() -> Self {
+        Values::new()
+    }
+}
+
+impl<'a> std::ops::Deref for Values<'a> {
+    type Target = [SqlParam<'a>];
+    fn deref(&self) -> &[SqlParam<'a>] {
+        match &self.0 {
+            Repr::Borrowed(items) => items,
+            Repr::Inline(len, items) => &items[..usize::from(*len)],
+            Repr::Owned(items) => items,
+        }
+    }
+}
+
+impl<'a> From<Vec<SqlParam<'a>>> for Values<'a> {
+    fn from(items: Vec<SqlParam<'a>>) -> Self {
+        Values(Repr::Owned(items))
+    }
+}
+
+impl<'a> From<&'a [SqlParam<'a>]> for Values<'a> {
+    fn from(items: &'a [SqlParam<'a>]) -> Self {
+        Values(Repr::Borrowed(items))
+    }
+}
+
+impl<'a> FromIterator<SqlParam<'a>> for Values<'a> {
+    fn from_iter<I: IntoIterator<Item = SqlParam<'a>>>(items: I) -> Self {
+        let mut values = Values::new();
+        for value in items {
+            values.push(value);
+        }
+        values
+    }
+}
+
+impl fmt::Debug for Values<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 /// Anything that can supply the values of a statement.
@@ -42,7 +139,7 @@ pub trait Params: Send + Sync {
 
 impl Params for () {
     fn param_list(&self) -> ParamList<'_> {
-        ParamList::Positional(Vec::new())
+        ParamList::Positional(Values::new())
     }
 }
 
@@ -54,19 +151,19 @@ impl<P: Params + ?Sized> Params for &P {
 
 impl Params for [SqlParam<'_>] {
     fn param_list(&self) -> ParamList<'_> {
-        ParamList::Positional(self.to_vec())
+        ParamList::Positional(Values(Repr::Borrowed(self)))
     }
 }
 
 impl<const N: usize> Params for [SqlParam<'_>; N] {
     fn param_list(&self) -> ParamList<'_> {
-        ParamList::Positional(self.to_vec())
+        ParamList::Positional(Values(Repr::Borrowed(self)))
     }
 }
 
 impl Params for Vec<SqlParam<'_>> {
     fn param_list(&self) -> ParamList<'_> {
-        ParamList::Positional(self.clone())
+        ParamList::Positional(Values(Repr::Borrowed(self)))
     }
 }
 
@@ -74,7 +171,7 @@ macro_rules! tuple_params {
     ($($name:ident : $idx:tt),+) => {
         impl<$($name: ToSql + Send + Sync),+> Params for ($($name,)+) {
             fn param_list(&self) -> ParamList<'_> {
-                ParamList::Positional(vec![$(&self.$idx as SqlParam<'_>),+])
+                ParamList::Positional([$(&self.$idx as SqlParam<'_>),+].into_iter().collect())
             }
         }
     };
@@ -206,7 +303,7 @@ pub(crate) struct Bound<'s, 'p> {
     /// The text as sent (`:name` rewritten to `$n`).
     pub(crate) text: SqlText<'s>,
     /// The values for `$1`, `$2`, ...
-    pub(crate) values: Vec<SqlParam<'p>>,
+    pub(crate) values: Values<'p>,
     /// What the statement does, classified once for every layer that asks.
     pub(crate) class: StatementClass,
 }
@@ -301,7 +398,7 @@ impl RewriteCache {
                 }),
                 ParamList::Named(values) if values.is_empty() => Ok(Bound {
                     text: SqlText::Borrowed(sql),
-                    values: Vec::new(),
+                    values: Values::new(),
                     class,
                 }),
                 ParamList::Named(values) => Err(no_placeholders(&values)),
@@ -410,6 +507,28 @@ mod tests {
                 e.to_string()
             }
         }
+    }
+
+    #[test]
+    fn positional_values_keep_their_order_in_place_borrowed_and_past_four() {
+        let debug = |list: ParamList<'_>| match list {
+            ParamList::Positional(values) => format!("{values:?}"),
+            ParamList::Named(_) => unreachable!(),
+        };
+        assert_eq!(debug((1, "a", 2.5).param_list()), r#"[1, "a", 2.5]"#);
+        assert_eq!(
+            debug((1, 2, 3, 4, 5, 6, 7, 8, 9, 10).param_list()),
+            "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"
+        );
+        let slice: Vec<SqlParam<'_>> = vec![&1i64, &"b"];
+        assert_eq!(debug(slice.param_list()), r#"[1, "b"]"#);
+        assert_eq!(debug(().param_list()), "[]");
+        let mut values: Values<'_> = slice[..].into();
+        for extra in [&3i32 as SqlParam<'_>; 9] {
+            values.push(extra);
+        }
+        assert_eq!(values.len(), 11);
+        assert_eq!(format!("{:?}", &values[..3]), r#"[1, "b", 3]"#);
     }
 
     #[test]

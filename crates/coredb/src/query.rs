@@ -167,7 +167,7 @@ pub trait Executor: sealed::Sealed + Send {
     ) -> impl Future<Output = Result<T>> + Send + 'a {
         async move {
             let list = params.param_list();
-            self.run_statement(sql, list, Returns::Rows).await?.one()
+            self.run_statement(sql, list, Returns::First).await?.one()
         }
     }
 
@@ -188,7 +188,7 @@ pub trait Executor: sealed::Sealed + Send {
     ) -> impl Future<Output = Result<Option<T>>> + Send + 'a {
         async move {
             let list = params.param_list();
-            self.run_statement(sql, list, Returns::Rows)
+            self.run_statement(sql, list, Returns::First)
                 .await?
                 .optional()
         }
@@ -212,7 +212,9 @@ pub trait Executor: sealed::Sealed + Send {
     ) -> impl Future<Output = Result<T>> + Send + 'a {
         async move {
             let list = params.param_list();
-            self.run_statement(sql, list, Returns::Rows).await?.scalar()
+            self.run_statement(sql, list, Returns::First)
+                .await?
+                .scalar()
         }
     }
 

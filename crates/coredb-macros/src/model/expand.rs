@@ -321,8 +321,8 @@ pub fn items(options: &ModelOptions, model: &ModelSpec) -> TokenStream {
                 &self.#key_field
             }
 
-            fn insert_values(&self) -> ::std::vec::Vec<::coredb::SqlParam<'_>> {
-                ::std::vec![#(#insert_values),*]
+            fn insert_values<'a>(&'a self, out: &mut ::std::vec::Vec<::coredb::SqlParam<'a>>) {
+                out.extend([#(#insert_values),*]);
             }
 
             fn update_values(&self) -> ::std::vec::Vec<::coredb::SqlParam<'_>> {

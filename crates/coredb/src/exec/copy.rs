@@ -26,6 +26,19 @@ pub type CopyData<'a> = Pin<
 /// The values of the rows a caller writes with a binary COPY, one `Vec` per row.
 pub type RowValues<'a> = Box<dyn Iterator<Item = Vec<SqlParam<'a>>> + Send + 'a>;
 
+/// Where a binary COPY takes its rows from: each row's values are put into one vector reused
+/// for every row.
+pub(crate) trait CopyRows<'v>: Send {
+    /// Puts the next row's values into `out` (emptied first); false when there are no more.
+    fn next_into(&mut self, out: &mut Vec<SqlParam<'v>>) -> bool;
+}
+
+impl<'v> CopyRows<'v> for RowValues<'v> {
+    fn next_into(&mut self, out: &mut Vec<SqlParam<'v>>) -> bool {
+        self.next().map(|row| *out = row).is_some()
+    }
+}
+
 /// Sends `data` into the `COPY .. FROM STDIN` of `bound`, as it comes; returns the number of
 /// rows. A chunk the caller's stream fails to give abandons the COPY (the server keeps none of
 /// it and answers `57014`, which in a transaction aborts it) and is returned as a
@@ -134,7 +147,7 @@ pub(crate) async fn copy_in<'v>(
     context: &Context,
     copy_sql: &str,
     insert_sql: &str,
-    rows: impl Iterator<Item = Vec<SqlParam<'v>>> + Send,
+    rows: impl CopyRows<'v>,
     place: Place,
 ) -> Result<u64> {
     let own = begin_own_transaction(conn, context, place).await?;
@@ -174,19 +187,21 @@ async fn copy_rows<'v>(
     conn: &PgConn,
     copy_sql: &str,
     insert_sql: &str,
-    rows: impl Iterator<Item = Vec<SqlParam<'v>>> + Send,
+    mut rows: impl CopyRows<'v>,
 ) -> Result<u64> {
     let insert = prepare_text(conn, insert_sql).await?;
     let copy_error = |e| Error::from_driver(e, Some(copy_sql));
     let sink = conn.client.copy_in(copy_sql).await.map_err(copy_error)?;
     let columns = insert.params().len();
     let mut writer = pin!(BinaryCopyInWriter::new(sink, insert.params()));
-    for (index, values) in rows.enumerate() {
+    let mut values = Vec::with_capacity(columns);
+    let mut index = 0;
+    while rows.next_into(&mut values) {
+        index += 1;
         if values.len() != columns {
             // Returning drops the writer unfinished: the server abandons the COPY.
             return Err(Error::params(format!(
-                "row {} has {} value(s) for {columns} column(s); the COPY was abandoned and none of its rows kept",
-                index + 1,
+                "row {index} has {} value(s) for {columns} column(s); the COPY was abandoned and none of its rows kept",
                 values.len()
             ))
             .with_statement(copy_sql));

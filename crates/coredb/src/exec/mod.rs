@@ -48,6 +48,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
+use futures_util::TryStreamExt;
 use postgres_types::FromSqlOwned;
 use tokio_postgres::Statement;
 
@@ -61,7 +62,7 @@ use crate::telemetry::{self, StatementInstruments, Target};
 pub(crate) use commit::{
     commit, outcome, parse_lsn, Outcome, WitnessReply, WriteMark, WRITTEN_SQL,
 };
-pub(crate) use copy::{copy_in, copy_in_data, Place};
+pub(crate) use copy::{copy_in, copy_in_data, CopyRows, Place};
 pub use copy::{CopyData, RowValues};
 pub(crate) use encode::encode;
 pub(crate) use stream::{stream, Item, OnError};
@@ -141,6 +142,8 @@ impl Context {
 pub enum Returns {
     /// The rows.
     Rows,
+    /// The first row and how many came: read one by one, never gathered.
+    First,
     /// The number of rows affected.
     Count,
 }
@@ -150,6 +153,8 @@ pub enum Returns {
 pub enum Reply {
     /// The rows.
     Rows(Vec<tokio_postgres::Row>),
+    /// The first row, if any, and the number of rows returned.
+    First(Option<tokio_postgres::Row>, u64),
     /// The number of rows affected.
     Count(u64),
 }
@@ -158,7 +163,7 @@ impl Reply {
     /// The number of rows returned or affected, without consuming the reply.
     fn len(&self) -> u64 {
         match self {
-            Reply::Count(n) => *n,
+            Reply::Count(n) | Reply::First(_, n) => *n,
             Reply::Rows(rows) => rows.len() as u64,
         }
     }
@@ -170,27 +175,41 @@ impl Reply {
 
     /// The rows (none for a count).
     pub(crate) fn rows(self) -> Vec<Row> {
-        match self {
-            Reply::Rows(rows) => rows.into_iter().map(Row::from).collect(),
-            Reply::Count(_) => Vec::new(),
-        }
+        self.into_rows().collect()
+    }
+
+    /// The rows one by one, without gathering them first (only the first of a
+    /// [`Returns::First`] statement's).
+    fn into_rows(self) -> impl Iterator<Item = Row> {
+        let (rows, first) = match self {
+            Reply::Rows(rows) => (rows, None),
+            Reply::First(first, _) => (Vec::new(), first),
+            Reply::Count(_) => (Vec::new(), None),
+        };
+        first.into_iter().chain(rows).map(Row::from)
     }
 
     /// Every row as `T`.
     pub(crate) fn all<T: FromRow>(self) -> Result<Vec<T>> {
-        self.rows().into_iter().map(T::from_owned_row).collect()
+        let rows = self.into_rows();
+        // Sized once: collecting `Result`s would grow the vector from empty.
+        let mut all = Vec::with_capacity(rows.size_hint().0);
+        for row in rows {
+            all.push(T::from_owned_row(row)?);
+        }
+        Ok(all)
     }
 
     /// At most one row as `T`.
     pub(crate) fn optional<T: FromRow>(self) -> Result<Option<T>> {
-        let mut rows = self.rows();
-        if rows.len() > 1 {
+        let count = self.len();
+        if count > 1 {
             return Err(Error::new(
                 ErrorKind::TooManyRows,
-                format!("expected at most one row, got {}", rows.len()),
+                format!("expected at most one row, got {count}"),
             ));
         }
-        rows.pop().map(T::from_owned_row).transpose()
+        self.into_rows().next().map(T::from_owned_row).transpose()
     }
 
     /// Exactly one row as `T`.
@@ -201,8 +220,7 @@ impl Reply {
 
     /// The first column of the first row.
     pub(crate) fn scalar<T: FromSqlOwned>(self) -> Result<T> {
-        let rows = self.rows();
-        let row = rows.first().ok_or_else(|| {
+        let row = self.into_rows().next().ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
                 "expected a row with a value, got no rows",
@@ -406,8 +424,8 @@ fn echo(settings: &ExecSettings, bound: &Bound<'_, '_>, elapsed: Duration, resul
     let sql = bound.text.as_str();
     let duration_ms = elapsed.as_secs_f64() * 1000.0;
     let outcome = match result {
-        Ok(Reply::Rows(rows)) => format!("{} row(s)", rows.len()),
         Ok(Reply::Count(n)) => format!("{n} row(s) affected"),
+        Ok(rows) => format!("{} row(s)", rows.len()),
         Err(e) => format!("error: {}", e.message()),
     };
     if settings.echo_params {
@@ -445,12 +463,37 @@ async fn send(
 ) -> std::result::Result<Reply, tokio_postgres::Error> {
     match want {
         Returns::Rows => conn.client.query(statement, values).await.map(Reply::Rows),
+        Returns::First => {
+            first_row(
+                conn.client
+                    .query_raw(statement, values.iter().copied())
+                    .await?,
+            )
+            .await
+        }
         Returns::Count => conn
             .client
             .execute(statement, values)
             .await
             .map(Reply::Count),
     }
+}
+
+/// The first row of `rows` and how many there were: the others are read and dropped one by
+/// one, never gathered.
+async fn first_row(
+    rows: tokio_postgres::RowStream,
+) -> std::result::Result<Reply, tokio_postgres::Error> {
+    let mut rows = pin!(rows);
+    let Some(first) = rows.try_next().await? else {
+        // Ended: polled again, the stream would report its connection closed.
+        return Ok(Reply::First(None, 0));
+    };
+    let mut count = 1;
+    while rows.try_next().await?.is_some() {
+        count += 1;
+    }
+    Ok(Reply::First(Some(first), count))
 }
 
 /// The connection's prepared statement for the text (prepared now if not cached), checked
@@ -516,6 +559,14 @@ async fn run_unprepared(conn: &PgConn, bound: &Bound<'_, '_>, want: Returns) -> 
     let typed = typed_values(bound)?;
     let result = match want {
         Returns::Rows => conn.client.query_typed(sql, &typed).await.map(Reply::Rows),
+        Returns::First => match conn
+            .client
+            .query_typed_raw(sql, typed.iter().map(|(v, t)| (*v, t.clone())))
+            .await
+        {
+            Ok(rows) => first_row(rows).await,
+            Err(err) => Err(err),
+        },
         Returns::Count => conn
             .client
             .execute_typed(sql, &typed)

@@ -306,7 +306,7 @@ impl DatabaseManager {
                     let bound = replica
                         .context
                         .bind(replicas::MEASURE_SQL, ().param_list())?;
-                    run_once(&replica, &bound, Returns::Rows).await?.one::<(
+                    run_once(&replica, &bound, Returns::First).await?.one::<(
                         bool,
                         Option<f64>,
                         Option<String>,
@@ -1074,7 +1074,7 @@ impl DatabaseManager {
     /// statement was abandoned takes no new statements and is closed once nothing else runs on it;
     /// a connection of its own is closed and the statement cancelled on the server.
     pub async fn fetch_one<T: FromRow, P: Params>(&self, sql: &str, params: P) -> Result<T> {
-        self.autocommit(sql, params.param_list(), Returns::Rows)
+        self.autocommit(sql, params.param_list(), Returns::First)
             .await?
             .one()
     }
@@ -1090,7 +1090,7 @@ impl DatabaseManager {
         sql: &str,
         params: P,
     ) -> Result<Option<T>> {
-        self.autocommit(sql, params.param_list(), Returns::Rows)
+        self.autocommit(sql, params.param_list(), Returns::First)
             .await?
             .optional()
     }
@@ -1106,7 +1106,7 @@ impl DatabaseManager {
         sql: &str,
         params: P,
     ) -> Result<T> {
-        self.autocommit(sql, params.param_list(), Returns::Rows)
+        self.autocommit(sql, params.param_list(), Returns::First)
             .await?
             .scalar()
     }

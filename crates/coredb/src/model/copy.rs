@@ -93,8 +93,21 @@ async fn copy_tracked<M: Model>(conn: &mut Connection, models: &[M], place: Plac
         context,
         statements.copy,
         statements.insert,
-        models.iter().map(Model::insert_values),
+        ModelRows(models.iter()),
         place,
     )
     .await
+}
+
+/// The rows of models for a binary COPY, without a vector of their own each.
+struct ModelRows<'v, M>(std::slice::Iter<'v, M>);
+
+impl<'v, M: Model> crate::exec::CopyRows<'v> for ModelRows<'v, M> {
+    fn next_into(&mut self, out: &mut Vec<crate::params::SqlParam<'v>>) -> bool {
+        out.clear();
+        self.0
+            .next()
+            .map(|model| model.insert_values(out))
+            .is_some()
+    }
 }

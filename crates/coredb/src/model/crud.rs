@@ -57,9 +57,9 @@ pub trait Crud: Executor {
         model: &'a mut M,
     ) -> impl Future<Output = Result<()>> + Send + 'a {
         async move {
-            let row: Row = self
-                .fetch_one(M::STATEMENTS.insert, model.insert_values())
-                .await?;
+            let mut values = Vec::new();
+            model.insert_values(&mut values);
+            let row: Row = self.fetch_one(M::STATEMENTS.insert, values).await?;
             model.apply_row(&row)
         }
     }
@@ -84,8 +84,10 @@ pub trait Crud: Executor {
             let mut inserted = 0u64;
             for chunk in models.chunks_mut(chunk_rows) {
                 let sql = statements.insert_many(chunk.len());
-                let values: Vec<SqlParam<'_>> =
-                    chunk.iter().flat_map(|m| m.insert_values()).collect();
+                let mut values: Vec<SqlParam<'_>> = Vec::with_capacity(chunk.len() * per_row);
+                for model in chunk.iter() {
+                    model.insert_values(&mut values);
+                }
                 let rows = self.query(&sql, values).await?;
                 apply_returned_rows(chunk, rows)?;
                 inserted += chunk.len() as u64;

@@ -96,9 +96,10 @@ pub trait Model: FromRow + Sync + Sized + 'static {
     /// The primary key's value.
     fn key(&self) -> &Self::Key;
 
-    /// The values of the INSERT's parameters, in order.
+    /// Appends the values of the INSERT's parameters to `out`, in order (into a vector the
+    /// caller reuses, so COPY allocates nothing per row).
     #[doc(hidden)]
-    fn insert_values(&self) -> Vec<SqlParam<'_>>;
+    fn insert_values<'a>(&'a self, out: &mut Vec<SqlParam<'a>>);
 
     /// The values of the UPDATE's parameters: the written columns, then the key.
     #[doc(hidden)]
