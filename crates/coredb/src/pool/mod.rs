@@ -237,7 +237,11 @@ impl<M: Manage> Pool<M> {
                 span: held_in,
             };
             let result = crate::telemetry::in_span(&span, self.acquire(limit, holder)).await;
-            let waited = start.elapsed();
+            // The hand-out's own clock reading, when there is one: one reading fewer.
+            let waited = match &result {
+                Ok(pooled) => pooled.since.saturating_duration_since(start),
+                Err(_) => start.elapsed(),
+            };
             self.shared.instruments.wait_time.record(waited);
             if !span.is_disabled() {
                 span.record("coredb.pool.wait_ms", waited.as_secs_f64() * 1000.0);
@@ -303,7 +307,13 @@ impl<M: Manage> Pool<M> {
         };
         // Gives the permit back if this future is dropped before the object is handed out.
         let permit = PermitGuard(shared);
-        self.checkout(permit, deadline, limit, holder).await
+        // No wait, no new clock reading: the call's start serves.
+        let now = if deadline.is_some() {
+            Instant::now()
+        } else {
+            holder.since
+        };
+        self.checkout(permit, (now, deadline), limit, holder).await
     }
 
     /// Checks out an object only if one can be had without waiting for another caller to
@@ -323,23 +333,23 @@ impl<M: Manage> Pool<M> {
                 Err(TryAcquireError::NoPermits) => return Ok(None),
             }
             let permit = PermitGuard(shared);
-            self.checkout(permit, None, shared.options.timeout, holder)
+            let now = holder.since;
+            self.checkout(permit, (now, None), shared.options.timeout, holder)
                 .await
                 .map(Some)
         }
     }
 
-    /// Hands out an idle object (checked) or a new one, for a caller holding a permit.
-    /// `deadline` is known when the caller waited; otherwise it is `limit` from now.
+    /// Hands out an idle object (checked) or a new one, for a caller holding a permit, at
+    /// `now`. `deadline` is known when the caller waited; otherwise it is `limit` from now.
     async fn checkout(
         &self,
         permit: PermitGuard<'_, M>,
-        deadline: Option<Instant>,
+        (now, deadline): (Instant, Option<Instant>),
         limit: Duration,
         holder: Holder,
     ) -> Result<Pooled<M>> {
         let shared = &self.shared;
-        let now = Instant::now();
         let deadline = deadline.unwrap_or(now + limit);
 
         while let Some(slot) = self.pop_idle() {
@@ -368,9 +378,9 @@ impl<M: Manage> Pool<M> {
                     shared.retire(slot, CloseReason::Broken);
                     continue;
                 }
-                return Ok(self.hand_out(slot, permit, holder));
+                return Ok(self.hand_out(slot, permit, holder, Instant::now()));
             }
-            return Ok(self.hand_out(slot, permit, holder));
+            return Ok(self.hand_out(slot, permit, holder, now));
         }
 
         let object = self.create(deadline).await?;
@@ -387,7 +397,7 @@ impl<M: Manage> Pool<M> {
             expires,
             idle_since: now,
         };
-        Ok(self.hand_out(slot, permit, holder))
+        Ok(self.hand_out(slot, permit, holder, now))
     }
 
     fn pop_idle(&self) -> Option<Slot<M::Object>> {
@@ -403,18 +413,20 @@ impl<M: Manage> Pool<M> {
         slot
     }
 
+    /// Hands `slot` out to `holder` at `at`.
     fn hand_out(
         &self,
         slot: Slot<M::Object>,
         permit: PermitGuard<'_, M>,
         mut holder: Holder,
+        at: Instant,
     ) -> Pooled<M> {
         std::mem::forget(permit);
         let shared = &self.shared;
         shared.in_use.fetch_add(1, Ordering::AcqRel);
         Counters::bump(&shared.counters.checkouts);
         shared.instruments.used(1.0);
-        holder.since = Instant::now();
+        holder.since = at;
         let key = shared
             .holders
             .lock()
