@@ -190,6 +190,10 @@ pub async fn run(
              sqlx's `test_before_acquire` are off (each would add a round trip per checkout); \
              coredb pings only connections idle for 1 s or more, which never happens here."
                 .into(),
+            "Against pgbench: the gap is the CPU that tokio's multi-threaded runtime spends \
+             waking tasks across its workers (futex, eventfd), not the client's instructions; \
+             measured, with the design tried to remove it, in docs/libpq-gap.md."
+                .into(),
         ],
     };
     let method = format!(
