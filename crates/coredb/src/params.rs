@@ -83,6 +83,18 @@ impl<'a> Values<'a> {
     }
 }
 
+impl<'a> Values<'a> {
+    /// The values of an array: held in line when they fit, else in a vector.
+    fn from_array<const N: usize>(items: [SqlParam<'a>; N]) -> Self {
+        if N > INLINE {
+            return Values(Repr::Owned(items.to_vec()));
+        }
+        let mut inline = [&UNUSED as SqlParam<'a>; INLINE];
+        inline[..N].copy_from_slice(&items);
+        Values(Repr::Inline(N as u8, inline))
+    }
+}
+
 impl Default for Values<'_> {
     fn default() -> Self {
         Values::new()
@@ -171,7 +183,7 @@ macro_rules! tuple_params {
     ($($name:ident : $idx:tt),+) => {
         impl<$($name: ToSql + Send + Sync),+> Params for ($($name,)+) {
             fn param_list(&self) -> ParamList<'_> {
-                ParamList::Positional([$(&self.$idx as SqlParam<'_>),+].into_iter().collect())
+                ParamList::Positional(Values::from_array([$(&self.$idx as SqlParam<'_>),+]))
             }
         }
     };
