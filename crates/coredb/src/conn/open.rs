@@ -150,16 +150,17 @@ where
                 std::task::ready!(std::future::Future::poll(pending, cx));
                 yielding.set(None);
             }
-            let message = connection.poll_message(cx);
-            let Some(watch) = &mut watch else {
-                return message;
+            let Some(watch) = watch.as_mut().filter(|watch| watch.shared()) else {
+                // Returned as it comes: the message is large, and copied once more when held.
+                return connection.poll_message(cx);
             };
+            let message = connection.poll_message(cx);
             watch.look(&connection);
             // A shared lane's callers send their statements from tasks of their own: woken
             // by the first, the I/O task goes to the back of the run queue once, so the
             // statements the others send meanwhile leave in the same write (and the replies
             // that arrive meanwhile are read in one go).
-            if message.is_pending() && watch.shared() {
+            if message.is_pending() {
                 yielding.set(Some(tokio::task::yield_now()));
             }
             message
