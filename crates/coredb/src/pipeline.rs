@@ -206,6 +206,13 @@ impl Pipeline {
         // one write (`conn::drive`).
         let work = std::pin::pin!(exec::run_on(&lane.pooled, bound, want));
         let result = exec::observe(context, bound, context.settings.statement_guard, work).await;
+        // A setting the statement changed is reported after its completion, in what the lane's
+        // I/O task may still be reading on another thread: the caller goes on once it was
+        // read, so neither this lane nor the pool hands the change to anyone (on one thread
+        // the read is always over by now).
+        while lane.pooled.settings_being_read() {
+            tokio::task::yield_now().await;
+        }
         // A statement cut off by the guard is abandoned like a dropped one.
         in_flight.finished = !matches!(&result, Err(e) if e.kind() == ErrorKind::Timeout);
         if matches!(&result, Err(e) if e.kind() == ErrorKind::ConnectionLost) {

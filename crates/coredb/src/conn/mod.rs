@@ -49,6 +49,16 @@ impl PgConn {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// True while the I/O task of a connection whose reports are followed is reading what
+    /// arrived and has not yet looked at the settings: the server reports a changed setting
+    /// after a statement's completion (just before it is ready again), so a caller can hold
+    /// its completion before the report that follows it was read.
+    pub(crate) fn settings_being_read(&self) -> bool {
+        self.settings_changed
+            .reading
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Starts or stops following the settings the server reports (see
     /// [`settings_changed`](Self::settings_changed)): on while the connection is shared.
     pub(crate) fn watch_settings(&self, on: bool) {

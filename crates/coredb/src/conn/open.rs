@@ -55,6 +55,9 @@ pub(crate) struct SettingsFlags {
     pub(crate) watching: AtomicBool,
     /// A watched setting differs from its value at connect.
     pub(crate) changed: AtomicBool,
+    /// The I/O task is reading what arrived and has not looked at the settings since: a
+    /// report may be among it.
+    pub(crate) reading: AtomicBool,
 }
 
 /// Follows the server's reports of the watched settings for one connection.
@@ -154,8 +157,10 @@ where
                 // Returned as it comes: the message is large, and copied once more when held.
                 return connection.poll_message(cx);
             };
+            watch.changed.reading.store(true, Ordering::Release);
             let message = connection.poll_message(cx);
             watch.look(&connection);
+            watch.changed.reading.store(false, Ordering::Release);
             // A shared lane's callers send their statements from tasks of their own: woken
             // by the first, the I/O task goes to the back of the run queue once, so the
             // statements the others send meanwhile leave in the same write (and the replies
