@@ -191,11 +191,13 @@ impl Reply {
 
     /// Every row as `T`.
     pub(crate) fn all<T: FromRow>(self) -> Result<Vec<T>> {
-        let rows = self.into_rows();
+        let Reply::Rows(rows) = self else {
+            return self.into_rows().map(T::from_owned_row).collect();
+        };
         // Sized once: collecting `Result`s would grow the vector from empty.
-        let mut all = Vec::with_capacity(rows.size_hint().0);
+        let mut all = Vec::with_capacity(rows.len());
         for row in rows {
-            all.push(T::from_owned_row(row)?);
+            all.push(T::from_owned_row(Row::from(row))?);
         }
         Ok(all)
     }
