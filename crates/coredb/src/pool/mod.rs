@@ -446,6 +446,9 @@ impl<M: Manage> Pool<M> {
         let shared = &self.shared;
         let mut backoff = Backoff::default();
         let mut attempt = 1;
+        // Why the previous attempt failed: a better answer than "no answer in time" when the
+        // pool timeout cuts the last attempt short (a slow refusal on a loaded server).
+        let mut failed: Option<Error> = None;
         loop {
             let span = tracing::info_span!(
                 target: "coredb",
@@ -477,6 +480,9 @@ impl<M: Manage> Pool<M> {
                     shared.instruments.connect_failures.increment(1);
                     span.record("error.type", "PoolTimeout");
                     span.record("otel.status_code", "ERROR");
+                    if let Some(err) = failed {
+                        return Err(err);
+                    }
                     return Err(Error::new(
                         ErrorKind::PoolTimeout,
                         format!(
@@ -507,6 +513,7 @@ impl<M: Manage> Pool<M> {
                 tracing::debug!(target: "coredb", error = %err, attempt, ?delay, "connect failed; retrying");
             }
             attempt += 1;
+            failed = Some(err);
             tokio::time::sleep(delay).await;
             if shared.closed.load(Ordering::Acquire) {
                 return Err(Error::pool_closed());
