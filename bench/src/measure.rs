@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::alloc_counter;
 
-/// The numbers a child process of the harness printed on stdout, once it succeeded; `what`
-/// names the child in the error otherwise.
-pub fn child_numbers(output: &std::process::Output, what: &str) -> Result<Vec<u64>> {
-    let stdout = String::from_utf8_lossy(&output.stdout);
+/// What a process printed on stdout, once it succeeded; otherwise an error naming it (`what`)
+/// with its exit status and what it printed on stderr.
+pub fn stdout_of(output: &std::process::Output, what: &str) -> Result<String> {
     if !output.status.success() {
         return Err(format!(
             "{what} failed ({}): {}",
@@ -20,7 +19,13 @@ pub fn child_numbers(output: &std::process::Output, what: &str) -> Result<Vec<u6
         )
         .into());
     }
-    Ok(stdout
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The numbers a child process of the harness printed on stdout, once it succeeded; `what`
+/// names the child in the error otherwise.
+pub fn child_numbers(output: &std::process::Output, what: &str) -> Result<Vec<u64>> {
+    Ok(stdout_of(output, what)?
         .split_whitespace()
         .filter_map(|n| n.parse().ok())
         .collect())

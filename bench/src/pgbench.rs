@@ -137,15 +137,7 @@ async fn run(mut command: Command) -> Result<String> {
         .collect::<Vec<_>>()
         .join(" ");
     let output = tokio::task::spawn_blocking(move || command.output()).await??;
-    if !output.status.success() {
-        return Err(format!(
-            "{shown} failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )
-        .into());
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    crate::measure::stdout_of(&output, &shown)
 }
 
 /// Reads `tps = 1234.5 (without initial connection time)`.

@@ -60,6 +60,16 @@ impl<'a> Values<'a> {
         Values(Repr::Borrowed(&[]))
     }
 
+    /// The values of an array: held in line when they fit, else in a vector.
+    fn from_array<const N: usize>(items: [SqlParam<'a>; N]) -> Self {
+        if N > INLINE {
+            return Values(Repr::Owned(items.to_vec()));
+        }
+        let mut inline = [&UNUSED as SqlParam<'a>; INLINE];
+        inline[..N].copy_from_slice(&items);
+        Values(Repr::Inline(N as u8, inline))
+    }
+
     /// Adds a value after the others.
     pub fn push(&mut self, value: SqlParam<'a>) {
         match &mut self.0 {
@@ -80,18 +90,6 @@ impl<'a> Values<'a> {
                 self.0 = Repr::Owned(items);
             }
         }
-    }
-}
-
-impl<'a> Values<'a> {
-    /// The values of an array: held in line when they fit, else in a vector.
-    fn from_array<const N: usize>(items: [SqlParam<'a>; N]) -> Self {
-        if N > INLINE {
-            return Values(Repr::Owned(items.to_vec()));
-        }
-        let mut inline = [&UNUSED as SqlParam<'a>; INLINE];
-        inline[..N].copy_from_slice(&items);
-        Values(Repr::Inline(N as u8, inline))
     }
 }
 

@@ -469,7 +469,7 @@ async fn send(
             first_row(
                 conn.client
                     .query_raw(statement, values.iter().copied())
-                    .await?,
+                    .await,
             )
             .await
         }
@@ -481,12 +481,12 @@ async fn send(
     }
 }
 
-/// The first row of `rows` and how many there were: the others are read and dropped one by
-/// one, never gathered.
+/// The first row of the driver's `rows` and how many there were: the others are read and
+/// dropped one by one, never gathered.
 async fn first_row(
-    rows: tokio_postgres::RowStream,
+    rows: std::result::Result<tokio_postgres::RowStream, tokio_postgres::Error>,
 ) -> std::result::Result<Reply, tokio_postgres::Error> {
-    let mut rows = pin!(rows);
+    let mut rows = pin!(rows?);
     let Some(first) = rows.try_next().await? else {
         // Ended: polled again, the stream would report its connection closed.
         return Ok(Reply::First(None, 0));
@@ -561,14 +561,14 @@ async fn run_unprepared(conn: &PgConn, bound: &Bound<'_, '_>, want: Returns) -> 
     let typed = typed_values(bound)?;
     let result = match want {
         Returns::Rows => conn.client.query_typed(sql, &typed).await.map(Reply::Rows),
-        Returns::First => match conn
-            .client
-            .query_typed_raw(sql, typed.iter().map(|(v, t)| (*v, t.clone())))
+        Returns::First => {
+            first_row(
+                conn.client
+                    .query_typed_raw(sql, typed.iter().map(|(v, t)| (*v, t.clone())))
+                    .await,
+            )
             .await
-        {
-            Ok(rows) => first_row(rows).await,
-            Err(err) => Err(err),
-        },
+        }
         Returns::Count => conn
             .client
             .execute_typed(sql, &typed)
