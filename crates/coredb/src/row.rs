@@ -29,9 +29,13 @@ pub struct Row(Inner);
 enum Inner {
     /// A query's result.
     Query(tokio_postgres::Row),
-    /// A binary `COPY .. TO STDOUT`'s, with the columns of its query.
-    Copy(BinaryCopyOutRow, Arc<[CopyColumn]>),
+    /// A binary `COPY .. TO STDOUT`'s, with the columns of its query. Boxed, so a `Row` is
+    /// the size of the driver's row and a vector of the driver's rows becomes a vector of
+    /// `Row`s in place, without a second allocation.
+    Copy(Box<(BinaryCopyOutRow, Arc<[CopyColumn]>)>),
 }
+
+const _: () = assert!(std::mem::size_of::<Row>() == std::mem::size_of::<tokio_postgres::Row>());
 
 /// A column of a binary COPY's rows: its name and type, learnt by preparing its query.
 pub(crate) struct CopyColumn {
@@ -48,7 +52,7 @@ impl From<tokio_postgres::Row> for Row {
 impl Row {
     /// A row of a binary COPY, whose columns are `columns`.
     pub(crate) fn from_copy(row: BinaryCopyOutRow, columns: Arc<[CopyColumn]>) -> Self {
-        Row(Inner::Copy(row, columns))
+        Row(Inner::Copy(Box::new((row, columns))))
     }
 
     /// The name and type of column `index` (which must exist).
@@ -58,7 +62,10 @@ impl Row {
                 let column = &row.columns()[index];
                 (column.name(), column.type_())
             }
-            Inner::Copy(_, columns) => (&columns[index].name, &columns[index].type_),
+            Inner::Copy(copy) => {
+                let column = &copy.1[index];
+                (&column.name, &column.type_)
+            }
         }
     }
 
@@ -127,7 +134,7 @@ impl Row {
         let (name, type_) = self.column(index);
         let read = match &self.0 {
             Inner::Query(row) => row.try_get::<_, T>(index),
-            Inner::Copy(row, _) => row.try_get::<T>(index),
+            Inner::Copy(copy) => copy.0.try_get::<T>(index),
         };
         read.map_err(|err| {
             use std::error::Error as _;
@@ -162,7 +169,7 @@ impl Row {
     pub fn len(&self) -> usize {
         match &self.0 {
             Inner::Query(row) => row.len(),
-            Inner::Copy(_, columns) => columns.len(),
+            Inner::Copy(copy) => copy.1.len(),
         }
     }
 

@@ -493,11 +493,10 @@ impl Session {
 
     async fn run(&mut self, sql: &str, params: ParamList<'_>, want: Returns) -> Result<Reply> {
         self.ready().await?;
-        let span = self.span.clone();
         // Pinned where it is made: wrapping the statement's (large) future by value would copy it.
         let result = {
             let run = std::pin::pin!(self.conn.run(sql, params, want));
-            telemetry::in_span(&span, run).await
+            telemetry::in_span(&self.span, run).await
         };
         self.noted(result)
     }

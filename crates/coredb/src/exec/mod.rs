@@ -173,9 +173,13 @@ impl Reply {
         self.len()
     }
 
-    /// The rows (none for a count).
+    /// The rows (none for a count). The driver's vector becomes the vector of `Row`s in place:
+    /// the two row types have one size, so nothing is allocated again.
     pub(crate) fn rows(self) -> Vec<Row> {
-        self.into_rows().collect()
+        match self {
+            Reply::Rows(rows) => rows.into_iter().map(Row::from).collect(),
+            other => other.into_rows().collect(),
+        }
     }
 
     /// The rows one by one, without gathering them first (only the first of a
