@@ -1,4 +1,5 @@
-//! `#[derive(FromRow)]`: columns to fields by name.
+//! `#[derive(FromRow)]`: columns to fields by name (found by name in a result's first row, by
+//! position in the rest).
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
@@ -42,14 +43,14 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             (Some(_), None, None) => quote!(::core::default::Default::default()),
             (None, Some(_), None) => {
                 reads_row = true;
-                quote_spanned!(ty.span()=> <#ty as ::coredb::FromRow>::from_row(row)?)
+                quote_spanned!(ty.span()=> <#ty as ::coredb::FromRow>::from_row_at(row, positions)?)
             }
             (None, None, rename) => {
                 reads_row = true;
                 let name = rename
                     .as_ref()
                     .map_or_else(|| ident.unraw().to_string(), |r| r.value());
-                quote_spanned!(ty.span()=> ::coredb::Row::get::<#ty>(row, #name)?)
+                quote_spanned!(ty.span()=> positions.get::<#ty>(row, #name)?)
             }
             _ => {
                 return Err(syn::Error::new(
@@ -62,10 +63,17 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     }
     let name = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
-    let unused = (!reads_row).then(|| quote!(let _ = row;));
+    let unused = (!reads_row).then(|| quote!(let _ = (row, positions);));
     Ok(quote! {
         impl #impl_generics ::coredb::FromRow for #name #ty_generics #where_clause {
             fn from_row(row: &::coredb::Row) -> ::coredb::Result<Self> {
+                Self::from_row_at(row, &mut ::coredb::ColumnPositions::new())
+            }
+
+            fn from_row_at(
+                row: &::coredb::Row,
+                positions: &mut ::coredb::ColumnPositions,
+            ) -> ::coredb::Result<Self> {
                 #unused
                 ::core::result::Result::Ok(Self { #(#inits,)* })
             }

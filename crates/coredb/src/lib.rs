@@ -95,6 +95,8 @@ pub use manager::{DatabaseManager, Engine, TestScope};
 pub use params::{NamedParams, ParamList, Params, SqlParam, Values};
 pub use query::{CopyOutStream, Executor, RowStream};
 pub use retry::{Backoff, RetryPolicy, TransientError};
+#[doc(hidden)]
+pub use row::ColumnPositions;
 pub use row::{ColumnIndex, FromRow, Row};
 pub use session::{CursorStream, IsolationLevel, Savepoint, Session, SessionOptions};
 // The model macros; their runtime side is the `model` module.

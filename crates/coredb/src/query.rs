@@ -13,7 +13,7 @@ use postgres_types::FromSqlOwned;
 use crate::error::Result;
 use crate::exec::{CopyData, Item, Read, Returns, RowValues, Streaming};
 use crate::params::Params;
-use crate::row::{FromRow, Row};
+use crate::row::{ColumnPositions, FromRow, Row};
 
 /// Keeps [`Executor`] implemented by coredb's own types only, so its methods can grow without
 /// breaking anyone (as tokio-postgres's `GenericClient`). The module is private: the trait and
@@ -432,6 +432,8 @@ pub trait Executor: sealed::Sealed + Send {
 /// error.
 pub struct RowStream<'a, T> {
     rows: Streaming<'a>,
+    /// Where `T`'s columns sit, found in the first row.
+    positions: ColumnPositions,
     _rows_of: PhantomData<fn() -> T>,
 }
 
@@ -439,6 +441,7 @@ impl<'a, T> RowStream<'a, T> {
     pub(crate) fn new(rows: Streaming<'a>) -> Self {
         RowStream {
             rows,
+            positions: ColumnPositions::new(),
             _rows_of: PhantomData,
         }
     }
@@ -448,9 +451,13 @@ impl<T: FromRow> Stream for RowStream<'_, T> {
     type Item = Result<T>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<T>>> {
-        Pin::new(&mut self.rows).poll_next(cx).map(|item| {
+        let this = &mut *self;
+        Pin::new(&mut this.rows).poll_next(cx).map(|item| {
             item.map(|item| match item? {
-                Item::Row(row) => T::from_owned_row(row),
+                Item::Row(row) => {
+                    this.positions.rewind();
+                    T::from_owned_row_at(row, &mut this.positions)
+                }
                 Item::Data(_) => unreachable!("a COPY is refused before it is sent"),
             })
         })

@@ -92,18 +92,26 @@ mod sealed {
 }
 
 impl ColumnIndex for usize {
+    #[inline]
     fn position(&self, row: &Row, rust_type: &str) -> Result<usize> {
         if *self < row.len() {
             return Ok(*self);
         }
-        Err(Error::new(
-            ErrorKind::Decode,
-            format!(
-                "the result has {} column(s); there is no column at index {self} for Rust type {rust_type}",
-                row.len()
-            ),
-        ))
+        Err(no_such_index(*self, row, rust_type))
     }
+}
+
+/// The error for a column index past the end of `row`.
+#[cold]
+#[inline(never)]
+fn no_such_index(index: usize, row: &Row, rust_type: &str) -> Error {
+    Error::new(
+        ErrorKind::Decode,
+        format!(
+            "the result has {} column(s); there is no column at index {index} for Rust type {rust_type}",
+            row.len()
+        ),
+    )
 }
 
 impl ColumnIndex for &str {
@@ -131,38 +139,36 @@ impl Row {
     /// another type.
     pub fn get<'a, T: FromSql<'a>>(&'a self, column: impl ColumnIndex) -> Result<T> {
         let index = column.position(self, type_name::<T>())?;
-        let (name, type_) = self.column(index);
         let read = match &self.0 {
             Inner::Query(row) => row.try_get::<_, T>(index),
             Inner::Copy(copy) => copy.0.try_get::<T>(index),
         };
-        read.map_err(|err| {
-            use std::error::Error as _;
-            let source = err.source();
-            let message = if source.is_some_and(|s| s.is::<postgres_types::WasNull>()) {
-                format!(
-                    "column {:?} is NULL, which Rust type {} cannot hold; declare the field as an Option",
-                    name,
-                    type_name::<T>()
-                )
-            } else if source.is_some_and(|s| s.is::<postgres_types::WrongType>()) {
-                format!(
-                    "column {:?} has PostgreSQL type {}, which cannot be read as Rust type {}",
-                    name,
-                    type_,
-                    type_name::<T>()
-                )
-            } else {
-                format!(
-                    "column {:?} (PostgreSQL type {}) could not be read as Rust type {}: {}",
-                    name,
-                    type_,
-                    type_name::<T>(),
-                    source.map_or_else(|| err.to_string(), |s| s.to_string())
-                )
-            };
-            Error::new(ErrorKind::Decode, message)
-        })
+        read.map_err(|err| self.unreadable(index, type_name::<T>(), &err))
+    }
+
+    /// The error for column `index` (which exists), which the driver could not read as
+    /// `rust_type`. Out of line: the read itself is on every column of every row.
+    #[cold]
+    #[inline(never)]
+    fn unreadable(&self, index: usize, rust_type: &str, err: &tokio_postgres::Error) -> Error {
+        use std::error::Error as _;
+        let (name, type_) = self.column(index);
+        let source = err.source();
+        let message = if source.is_some_and(|s| s.is::<postgres_types::WasNull>()) {
+            format!(
+                "column {name:?} is NULL, which Rust type {rust_type} cannot hold; declare the field as an Option"
+            )
+        } else if source.is_some_and(|s| s.is::<postgres_types::WrongType>()) {
+            format!(
+                "column {name:?} has PostgreSQL type {type_}, which cannot be read as Rust type {rust_type}"
+            )
+        } else {
+            format!(
+                "column {name:?} (PostgreSQL type {type_}) could not be read as Rust type {rust_type}: {}",
+                source.map_or_else(|| err.to_string(), |s| s.to_string())
+            )
+        };
+        Error::new(ErrorKind::Decode, message)
     }
 
     /// The number of columns.
@@ -213,6 +219,79 @@ pub trait FromRow: Sized + Send {
     fn from_owned_row(row: Row) -> Result<Self> {
         Self::from_row(&row)
     }
+
+    /// Like [`from_row`](Self::from_row) for one row of a result whose other rows share
+    /// `positions`: `#[derive(FromRow)]` and `#[coredb::model]` find their columns by name
+    /// in the first row and by position in the rest.
+    #[doc(hidden)]
+    fn from_row_at(row: &Row, positions: &mut ColumnPositions) -> Result<Self> {
+        let _ = positions;
+        Self::from_row(row)
+    }
+
+    /// [`from_row_at`](Self::from_row_at), taking the row by value.
+    #[doc(hidden)]
+    fn from_owned_row_at(row: Row, positions: &mut ColumnPositions) -> Result<Self> {
+        Self::from_row_at(&row, positions)
+    }
+}
+
+/// Where the columns read by name sit in the rows of one result, so only its first row looks
+/// them up by name (a string comparison per column passed over), and the rest read by
+/// position, as fast as reading by index.
+///
+/// The lookups of one row are numbered in the order they are made, which is the same for
+/// every row of one type; positions are kept for the first 32 and looked up by name after
+/// that. Valid for the rows of one result only (they share its columns).
+#[doc(hidden)]
+pub struct ColumnPositions {
+    found: [u16; ColumnPositions::KEPT],
+    kept: u8,
+    next: u8,
+}
+
+impl Default for ColumnPositions {
+    fn default() -> Self {
+        ColumnPositions::new()
+    }
+}
+
+impl ColumnPositions {
+    const KEPT: usize = 32;
+
+    /// None known yet.
+    pub fn new() -> Self {
+        ColumnPositions {
+            found: [0; Self::KEPT],
+            kept: 0,
+            next: 0,
+        }
+    }
+
+    /// Starts the lookups of the next row.
+    pub(crate) fn rewind(&mut self) {
+        self.next = 0;
+    }
+
+    /// Reads column `name` of `row` as `T`: by the position an earlier row of the result
+    /// found, or by name (and the position kept).
+    ///
+    /// # Errors
+    /// As [`Row::get`].
+    pub fn get<'a, T: FromSql<'a>>(&mut self, row: &'a Row, name: &str) -> Result<T> {
+        let lookup = usize::from(self.next);
+        self.next = self.next.saturating_add(1);
+        if lookup < usize::from(self.kept) {
+            return row.get(usize::from(self.found[lookup]));
+        }
+        let index = name.position(row, type_name::<T>())?;
+        if lookup == usize::from(self.kept) && lookup < Self::KEPT {
+            // A column past u16 cannot exist (PostgreSQL allows 1,664).
+            self.found[lookup] = index as u16;
+            self.kept += 1;
+        }
+        row.get(index)
+    }
 }
 
 impl FromRow for Row {
@@ -225,6 +304,10 @@ impl FromRow for Row {
     }
 
     fn from_owned_row(row: Row) -> Result<Self> {
+        Ok(row)
+    }
+
+    fn from_owned_row_at(row: Row, _positions: &mut ColumnPositions) -> Result<Self> {
         Ok(row)
     }
 }

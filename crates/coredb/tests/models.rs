@@ -853,6 +853,56 @@ async fn from_row_maps_renamed_optional_flattened_and_skipped_fields() {
 }
 
 #[tokio::test]
+async fn from_row_reads_every_row_of_a_result_by_name_whatever_the_column_order() {
+    use futures_util::TryStreamExt as _;
+    let db = TestDatabase::new().await.unwrap();
+    // Columns in another order than the fields, the flattened one in the middle: the first
+    // row finds them by name, the others by the positions it found.
+    let sql = "SELECT n::bigint AS orders, 'city ' || n AS city, CASE WHEN n % 2 = 0 THEN 'even' END AS note, \
+               'user ' || n AS user_name FROM generate_series(1, 50) AS n ORDER BY n";
+    let expected: Vec<UserSummary> = (1..=50i64)
+        .map(|n| UserSummary {
+            name: format!("user {n}"),
+            orders: n,
+            note: (n % 2 == 0).then(|| "even".to_owned()),
+            address: Address {
+                city: format!("city {n}"),
+            },
+            cached: Vec::new(),
+        })
+        .collect();
+    let all: Vec<UserSummary> = db.manager().fetch_all(sql, ()).await.unwrap();
+    assert_eq!(all, expected);
+
+    let mut conn = db.manager().get_connection().await.unwrap();
+    let streamed: Vec<UserSummary> = conn
+        .stream::<UserSummary, _>(sql, ())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(streamed, expected);
+
+    // A later row that cannot be read still names its column.
+    let late_null = db
+        .manager()
+        .fetch_all::<UserSummary, _>(
+            "SELECT 'Ada' AS user_name, CASE WHEN n < 40 THEN n END::bigint AS orders, \
+             NULL::text AS note, 'x' AS city FROM generate_series(1, 50) AS n ORDER BY n",
+            (),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(late_null.kind(), ErrorKind::Decode);
+    let text = late_null.to_string();
+    assert!(
+        text.contains("\"orders\"") && text.contains("Option"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn from_row_names_the_column_and_both_types_when_it_cannot_read_one() {
     let db = TestDatabase::new().await.unwrap();
     let missing = db

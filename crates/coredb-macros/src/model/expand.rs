@@ -157,9 +157,9 @@ impl ColumnSpec {
         let ty = &self.ty;
         let name = &self.name;
         if self.typed() {
-            quote_spanned!(ty.span()=> ::coredb::model::__private::read::<#ty>(row, #name))
+            quote_spanned!(ty.span()=> ::coredb::model::__private::read::<#ty>(row, positions, #name))
         } else {
-            quote_spanned!(ty.span()=> ::coredb::Row::get::<#ty>(row, #name))
+            quote_spanned!(ty.span()=> positions.get::<#ty>(row, #name))
         }
     }
 
@@ -286,6 +286,13 @@ pub fn items(options: &ModelOptions, model: &ModelSpec) -> TokenStream {
         #[automatically_derived]
         impl ::coredb::FromRow for #ident {
             fn from_row(row: &::coredb::Row) -> ::coredb::Result<Self> {
+                Self::from_row_at(row, &mut ::coredb::ColumnPositions::new())
+            }
+
+            fn from_row_at(
+                row: &::coredb::Row,
+                positions: &mut ::coredb::ColumnPositions,
+            ) -> ::coredb::Result<Self> {
                 ::core::result::Result::Ok(Self {
                     #(#fields: #reads?,)*
                     #(#skipped: ::core::default::Default::default(),)*
@@ -331,6 +338,7 @@ pub fn items(options: &ModelOptions, model: &ModelSpec) -> TokenStream {
 
             fn apply_row(&mut self, row: &::coredb::Row) -> ::coredb::Result<()> {
                 // Every column is read before any field changes, so a failure leaves the struct as it was.
+                let positions = &mut ::coredb::ColumnPositions::new();
                 #(let #locals = #reads?;)*
                 #(self.#fields = #locals;)*
                 ::core::result::Result::Ok(())

@@ -56,7 +56,7 @@ use crate::config::ExecSettings;
 use crate::conn::{Event, PgConn};
 use crate::error::{Error, ErrorKind, Result};
 use crate::params::{Bound, ParamList, RewriteCache, SqlParam};
-use crate::row::{FromRow, Row};
+use crate::row::{ColumnPositions, FromRow, Row};
 use crate::telemetry::{self, StatementInstruments, Target};
 
 pub(crate) use commit::{
@@ -200,8 +200,10 @@ impl Reply {
         };
         // Sized once: collecting `Result`s would grow the vector from empty.
         let mut all = Vec::with_capacity(rows.len());
+        let mut positions = ColumnPositions::new();
         for row in rows {
-            all.push(T::from_owned_row(Row::from(row))?);
+            positions.rewind();
+            all.push(T::from_owned_row_at(Row::from(row), &mut positions)?);
         }
         Ok(all)
     }

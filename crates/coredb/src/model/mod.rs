@@ -212,8 +212,12 @@ pub mod __private {
 
     /// Reads a column of a model. Bounded by `SqlType` alone, so an unsupported field type
     /// gives one clear error instead of one per missing driver trait.
-    pub fn read<T: SqlType>(row: &Row, name: &str) -> crate::error::Result<T> {
-        row.get(name)
+    pub fn read<T: SqlType>(
+        row: &Row,
+        positions: &mut crate::row::ColumnPositions,
+        name: &str,
+    ) -> crate::error::Result<T> {
+        positions.get(row, name)
     }
 
     /// A model field as a statement parameter (bounded like [`read`]).
