@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use postgres_types::ToSql;
@@ -316,7 +317,19 @@ pub(crate) struct Bound<'s, 'p> {
     pub(crate) values: Values<'p>,
     /// What the statement does, classified once for every layer that asks.
     pub(crate) class: StatementClass,
+    /// The text's number, which keys the connections' prepared statements.
+    pub(crate) key: TextKey,
 }
+
+/// A number for one statement text as the rewrite cache read it, unique in the process: the
+/// connections' prepared statements are found by it, so a statement's text is hashed once
+/// (here) rather than twice. A text read again after the cache was cleared gets a new number;
+/// its statement is then prepared again.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct TextKey(u64);
+
+/// The next [`TextKey`].
+static NEXT_TEXT: AtomicU64 = AtomicU64::new(0);
 
 /// The statement as sent, borrowed from the caller or rewritten from `:name` form.
 pub(crate) enum SqlText<'s> {
@@ -356,6 +369,7 @@ struct Parsed {
     class: StatementClass,
     /// The rewrite, when the text has `:name` placeholders.
     rewritten: Option<Arc<RewrittenSql>>,
+    key: TextKey,
 }
 
 const REWRITE_CACHE_LIMIT: usize = 4096;
@@ -383,6 +397,7 @@ impl RewriteCache {
         let parsed = Parsed {
             class: classify(sql),
             rewritten,
+            key: TextKey(NEXT_TEXT.fetch_add(1, Ordering::Relaxed)),
         };
         if map.len() >= REWRITE_CACHE_LIMIT {
             // Statements built by string formatting would grow the cache without bound.
@@ -392,24 +407,36 @@ impl RewriteCache {
         parsed
     }
 
+    /// The number of `sql` (a text sent as it is), for statements that are not bound: the
+    /// statements COPY writes itself.
+    pub(crate) fn key(&self, sql: &str) -> TextKey {
+        self.get(sql).key
+    }
+
     /// Matches values to the statement's placeholders, checking names before anything is sent.
     pub(crate) fn bind<'s, 'p>(
         &self,
         sql: &'s str,
         params: ParamList<'p>,
     ) -> Result<Bound<'s, 'p>> {
-        let Parsed { class, rewritten } = self.get(sql);
+        let Parsed {
+            class,
+            rewritten,
+            key,
+        } = self.get(sql);
         let Some(rewritten) = rewritten else {
             return match params {
                 ParamList::Positional(values) => Ok(Bound {
                     text: SqlText::Borrowed(sql),
                     values,
                     class,
+                    key,
                 }),
                 ParamList::Named(values) if values.is_empty() => Ok(Bound {
                     text: SqlText::Borrowed(sql),
                     values: Values::new(),
                     class,
+                    key,
                 }),
                 ParamList::Named(values) => Err(no_placeholders(&values)),
             };
@@ -485,6 +512,7 @@ impl RewriteCache {
             text: SqlText::Rewritten(rewritten),
             values,
             class,
+            key,
         })
     }
 }

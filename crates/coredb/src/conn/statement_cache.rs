@@ -6,13 +6,19 @@ use std::sync::Mutex;
 use lru::LruCache;
 use tokio_postgres::Statement;
 
-/// A connection's prepared statements by SQL text; capacity 0 disables it (for PgBouncer in
-/// transaction mode, where a named statement may live on another server connection).
+use crate::params::TextKey;
+
+/// The map inside: keyed by number, hashed with foldhash.
+type Statements = LruCache<TextKey, Statement, foldhash::fast::RandomState>;
+
+/// A connection's prepared statements by the number of their text ([`TextKey`]: the text was
+/// hashed once, by the rewrite cache); capacity 0 disables it (for PgBouncer in transaction
+/// mode, where a named statement may live on another server connection).
 ///
 /// Locked inside, so tasks sharing a pipelined connection share its cache; the lock is held
 /// only for a lookup, never across a round trip.
 pub(crate) struct StatementCache {
-    cache: Option<Mutex<LruCache<Box<str>, Statement>>>,
+    cache: Option<Mutex<Statements>>,
     capacity: usize,
 }
 
@@ -21,7 +27,8 @@ impl StatementCache {
         // Unbounded and trimmed by hand: a bounded LruCache reserves room for every entry
         // up front, which idle connections would pay for in memory.
         StatementCache {
-            cache: NonZeroUsize::new(capacity).map(|_| Mutex::new(LruCache::unbounded())),
+            cache: NonZeroUsize::new(capacity)
+                .map(|_| Mutex::new(LruCache::unbounded_with_hasher(Default::default()))),
             capacity,
         }
     }
@@ -31,27 +38,27 @@ impl StatementCache {
         self.cache.is_some()
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut LruCache<Box<str>, Statement>) -> R) -> Option<R> {
+    fn with<R>(&self, f: impl FnOnce(&mut Statements) -> R) -> Option<R> {
         let cache = self.cache.as_ref()?;
         Some(f(&mut cache.lock().unwrap_or_else(|e| e.into_inner())))
     }
 
-    pub(crate) fn get(&self, sql: &str) -> Option<Statement> {
-        self.with(|c| c.get(sql).cloned()).flatten()
+    pub(crate) fn get(&self, key: TextKey) -> Option<Statement> {
+        self.with(|c| c.get(&key).cloned()).flatten()
     }
 
-    pub(crate) fn insert(&self, sql: &str, statement: &Statement) {
+    pub(crate) fn insert(&self, key: TextKey, statement: &Statement) {
         // The evicted statement is closed on the server when its last clone drops.
         let capacity = self.capacity;
         self.with(|c| {
-            c.put(sql.into(), statement.clone());
+            c.put(key, statement.clone());
             while c.len() > capacity {
                 c.pop_lru();
             }
         });
     }
 
-    pub(crate) fn remove(&self, sql: &str) {
-        self.with(|c| c.pop(sql));
+    pub(crate) fn remove(&self, key: TextKey) {
+        self.with(|c| c.pop(&key));
     }
 }

@@ -12,6 +12,7 @@ use tracing::Instrument as _;
 use super::{observe, prepare_text, run_simple, settled, Context, Reply};
 use crate::conn::{Event, PgConn};
 use crate::error::{Error, Result};
+use crate::params::TextKey;
 use crate::params::{Bound, SqlParam};
 
 /// The data a caller streams into `COPY .. FROM STDIN`.
@@ -64,7 +65,7 @@ pub(crate) async fn copy_in_data(
     let result = {
         let pg = &*conn;
         let work = pin!(async move {
-            let statement = prepare_text(pg, sql).await?;
+            let statement = prepare_text(pg, bound.key, sql).await?;
             let driver = |e| Error::from_driver(e, Some(sql));
             let sink = pg
                 .client
@@ -171,7 +172,8 @@ pub(crate) async fn copy_in<'v>(
         db.response.status_code = tracing::field::Empty,
         error.type = tracing::field::Empty,
     );
-    let result = copy_rows(conn, copy_sql, insert_sql, rows)
+    let insert_key = context.rewrites.key(insert_sql);
+    let result = copy_rows(conn, copy_sql, (insert_key, insert_sql), rows)
         .instrument(span.clone())
         .await;
     crate::telemetry::end_statement_span(
@@ -186,10 +188,10 @@ pub(crate) async fn copy_in<'v>(
 async fn copy_rows<'v>(
     conn: &PgConn,
     copy_sql: &str,
-    insert_sql: &str,
+    (insert_key, insert_sql): (TextKey, &str),
     mut rows: impl CopyRows<'v>,
 ) -> Result<u64> {
-    let insert = prepare_text(conn, insert_sql).await?;
+    let insert = prepare_text(conn, insert_key, insert_sql).await?;
     let copy_error = |e| Error::from_driver(e, Some(copy_sql));
     let sink = conn.client.copy_in(copy_sql).await.map_err(copy_error)?;
     let columns = insert.params().len();

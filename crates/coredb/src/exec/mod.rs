@@ -25,7 +25,7 @@ macro_rules! send_widened {
             Err(err) if encode::is_wrong_type(&err) => {
                 let encoded = encode(statement, bound).inspect_err(|_| {
                     // Like any failure of a prepared statement: the plan may be stale after DDL.
-                    conn.statements.remove(bound.text.as_str());
+                    conn.statements.remove(bound.key);
                 })?;
                 let widened: Vec<SqlParam<'_>> =
                     encoded.iter().map(|v| v as SqlParam<'_>).collect();
@@ -55,7 +55,7 @@ use tokio_postgres::Statement;
 use crate::config::ExecSettings;
 use crate::conn::{Event, PgConn};
 use crate::error::{Error, ErrorKind, Result};
-use crate::params::{Bound, ParamList, RewriteCache, SqlParam};
+use crate::params::{Bound, ParamList, RewriteCache, SqlParam, TextKey};
 use crate::row::{ColumnPositions, FromRow, Row};
 use crate::telemetry::{self, StatementInstruments, Target};
 
@@ -508,7 +508,7 @@ async fn first_row(
 /// against the number of values.
 pub(crate) async fn prepare(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Statement> {
     let sql = bound.text.as_str();
-    let statement = prepare_text(conn, sql).await?;
+    let statement = prepare_text(conn, bound.key, sql).await?;
     if statement.params().len() != bound.values.len() {
         return Err(Error::params(format!(
             "the statement takes {} parameter(s) but {} were given",
@@ -520,9 +520,10 @@ pub(crate) async fn prepare(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Stat
     Ok(statement)
 }
 
-/// The connection's prepared statement for `sql`, from the cache or prepared now.
-async fn prepare_text(conn: &PgConn, sql: &str) -> Result<Statement> {
-    if let Some(statement) = conn.statements.get(sql) {
+/// The connection's prepared statement for `sql` (numbered `key` by the rewrite cache), from
+/// the cache or prepared now.
+async fn prepare_text(conn: &PgConn, key: TextKey, sql: &str) -> Result<Statement> {
+    if let Some(statement) = conn.statements.get(key) {
         return Ok(statement);
     }
     let statement = conn
@@ -530,7 +531,7 @@ async fn prepare_text(conn: &PgConn, sql: &str) -> Result<Statement> {
         .prepare(sql)
         .await
         .map_err(|e| Error::from_driver(e, Some(sql)))?;
-    conn.statements.insert(sql, &statement);
+    conn.statements.insert(key, &statement);
     Ok(statement)
 }
 
@@ -544,7 +545,7 @@ pub(crate) fn query_failed(
     statement: &Statement,
 ) -> Error {
     let sql = bound.text.as_str();
-    conn.statements.remove(sql);
+    conn.statements.remove(bound.key);
     let error = Error::from_driver(err, Some(sql));
     if error.kind() == ErrorKind::Params {
         encode::describe_wrong_parameter(statement, bound).unwrap_or(error)

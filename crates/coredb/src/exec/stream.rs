@@ -124,7 +124,11 @@ pub(crate) async fn stream<'a>(
     let source = match read {
         Read::Rows => start(&conn, bound).instrument(span.clone()).await,
         Read::CopyData => start_copy(&conn, bound).instrument(span.clone()).await,
-        Read::CopyRows => start_copy_rows(&conn, bound).instrument(span.clone()).await,
+        Read::CopyRows => {
+            start_copy_rows(&conn, &context, bound)
+                .instrument(span.clone())
+                .await
+        }
     };
     let source = match source {
         Ok(source) => source,
@@ -179,7 +183,11 @@ async fn start(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Source> {
 
 /// Sends `COPY (query) TO STDOUT (FORMAT binary)` for the query of `bound`, whose columns
 /// (names and types, to decode the binary rows) come from preparing the query itself.
-async fn start_copy_rows(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Source> {
+async fn start_copy_rows(
+    conn: &PgConn,
+    context: &Context,
+    bound: &Bound<'_, '_>,
+) -> Result<Source> {
     let query = bound.text.as_str().trim_end().trim_end_matches(';');
     if !bound.values.is_empty() {
         return Err(Error::params(
@@ -187,7 +195,7 @@ async fn start_copy_rows(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Source>
         )
         .with_statement(query));
     }
-    let described = prepare_text(conn, query).await?;
+    let described = prepare_text(conn, context.rewrites.key(query), query).await?;
     let columns: Arc<[CopyColumn]> = described
         .columns()
         .iter()
@@ -198,7 +206,7 @@ async fn start_copy_rows(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Source>
         .collect();
     let types: Vec<_> = columns.iter().map(|c| c.type_.clone()).collect();
     let copy = format!("COPY ({query}) TO STDOUT (FORMAT binary)");
-    let statement = prepare_text(conn, &copy).await?;
+    let statement = prepare_text(conn, context.rewrites.key(&copy), &copy).await?;
     let data = conn
         .client
         .copy_out(&statement)
@@ -219,7 +227,7 @@ async fn start_copy(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Source> {
         )
         .with_statement(sql));
     }
-    let statement = prepare_text(conn, sql).await?;
+    let statement = prepare_text(conn, bound.key, sql).await?;
     conn.client
         .copy_out(&statement)
         .await
