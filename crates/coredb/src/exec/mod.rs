@@ -340,20 +340,22 @@ pub(crate) async fn observe<F: Future<Output = Result<Reply>>>(
     let settings = &context.settings;
     let span = telemetry::statement_span(context.target(), bound.class, bound.text.as_str());
     let started = Instant::now();
-    let guarded = async {
-        match guard {
-            None => work.as_mut().await,
-            Some(limit) => tokio::time::timeout(limit, work.as_mut())
+    let result = match guard {
+        // Polled as it is when nothing wraps it: no span taken, no guard.
+        None if span.is_disabled() => work.as_mut().await,
+        None => telemetry::in_span(&span, work.as_mut()).await,
+        Some(limit) => {
+            let guarded = tokio::time::timeout(limit, work.as_mut());
+            telemetry::in_span(&span, guarded)
                 .await
                 .unwrap_or_else(|_| {
                     Err(Error::timeout(
                         "the statement (no reply from the server)",
                         limit,
                     ))
-                }),
+                })
         }
     };
-    let result = telemetry::in_span(&span, guarded).await;
     let rows = result.as_ref().ok().map(Reply::len);
     let error = result.as_ref().err();
     let elapsed = report(
