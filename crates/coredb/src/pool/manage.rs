@@ -17,6 +17,9 @@ pub trait Manage: Send + Sync + 'static {
     fn create(&self) -> impl Future<Output = Result<Self::Object>> + Send;
 
     /// True when the object is known to be unusable without a round trip (e.g. its socket closed).
+    ///
+    /// Called at checkout under the pool's lock, so it must be quick and must not block (a
+    /// flag or an atomic, never I/O).
     fn is_broken(&self, object: &Self::Object) -> bool;
 
     /// Verifies an object that sat idle before it is handed out (the pre-ping).

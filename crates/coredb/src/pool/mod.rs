@@ -62,16 +62,16 @@ const WAIT_BEFORE_WARNING: Duration = Duration::from_secs(1);
 /// The time a last connection attempt is given before the deadline.
 const LAST_ATTEMPT: Duration = Duration::from_millis(20);
 
-/// Awaits `work` until `deadline`. No wait longer than a second is silent: when `work` is still
-/// pending a second in (and the deadline is further off), `say_why` is called once with the
-/// time left.
+/// Awaits `work`, begun at `start`, until `deadline`. No wait longer than a second is silent:
+/// when `work` is still pending a second in (and the deadline is further off), `say_why` is
+/// called once with the time left.
 async fn until_saying_why<F: std::future::Future>(
     work: F,
-    deadline: Instant,
+    (start, deadline): (Instant, Instant),
     say_why: impl FnOnce(Duration),
 ) -> std::result::Result<F::Output, tokio::time::error::Elapsed> {
     let mut work = std::pin::pin!(work);
-    let first = (Instant::now() + WAIT_BEFORE_WARNING).min(deadline);
+    let first = (start + WAIT_BEFORE_WARNING).min(deadline);
     match tokio::time::timeout_at(first, work.as_mut()).await {
         Err(_) if first < deadline => {
             say_why(deadline.saturating_duration_since(Instant::now()));
@@ -132,11 +132,35 @@ struct Slot<T> {
     idle_since: Instant,
 }
 
+/// What the pool's one lock guards: the idle objects and who holds the others. One lock, so
+/// a checkout and a return each take it once (pop and record the holder; forget the holder
+/// and push).
+struct Book<T> {
+    /// Idle objects, the most recently returned last.
+    idle: Vec<Slot<T>>,
+    /// Who holds each checked-out object.
+    holders: Holders,
+}
+
+/// What [`Pool::pop_idle`] found.
+enum Popped<T> {
+    /// An object handed out as it is, recorded as held under the key.
+    Ready(Slot<T>, usize),
+    /// A broken object, to close.
+    Broken(Slot<T>),
+    /// An object past its age (`recycle`), to close.
+    Expired(Slot<T>),
+    /// An object idle long enough to be pinged before it is handed out.
+    Ping(Slot<T>),
+    /// No idle object.
+    None,
+}
+
 struct Shared<M: Manage> {
     manager: M,
     options: PoolOptions,
     semaphore: Semaphore,
-    idle: Mutex<Vec<Slot<M::Object>>>,
+    book: Mutex<Book<M::Object>>,
     open: AtomicUsize,
     in_use: AtomicUsize,
     waiting: AtomicUsize,
@@ -144,8 +168,6 @@ struct Shared<M: Manage> {
     returned: Notify,
     counters: Counters,
     instruments: Instruments,
-    /// Who holds each checked-out object.
-    holders: Mutex<Holders>,
 }
 
 impl<M: Manage> Pool<M> {
@@ -159,7 +181,10 @@ impl<M: Manage> Pool<M> {
                 manager,
                 options,
                 semaphore: Semaphore::new(max),
-                idle: Mutex::new(Vec::with_capacity(options.pool_size)),
+                book: Mutex::new(Book {
+                    idle: Vec::with_capacity(options.pool_size),
+                    holders: Holders::default(),
+                }),
                 open: AtomicUsize::new(0),
                 in_use: AtomicUsize::new(0),
                 waiting: AtomicUsize::new(0),
@@ -167,7 +192,6 @@ impl<M: Manage> Pool<M> {
                 returned: Notify::new(),
                 counters: Counters::default(),
                 instruments,
-                holders: Mutex::new(Holders::default()),
             }),
         }
     }
@@ -259,7 +283,7 @@ impl<M: Manage> Pool<M> {
         if shared.closed.load(Ordering::Acquire) {
             return Err(Error::pool_closed());
         }
-        let deadline = match shared.semaphore.try_acquire() {
+        let waited = match shared.semaphore.try_acquire() {
             Ok(permit) => {
                 permit.forget();
                 None
@@ -270,7 +294,7 @@ impl<M: Manage> Pool<M> {
                 let deadline = start + limit;
                 let _waiting = Waiting::new(shared);
                 let acquired =
-                    until_saying_why(shared.semaphore.acquire(), deadline, |left| {
+                    until_saying_why(shared.semaphore.acquire(), (start, deadline), |left| {
                         tracing::warn!(
                             target: "coredb",
                             in_use = shared.in_use.load(Ordering::Acquire),
@@ -298,21 +322,21 @@ impl<M: Manage> Pool<M> {
                         ));
                     }
                 }
-                shared
-                    .counters
-                    .wait_nanos
-                    .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                Some(deadline)
+                // One clock reading for the wait and the checkout that follows it.
+                let now = Instant::now();
+                shared.counters.wait_nanos.fetch_add(
+                    now.saturating_duration_since(start).as_nanos() as u64,
+                    Ordering::Relaxed,
+                );
+                Some((now, deadline))
             }
         };
         // Gives the permit back if this future is dropped before the object is handed out.
         let permit = PermitGuard(shared);
         // No wait, no new clock reading: the call's start serves.
-        let now = if deadline.is_some() {
-            Instant::now()
-        } else {
-            holder.since
-        };
+        let (now, deadline) = waited.map_or((holder.since, None), |(now, deadline)| {
+            (now, Some(deadline))
+        });
         self.checkout(permit, (now, deadline), limit, holder).await
     }
 
@@ -352,35 +376,35 @@ impl<M: Manage> Pool<M> {
         let shared = &self.shared;
         let deadline = deadline.unwrap_or(now + limit);
 
-        while let Some(slot) = self.pop_idle() {
-            if shared.manager.is_broken(&slot.object) {
-                shared.retire(slot, CloseReason::Broken);
-                continue;
-            }
-            if slot.expires.is_some_and(|t| t <= now) {
-                shared.retire(slot, CloseReason::Recycled);
-                continue;
-            }
-            if shared.options.pre_ping
-                && now.saturating_duration_since(slot.idle_since) >= shared.options.pre_ping_idle
-            {
-                Counters::bump(&shared.counters.pings);
-                // The slot is retired if this future is dropped mid-ping.
-                let mut checking = SlotGuard {
-                    shared,
-                    slot: Some(slot),
-                };
-                let object = &mut checking.slot.as_mut().expect("slot is set").object;
-                let alive = tokio::time::timeout_at(deadline, shared.manager.ping(object)).await;
-                let slot = checking.slot.take().expect("slot is set");
-                if !matches!(alive, Ok(Ok(()))) {
-                    tracing::debug!(target: "coredb", "idle connection failed its pre-ping; replacing it");
+        loop {
+            let slot = match self.pop_idle(now, &holder) {
+                Popped::Ready(slot, key) => return Ok(self.handed_out(slot, permit, key, now)),
+                Popped::Broken(slot) => {
                     shared.retire(slot, CloseReason::Broken);
                     continue;
                 }
-                return Ok(self.hand_out(slot, permit, holder, Instant::now()));
+                Popped::Expired(slot) => {
+                    shared.retire(slot, CloseReason::Recycled);
+                    continue;
+                }
+                Popped::Ping(slot) => slot,
+                Popped::None => break,
+            };
+            Counters::bump(&shared.counters.pings);
+            // The slot is retired if this future is dropped mid-ping.
+            let mut checking = SlotGuard {
+                shared,
+                slot: Some(slot),
+            };
+            let object = &mut checking.slot.as_mut().expect("slot is set").object;
+            let alive = tokio::time::timeout_at(deadline, shared.manager.ping(object)).await;
+            let slot = checking.slot.take().expect("slot is set");
+            if !matches!(alive, Ok(Ok(()))) {
+                tracing::debug!(target: "coredb", "idle connection failed its pre-ping; replacing it");
+                shared.retire(slot, CloseReason::Broken);
+                continue;
             }
-            return Ok(self.hand_out(slot, permit, holder, now));
+            return Ok(self.hand_out(slot, permit, holder, Instant::now()));
         }
 
         let object = self.create(deadline).await?;
@@ -400,17 +424,32 @@ impl<M: Manage> Pool<M> {
         Ok(self.hand_out(slot, permit, holder, now))
     }
 
-    fn pop_idle(&self) -> Option<Slot<M::Object>> {
-        let slot = self
-            .shared
-            .idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop();
-        if slot.is_some() {
-            self.shared.instruments.idle(-1.0);
-        }
-        slot
+    /// Takes the most recently returned idle object and says what it needs at `now`. One that
+    /// needs nothing is recorded as held by `holder` under the same lock.
+    fn pop_idle(&self, now: Instant, holder: &Holder) -> Popped<M::Object> {
+        let shared = &self.shared;
+        let mut book = shared.book.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(slot) = book.idle.pop() else {
+            return Popped::None;
+        };
+        let popped = if shared.manager.is_broken(&slot.object) {
+            Popped::Broken(slot)
+        } else if slot.expires.is_some_and(|t| t <= now) {
+            Popped::Expired(slot)
+        } else if shared.options.pre_ping
+            && now.saturating_duration_since(slot.idle_since) >= shared.options.pre_ping_idle
+        {
+            Popped::Ping(slot)
+        } else {
+            let key = book.holders.insert(Holder {
+                since: now,
+                ..*holder
+            });
+            Popped::Ready(slot, key)
+        };
+        drop(book);
+        shared.instruments.idle(-1.0);
+        popped
     }
 
     /// Hands `slot` out to `holder` at `at`.
@@ -418,7 +457,28 @@ impl<M: Manage> Pool<M> {
         &self,
         slot: Slot<M::Object>,
         permit: PermitGuard<'_, M>,
-        mut holder: Holder,
+        holder: Holder,
+        at: Instant,
+    ) -> Pooled<M> {
+        let key = self
+            .shared
+            .book
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .holders
+            .insert(Holder {
+                since: at,
+                ..holder
+            });
+        self.handed_out(slot, permit, key, at)
+    }
+
+    /// `slot`, recorded as held under `key` since `at`, as the caller's handle.
+    fn handed_out(
+        &self,
+        slot: Slot<M::Object>,
+        permit: PermitGuard<'_, M>,
+        key: usize,
         at: Instant,
     ) -> Pooled<M> {
         std::mem::forget(permit);
@@ -426,18 +486,12 @@ impl<M: Manage> Pool<M> {
         shared.in_use.fetch_add(1, Ordering::AcqRel);
         Counters::bump(&shared.counters.checkouts);
         shared.instruments.used(1.0);
-        holder.since = at;
-        let key = shared
-            .holders
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(holder);
         Pooled {
             shared: Arc::clone(shared),
             slot: Some(slot),
             broken: false,
             holder: key,
-            since: holder.since,
+            since: at,
         }
     }
 
@@ -459,7 +513,7 @@ impl<M: Manage> Pool<M> {
                 otel.status_code = tracing::field::Empty,
             );
             let started = Instant::now();
-            let created = until_saying_why(shared.manager.create(), deadline, |left| {
+            let created = until_saying_why(shared.manager.create(), (started, deadline), |left| {
                 if attempt == 1 {
                     tracing::warn!(
                         target: "coredb",
@@ -524,7 +578,7 @@ impl<M: Manage> Pool<M> {
     /// The pool's current state.
     pub fn status(&self) -> PoolStatus {
         let s = &self.shared;
-        let idle = s.idle.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let idle = s.book.lock().unwrap_or_else(|e| e.into_inner()).idle.len();
         PoolStatus {
             size: s.open.load(Ordering::Acquire),
             idle,
@@ -552,7 +606,7 @@ impl<M: Manage> Pool<M> {
         let s = &self.shared;
         s.closed.store(true, Ordering::Release);
         s.semaphore.close();
-        let idle = std::mem::take(&mut *s.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        let idle = std::mem::take(&mut s.book.lock().unwrap_or_else(|e| e.into_inner()).idle);
         s.instruments.idle(-(idle.len() as f64));
         for slot in idle {
             s.retire(slot, CloseReason::PoolClosed);
@@ -598,9 +652,10 @@ impl<M: Manage> Shared<M> {
     /// The longest holders of checked-out objects, for a message.
     fn describe_holders(&self) -> String {
         let holders = self
-            .holders
+            .book
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .holders
             .longest(HOLDERS_NAMED);
         describe_holders(
             &holders,
@@ -611,34 +666,39 @@ impl<M: Manage> Shared<M> {
 
     fn put_back(&self, mut slot: Slot<M::Object>, broken: bool, holder: usize, since: Instant) {
         let now = Instant::now();
-        self.holders
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(holder);
         self.instruments
             .use_time
             .record(now.saturating_duration_since(since));
         self.instruments.used(-1.0);
-        let reason = if broken {
-            CloseReason::Discarded
+        let unusable = if broken {
+            Some(CloseReason::Discarded)
         } else if self.closed.load(Ordering::Acquire) {
-            CloseReason::PoolClosed
+            Some(CloseReason::PoolClosed)
         } else if self.manager.is_broken(&slot.object) {
-            CloseReason::Broken
+            Some(CloseReason::Broken)
         } else if slot.expires.is_some_and(|t| t <= now) {
-            CloseReason::Recycled
+            Some(CloseReason::Recycled)
         } else {
-            slot.idle_since = now;
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() < self.options.pool_size {
-                idle.push(slot);
-                drop(idle);
+            None
+        };
+        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        book.holders.remove(holder);
+        let reason = match unusable {
+            Some(reason) => reason,
+            // Checked again under the lock: `close_idle` sets the flag, then empties the idle
+            // stack under it, so an object pushed here is either seen by it or not pushed.
+            None if self.closed.load(Ordering::Acquire) => CloseReason::PoolClosed,
+            None if book.idle.len() < self.options.pool_size => {
+                slot.idle_since = now;
+                book.idle.push(slot);
+                drop(book);
                 self.instruments.idle(1.0);
                 self.release();
                 return;
             }
-            CloseReason::Overflow
+            None => CloseReason::Overflow,
         };
+        drop(book);
         self.retire(slot, reason);
         self.release();
     }
