@@ -241,8 +241,12 @@ impl<M: Manage> Pool<M> {
         at: &'static Location<'static>,
     ) -> Result<Pooled<M>> {
         {
-            let held_in = tracing::Span::current().metadata().map(|m| m.name());
-            let span = if crate::telemetry::listened() {
+            let listened = crate::telemetry::listened();
+            // Without a subscriber there is no current span to name.
+            let held_in = listened
+                .then(|| tracing::Span::current().metadata().map(|m| m.name()))
+                .flatten();
+            let span = if listened {
                 tracing::info_span!(
                     target: "coredb",
                     "checkout",
@@ -260,9 +264,14 @@ impl<M: Manage> Pool<M> {
                 at,
                 span: held_in,
             };
-            let result = crate::telemetry::in_span(&span, self.acquire(limit, holder)).await;
+            // Pinned where it is made: the checkout's future is large, and a wrapper taking it
+            // by value would copy it.
+            let acquire = std::pin::pin!(self.acquire(limit, holder));
+            let result = crate::telemetry::in_span(&span, acquire).await;
             // The hand-out's own clock reading, when there is one: one reading fewer.
             let waited = match &result {
+                // Handed out at the call's start: no wait, and no subtraction to make.
+                Ok(pooled) if pooled.since == start => Duration::ZERO,
                 Ok(pooled) => pooled.since.saturating_duration_since(start),
                 Err(_) => start.elapsed(),
             };
