@@ -190,9 +190,11 @@ pub async fn run(
              sqlx's `test_before_acquire` are off (each would add a round trip per checkout); \
              coredb pings only connections idle for 1 s or more, which never happens here."
                 .into(),
-            "Against pgbench: the gap is the CPU that tokio's multi-threaded runtime spends \
-             waking tasks across its workers (futex, eventfd), not the client's instructions; \
-             measured, with the design tried to remove it, in docs/libpq-gap.md."
+            "Against pgbench: on one connection a client on tokio-postgres matches pgbench's \
+             rate with half its instructions; the gap comes with several connections on two \
+             workers that share the two cores with the server. A protocol client of coredb's \
+             own, driven in the caller's task, would cut the client's instructions to a third \
+             (measured with a prototype): docs/libpq-gap.md."
                 .into(),
         ],
     };
