@@ -12,8 +12,7 @@ use tracing::Instrument as _;
 use super::{observe, prepare_text, run_simple, settled, Context, Reply};
 use crate::conn::{Event, PgConn};
 use crate::error::{Error, Result};
-use crate::params::TextKey;
-use crate::params::{Bound, SqlParam};
+use crate::params::{Bound, SqlParam, TextKey};
 
 /// The data a caller streams into `COPY .. FROM STDIN`.
 pub type CopyData<'a> = Pin<

@@ -340,9 +340,8 @@ pub(crate) async fn observe<F: Future<Output = Result<Reply>>>(
     let settings = &context.settings;
     let span = telemetry::statement_span(context.target(), bound.class, bound.text.as_str());
     let started = Instant::now();
+    // The statement's future is wrapped by reference only: no async block around it.
     let result = match guard {
-        // Polled as it is when nothing wraps it: no span taken, no guard.
-        None if span.is_disabled() => work.as_mut().await,
         None => telemetry::in_span(&span, work.as_mut()).await,
         Some(limit) => {
             let guarded = tokio::time::timeout(limit, work.as_mut());

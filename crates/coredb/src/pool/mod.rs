@@ -292,10 +292,12 @@ impl<M: Manage> Pool<M> {
         if shared.closed.load(Ordering::Acquire) {
             return Err(Error::pool_closed());
         }
-        let waited = match shared.semaphore.try_acquire() {
+        // When the checkout starts, and its deadline if it waited. No wait, no new clock
+        // reading: the call's start serves.
+        let (now, deadline) = match shared.semaphore.try_acquire() {
             Ok(permit) => {
                 permit.forget();
-                None
+                (holder.since, None)
             }
             Err(TryAcquireError::Closed) => return Err(Error::pool_closed()),
             Err(TryAcquireError::NoPermits) => {
@@ -337,15 +339,11 @@ impl<M: Manage> Pool<M> {
                     now.saturating_duration_since(start).as_nanos() as u64,
                     Ordering::Relaxed,
                 );
-                Some((now, deadline))
+                (now, Some(deadline))
             }
         };
         // Gives the permit back if this future is dropped before the object is handed out.
         let permit = PermitGuard(shared);
-        // No wait, no new clock reading: the call's start serves.
-        let (now, deadline) = waited.map_or((holder.since, None), |(now, deadline)| {
-            (now, Some(deadline))
-        });
         self.checkout(permit, (now, deadline), limit, holder).await
     }
 
