@@ -281,7 +281,9 @@ impl Drop for Connection {
                                 exec::run_simple(&mut pooled, "ROLLBACK", Event::EndSent);
                             tokio::time::timeout(CLEANUP_LIMIT, rollback).await
                         };
-                        if !matches!(cleaned, Ok(Ok(()))) {
+                        // A reported setting still other than at connect (changed for the
+                        // role or the database meanwhile): closed rather than handed on.
+                        if !matches!(cleaned, Ok(Ok(()))) || pooled.settings_changed() {
                             tracing::debug!(target: "coredb", ?disposal, "cleaning a returned connection failed; closing it");
                             pooled.mark_broken();
                         }

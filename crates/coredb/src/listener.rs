@@ -227,7 +227,7 @@ type Notes = mpsc::UnboundedReceiver<tokio_postgres::Notification>;
 /// Opens a connection whose notifications come out of the returned receiver.
 async fn open(pool: &Pool<PgManager>) -> Result<(Client, Notes)> {
     let (notes_to, notes) = mpsc::unbounded_channel();
-    let client = pool
+    let (client, _) = pool
         .manager()
         .open(crate::conn::Reports {
             notifications: Some(notes_to),

@@ -72,7 +72,7 @@ impl Drop for Lane {
         if self.tainted.load(Ordering::Acquire) || self.pooled.settings_changed() {
             self.pooled.mark_broken();
         }
-        self.pooled.watch_settings(false);
+        self.pooled.share(false);
     }
 }
 
@@ -148,8 +148,7 @@ impl Pipeline {
     }
 
     fn add(&self, pooled: Pooled<PgManager>) -> Arc<Lane> {
-        // Shared from now on: the server's reports of changed settings are followed.
-        pooled.watch_settings(true);
+        pooled.share(true);
         let lane = Arc::new(Lane {
             pooled,
             in_flight: AtomicUsize::new(0),
@@ -206,13 +205,6 @@ impl Pipeline {
         // one write (`conn::drive`).
         let work = std::pin::pin!(exec::run_on(&lane.pooled, bound, want));
         let result = exec::observe(context, bound, context.settings.statement_guard, work).await;
-        // A setting the statement changed is reported after its completion, in what the lane's
-        // I/O task may still be reading on another thread: the caller goes on once it was
-        // read, so neither this lane nor the pool hands the change to anyone (on one thread
-        // the read is always over by now).
-        while lane.pooled.settings_being_read() {
-            tokio::task::yield_now().await;
-        }
         // A statement cut off by the guard is abandoned like a dropped one.
         in_flight.finished = !matches!(&result, Err(e) if e.kind() == ErrorKind::Timeout);
         if matches!(&result, Err(e) if e.kind() == ErrorKind::ConnectionLost) {

@@ -185,3 +185,78 @@ async fn a_setting_changed_on_a_shared_connection_where_the_text_cannot_show_it_
     assert_eq!(one, 1);
     assert_eq!(time_zones_seen(m).await, default, "after the pipeline");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_changed_on_a_connection_of_ones_own_where_the_text_cannot_show_it_is_reset_before_the_next_user(
+) {
+    let db = TestDatabase::with_config(|b| b.pool_size(POOL).max_overflow(0))
+        .await
+        .unwrap();
+    let m = db.manager();
+    m.get_connection()
+        .await
+        .unwrap()
+        .execute_script(
+            "CREATE FUNCTION far_away() RETURNS int LANGUAGE plpgsql AS $$ \
+             BEGIN PERFORM set_config('TimeZone', 'Pacific/Kiritimati', false); RETURN 1; END $$",
+        )
+        .await
+        .unwrap();
+    let default = time_zones_seen(m).await;
+    assert_eq!(default.len(), 1, "{default:?}");
+    let backends = |m: &DatabaseManager| {
+        let m = m.clone();
+        async move {
+            let mut held = Vec::new();
+            for _ in 0..POOL {
+                held.push(m.get_connection().await.unwrap());
+            }
+            let mut pids = std::collections::BTreeSet::new();
+            for conn in &mut held {
+                pids.insert(
+                    conn.scalar::<i32, _>("SELECT pg_backend_pid()", ())
+                        .await
+                        .unwrap(),
+                );
+            }
+            pids
+        }
+    };
+    let before = backends(m).await;
+
+    // On a checked-out connection: its classifier sees a plain SELECT.
+    let mut conn = m.get_connection().await.unwrap();
+    let one: i32 = conn.scalar("SELECT far_away()", ()).await.unwrap();
+    assert_eq!(one, 1);
+    let zone: String = conn.scalar("SHOW TimeZone", ()).await.unwrap();
+    assert_eq!(
+        zone, "Pacific/Kiritimati",
+        "the change holds while it is held"
+    );
+    drop(conn);
+    assert_eq!(
+        time_zones_seen(m).await,
+        default,
+        "after a connection of one's own"
+    );
+
+    // In a session, committed and rolled back (a session-level change outlives both).
+    for commit in [true, false] {
+        let mut session = m.session().await.unwrap();
+        let one: i32 = session.scalar("SELECT far_away()", ()).await.unwrap();
+        assert_eq!(one, 1);
+        if commit {
+            session.commit().await.unwrap();
+        } else {
+            session.rollback().await.unwrap();
+        }
+        assert_eq!(
+            time_zones_seen(m).await,
+            default,
+            "after a session (commit: {commit})"
+        );
+    }
+
+    // Reset, not replaced: the same backends serve on.
+    assert_eq!(backends(m).await, before);
+}

@@ -741,30 +741,15 @@ impl DatabaseConfig {
 
     /// The driver's configuration for one connection.
     pub(crate) fn to_driver_config(&self) -> tokio_postgres::Config {
+        // The hosts, their sockets (timeouts, keepalives) and their order are coredb's
+        // (`conn::Connector`); the driver runs the startup over the socket it is given.
         let mut pg = tokio_postgres::Config::new();
-        for host in &self.hosts {
-            pg.host(host);
-        }
-        for port in &self.ports {
-            pg.port(*port);
-        }
         pg.user(&self.user);
         if let Some(p) = &self.password {
             pg.password(p.expose());
         }
         pg.dbname(&self.dbname);
         pg.application_name(&self.application_name);
-        pg.connect_timeout(self.connect_timeout);
-        // A dead peer (a host gone, a silent network) is found within the user timeout: sent
-        // data unacknowledged that long, or an idle connection's probes unanswered that long,
-        // drops the connection (Linux; elsewhere the keepalives alone).
-        pg.keepalives(true);
-        pg.keepalives_idle(self.keepalive_idle);
-        pg.keepalives_interval(
-            (self.tcp_user_timeout / 3).clamp(Duration::from_secs(1), defaults::KEEPALIVE_INTERVAL),
-        );
-        pg.keepalives_retries(3);
-        pg.tcp_user_timeout(self.tcp_user_timeout);
         pg.ssl_mode(match self.ssl_mode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
@@ -774,11 +759,6 @@ impl DatabaseConfig {
             SslNegotiation::Postgres => tokio_postgres::config::SslNegotiation::Postgres,
             SslNegotiation::Direct => tokio_postgres::config::SslNegotiation::Direct,
         });
-        // Servers are chosen by role by coredb itself (conn/open.rs), host by host.
-        pg.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::Any);
-        if self.load_balance {
-            pg.load_balance_hosts(tokio_postgres::config::LoadBalanceHosts::Random);
-        }
         // PgBouncer refuses startup options; behind it the timeout is set at BEGIN.
         if let (Some(t), PgBouncerMode::Off) = (self.statement_timeout, self.pgbouncer) {
             pg.options(format!("-c statement_timeout={}", t.as_millis().max(1)));

@@ -6,8 +6,9 @@ mod state;
 mod statement_cache;
 #[cfg(feature = "tls")]
 mod tls;
+mod wire;
 
-pub(crate) use connector::Connector;
+pub(crate) use connector::{Connector, Peer};
 pub(crate) use open::{PgManager, Reports, SessionChanged};
 pub(crate) use state::{ConnState, Disposal, Event};
 pub(crate) use statement_cache::StatementCache;
@@ -17,9 +18,10 @@ pub(crate) struct PgConn {
     pub(crate) client: tokio_postgres::Client,
     pub(crate) statements: StatementCache,
     state: ConnState,
-    /// How it was opened, for its cancel requests.
-    connector: Connector,
-    /// Set while the server reports a session setting changed since connect.
+    /// How it was opened and to which server, for its cancel requests.
+    connector: (Connector, Peer),
+    /// Whether it serves as a shared lane; set while the server reports a session setting
+    /// other than at connect.
     settings_changed: SessionChanged,
 }
 
@@ -27,7 +29,7 @@ impl PgConn {
     pub(crate) fn new(
         client: tokio_postgres::Client,
         statements: StatementCache,
-        connector: Connector,
+        connector: (Connector, Peer),
         settings_changed: SessionChanged,
     ) -> Self {
         PgConn {
@@ -40,30 +42,20 @@ impl PgConn {
     }
 
     /// True while the server reports a session setting (time zone, role, date style, ...)
-    /// other than at connect, on a connection whose reports are followed (a shared lane, see
-    /// [`watch_settings`](Self::watch_settings)): it carries session state whatever its
-    /// statements' text said, and the lane closes it.
+    /// other than at connect: the connection carries session state whatever its statements'
+    /// text said (a function calling `set_config`, say). Set as the report is read, before the
+    /// statement that caused it is seen to end.
     pub(crate) fn settings_changed(&self) -> bool {
         self.settings_changed
             .changed
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// True while the I/O task of a connection whose reports are followed is reading what
-    /// arrived and has not yet looked at the settings: the server reports a changed setting
-    /// after a statement's completion (just before it is ready again), so a caller can hold
-    /// its completion before the report that follows it was read.
-    pub(crate) fn settings_being_read(&self) -> bool {
+    /// Marks the connection as a shared pipeline lane, or no longer one: its I/O task then
+    /// gathers what its callers send into one write.
+    pub(crate) fn share(&self, on: bool) {
         self.settings_changed
-            .reading
-            .load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// Starts or stops following the settings the server reports (see
-    /// [`settings_changed`](Self::settings_changed)): on while the connection is shared.
-    pub(crate) fn watch_settings(&self, on: bool) {
-        self.settings_changed
-            .watching
+            .shared
             .store(on, std::sync::atomic::Ordering::Release);
     }
 
@@ -74,9 +66,9 @@ impl PgConn {
             return;
         };
         let token = self.client.cancel_token();
-        let connector = self.connector.clone();
+        let (connector, peer) = self.connector.clone();
         runtime.spawn(async move {
-            if let Err(err) = connector.cancel(&token).await {
+            if let Err(err) = connector.cancel(&token, &peer).await {
                 tracing::debug!(target: "coredb", error = %err, "cancel request failed");
             }
         });
@@ -97,6 +89,10 @@ impl PgConn {
         if self.client.is_closed() {
             return Disposal::Close;
         }
-        self.state.disposal()
+        match self.state.disposal() {
+            // A reported setting changed behind the text's back: reset like a `SET`.
+            Disposal::Reuse | Disposal::RollBack if self.settings_changed() => Disposal::Reset,
+            disposal => disposal,
+        }
     }
 }

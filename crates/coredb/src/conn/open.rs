@@ -1,6 +1,6 @@
 //! Opening PostgreSQL connections for the pool, with errors that say what to check.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +9,8 @@ use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, Notification};
 
+use super::connector::{ConnectError, Peer};
+use super::wire::ConnFlags;
 use super::{Connector, PgConn, StatementCache};
 use crate::config::{DatabaseConfig, Setting, TargetSessionAttrs};
 use crate::error::{Error, ErrorKind, Result};
@@ -16,9 +18,10 @@ use crate::pool::Manage;
 
 /// Makes [`PgConn`]s from a [`DatabaseConfig`].
 pub(crate) struct PgManager {
+    /// The startup settings (user, database, TLS mode, ...); the hosts are coredb's to try.
     driver: tokio_postgres::Config,
-    /// Each host alone (`host:port` and its driver settings), for choosing a server by role.
-    each_host: Vec<(String, tokio_postgres::Config)>,
+    /// The hosts, in failover order.
+    hosts: Vec<(String, u16)>,
     config: DatabaseConfig,
     connector: Connector,
 }
@@ -26,100 +29,10 @@ pub(crate) struct PgManager {
 /// Where a connection's notifications (`LISTEN`) go; a pooled connection has none.
 pub(crate) type Notifications = mpsc::UnboundedSender<Notification>;
 
-/// Settings the server reports when they change (`ParameterStatus`) that belong to the
-/// session: a change from the value at connect means the connection carries session state,
-/// whatever the statement's text said. (`search_path` is reported from PostgreSQL 18.)
-const WATCHED_SETTINGS: [&str; 9] = [
-    "session_authorization",
-    "is_superuser",
-    "TimeZone",
-    "DateStyle",
-    "IntervalStyle",
-    "client_encoding",
-    "standard_conforming_strings",
-    "default_transaction_read_only",
-    "search_path",
-];
-
-/// Between a connection's I/O task and its users: whether to follow the reported settings
-/// (while the connection is shared), and whether one differs from its value at connect.
-pub(crate) type SessionChanged = Arc<SettingsFlags>;
-
-/// See [`SessionChanged`].
-#[derive(Debug, Default)]
-pub(crate) struct SettingsFlags {
-    /// Follow the reports: set while the connection serves as a shared pipeline lane. Looking
-    /// costs a map lookup per watched setting at every wake-up of the I/O task (about 4,500
-    /// instructions per statement on a session's exclusive connection, a third of its cost),
-    /// so exclusive connections are not watched.
-    pub(crate) watching: AtomicBool,
-    /// A watched setting differs from its value at connect.
-    pub(crate) changed: AtomicBool,
-    /// The I/O task is reading what arrived and has not looked at the settings since: a
-    /// report may be among it.
-    pub(crate) reading: AtomicBool,
-}
-
-/// Follows the server's reports of the watched settings for one connection.
-struct SettingsWatch {
-    /// Each setting's value at connect.
-    at_connect: Vec<Option<Box<str>>>,
-    /// Where each value was stored when last looked at: the driver stores a new string for
-    /// every report, so an unchanged address means no report came.
-    seen: [usize; WATCHED_SETTINGS.len()],
-    changed: SessionChanged,
-}
-
-impl SettingsWatch {
-    fn new<S, T>(connection: &tokio_postgres::Connection<S, T>, changed: SessionChanged) -> Self
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-        T: AsyncRead + AsyncWrite + Unpin,
-    {
-        let at_connect = WATCHED_SETTINGS
-            .iter()
-            .map(|name| connection.parameter(name).map(Box::from))
-            .collect();
-        let mut watch = SettingsWatch {
-            at_connect,
-            seen: [0; WATCHED_SETTINGS.len()],
-            changed,
-        };
-        watch.look(connection);
-        watch
-    }
-
-    /// The connection serves as a shared pipeline lane.
-    fn shared(&self) -> bool {
-        self.changed.watching.load(Ordering::Relaxed)
-    }
-
-    /// Looks for new reports (a map lookup per setting, no allocation); on one, compares every
-    /// setting with its value at connect.
-    fn look<S, T>(&mut self, connection: &tokio_postgres::Connection<S, T>)
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-        T: AsyncRead + AsyncWrite + Unpin,
-    {
-        if !self.shared() {
-            return;
-        }
-        let mut reported = false;
-        for (seen, name) in self.seen.iter_mut().zip(WATCHED_SETTINGS) {
-            let at = connection
-                .parameter(name)
-                .map_or(0, |v| v.as_ptr() as usize);
-            reported |= std::mem::replace(seen, at) != at;
-        }
-        if reported {
-            let differs = WATCHED_SETTINGS
-                .iter()
-                .zip(&self.at_connect)
-                .any(|(name, at_connect)| connection.parameter(name) != at_connect.as_deref());
-            self.changed.changed.store(differs, Ordering::Release);
-        }
-    }
-}
+/// Between a connection's I/O and its users: whether it serves as a shared lane, and whether
+/// a session setting the server reports differs from its value at connect (see
+/// [`wire`](super::wire)).
+pub(crate) type SessionChanged = Arc<ConnFlags>;
 
 /// What a connection's I/O task passes on: notifications (a listener's), and whether the
 /// session's reported settings changed (a pooled connection's).
@@ -127,7 +40,8 @@ impl SettingsWatch {
 pub(crate) struct Reports {
     /// Where notifications go; dropped without one.
     pub(crate) notifications: Option<Notifications>,
-    /// Set while a watched setting differs from its value at connect.
+    /// Whether the connection is shared, and set while a session setting differs from its
+    /// value at connect.
     pub(crate) settings: Option<SessionChanged>,
 }
 
@@ -142,7 +56,6 @@ where
         notifications,
         settings,
     } = reports;
-    let mut watch = settings.map(|changed| SettingsWatch::new(&connection, changed));
     // Armed when the connection waits: the next wake-up first lets the rest of the runtime's
     // ready tasks run (see `shared`).
     let mut yielding = std::pin::pin!(Some(tokio::task::yield_now()));
@@ -153,19 +66,16 @@ where
                 std::task::ready!(std::future::Future::poll(pending, cx));
                 yielding.set(None);
             }
-            let Some(watch) = watch.as_mut().filter(|watch| watch.shared()) else {
-                // Returned as it comes: the message is large, and copied once more when held.
-                return connection.poll_message(cx);
-            };
-            watch.changed.reading.store(true, Ordering::Release);
             let message = connection.poll_message(cx);
-            watch.look(&connection);
-            watch.changed.reading.store(false, Ordering::Release);
             // A shared lane's callers send their statements from tasks of their own: woken
             // by the first, the I/O task goes to the back of the run queue once, so the
             // statements the others send meanwhile leave in the same write (and the replies
             // that arrive meanwhile are read in one go).
-            if message.is_pending() {
+            if message.is_pending()
+                && settings
+                    .as_ref()
+                    .is_some_and(|flags| flags.shared.load(Ordering::Relaxed))
+            {
                 yielding.set(Some(tokio::task::yield_now()));
             }
             message
@@ -193,17 +103,11 @@ where
 impl PgManager {
     pub(crate) fn new(config: &DatabaseConfig) -> Result<Self> {
         let connector = Connector::new(config)?;
-        let each_host = config
-            .host_ports()
-            .map(|(host, port)| {
-                let mut one = config.clone();
-                one.hosts = vec![host.to_owned()];
-                one.ports = vec![port];
-                (format!("{host}:{port}"), one.to_driver_config())
-            })
-            .collect();
         Ok(PgManager {
-            each_host,
+            hosts: config
+                .host_ports()
+                .map(|(host, port)| (host.to_owned(), port))
+                .collect(),
             driver: config.to_driver_config(),
             config: config.clone(),
             connector,
@@ -212,7 +116,7 @@ impl PgManager {
 
     /// Opens a connection within the connect timeout, with an error that says what to check;
     /// on a server of the role `target_session_attrs` asks for.
-    pub(crate) async fn open(&self, reports: Reports) -> Result<Client> {
+    pub(crate) async fn open(&self, reports: Reports) -> Result<(Client, Peer)> {
         if self.config.target_session_attrs != TargetSessionAttrs::Any {
             return self.open_by_role(reports).await;
         }
@@ -221,18 +125,19 @@ impl PgManager {
 
     /// Asks every host at once what it is, and keeps a connection to the one the role wants.
     /// Each host's cause is kept for the error; two servers that both take writes are refused.
-    async fn open_by_role(&self, reports: Reports) -> Result<Client> {
+    async fn open_by_role(&self, reports: Reports) -> Result<(Client, Peer)> {
         let want = self.config.target_session_attrs;
         let limit = self.config.connect_timeout + Duration::from_secs(1);
-        let asked = self.each_host.iter().map(|(address, driver)| {
+        let asked = self.hosts.iter().map(|host| {
             let reports = reports.clone();
+            let address = format!("{}:{}", host.0, host.1);
             async move {
                 let probe = async {
-                    let client = self
+                    let (client, peer) = self
                         .connector
-                        .connect(driver, reports)
+                        .connect(&self.driver, std::slice::from_ref(host), reports)
                         .await
-                        .map_err(|e| self.connect_error_for(e, address).message().to_owned())?;
+                        .map_err(|e| self.connect_error_for(e, &address).message().to_owned())?;
                     let row = client
                         .query_one(
                             "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'",
@@ -242,6 +147,7 @@ impl PgManager {
                         .map_err(|e| e.to_string())?;
                     Ok::<_, String>(Server {
                         client,
+                        peer,
                         in_recovery: row.get(0),
                         read_only: row.get(1),
                     })
@@ -249,7 +155,7 @@ impl PgManager {
                 let found = tokio::time::timeout(limit, probe)
                     .await
                     .unwrap_or_else(|_| Err(format!("no answer from {address} within {limit:?}")));
-                (address.as_str(), found)
+                (address, found)
             }
         });
         let answers = futures_util::future::join_all(asked).await;
@@ -274,7 +180,7 @@ impl PgManager {
         let writers: Vec<&str> = servers
             .iter()
             .filter(|(_, s)| !s.in_recovery)
-            .map(|(a, _)| *a)
+            .map(|(a, _)| a.as_str())
             .collect();
         if matches!(
             want,
@@ -296,7 +202,10 @@ impl PgManager {
             (want == TargetSessionAttrs::PreferStandby && !servers.is_empty()).then_some(0),
         );
         match position {
-            Some(i) => Ok(servers.swap_remove(i).1.client),
+            Some(i) => {
+                let server = servers.swap_remove(i).1;
+                Ok((server.client, server.peer))
+            }
             None => Err(Error::new(
                 ErrorKind::Connect,
                 format!("no server fits {}: {}", name_attrs(want), causes.join("; ")),
@@ -305,17 +214,17 @@ impl PgManager {
     }
 
     /// Opens a connection to the first host that answers.
-    async fn open_any(&self, reports: Reports) -> Result<Client> {
+    async fn open_any(&self, reports: Reports) -> Result<(Client, Peer)> {
         // The driver applies connect_timeout per host; this guards the whole handshake too.
         let limit =
             self.config.connect_timeout * self.config.hosts.len() as u32 + Duration::from_secs(1);
         match tokio::time::timeout(
             limit,
-            self.connector.connect(&self.driver, reports),
+            self.connector.connect(&self.driver, &self.hosts, reports),
         ).await {
-            Ok(Ok(client)) => {
+            Ok(Ok(opened)) => {
                 tracing::debug!(target: "coredb", target_hosts = %self.target(), "opened connection");
-                Ok(client)
+                Ok(opened)
             }
             Ok(Err(err)) => Err(self.connect_error(err)),
             Err(_) => Err(Error::new(
@@ -341,12 +250,19 @@ impl PgManager {
     /// the user wrote it (a `POSTGRES_*` variable, a part of `DATABASE_URL`, or a builder
     /// method). Causes that retrying cannot fix are marked permanent, so the pool fails at once
     /// instead of waiting out its timeout.
-    fn connect_error(&self, err: tokio_postgres::Error) -> Error {
+    fn connect_error(&self, err: ConnectError) -> Error {
         self.connect_error_for(err, &self.target())
     }
 
     /// [`connect_error`](Self::connect_error) for a connection to `target` alone.
-    fn connect_error_for(&self, err: tokio_postgres::Error, target: &str) -> Error {
+    fn connect_error_for(&self, err: ConnectError, target: &str) -> Error {
+        let err = match err {
+            ConnectError::Driver(err) => err,
+            ConnectError::Socket(io) => {
+                let message = self.unreachable(Some(&io), &io.to_string(), target);
+                return Error::new(ErrorKind::Connect, message).with_source(io);
+            }
+        };
         let c = &self.config;
         let name = |setting| c.origin.name(setting);
         if let Some(db) = err.as_db_error() {
@@ -526,8 +442,16 @@ impl PgManager {
                 error
             };
         }
-        let io = find_io_error(&err);
-        let message = match io.map(std::io::Error::kind) {
+        let message = self.unreachable(find_io_error(&err), &text, target);
+        Error::new(ErrorKind::Connect, message).with_source(err)
+    }
+
+    /// What to say when `target` could not be reached (`io` the cause, `text` the whole
+    /// error).
+    fn unreachable(&self, io: Option<&std::io::Error>, text: &str, target: &str) -> String {
+        let c = &self.config;
+        let name = |setting| c.origin.name(setting);
+        match io.map(std::io::Error::kind) {
             Some(std::io::ErrorKind::ConnectionRefused) => format!(
                 "{target} refused the connection: is PostgreSQL running and listening on that host and port? (check {} / {})",
                 name(Setting::Host),
@@ -541,8 +465,7 @@ impl PgManager {
                 format!("the host of {target} could not be resolved: check {}", name(Setting::Host))
             }
             _ => format!("{target}: {text}"),
-        };
-        Error::new(ErrorKind::Connect, message).with_source(err)
+        }
     }
 }
 
@@ -571,6 +494,7 @@ fn find_io_error(err: &tokio_postgres::Error) -> Option<&std::io::Error> {
 /// A server asked what it is, with the connection asked on.
 struct Server {
     client: Client,
+    peer: Peer,
     in_recovery: bool,
     read_only: bool,
 }
@@ -598,6 +522,10 @@ fn name_attrs(attrs: TargetSessionAttrs) -> String {
     format!("POSTGRES_TARGET_SESSION_ATTRS={value}")
 }
 
+/// A connection being opened, boxed (see `create`).
+type Opening<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(Client, Peer)>> + Send + 'a>>;
+
 impl Manage for PgManager {
     type Object = PgConn;
 
@@ -612,18 +540,16 @@ impl Manage for PgManager {
         // the type of every checkout (rustc's layout computation would reach its recursion
         // limit in callers' code); a connection is opened rarely, so one allocation is nothing.
         let changed = SessionChanged::default();
-        let opening: std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<Client>> + Send + '_>,
-        > = Box::pin(self.open(Reports {
+        let opening: Opening<'_> = Box::pin(self.open(Reports {
             notifications: None,
             settings: Some(Arc::clone(&changed)),
         }));
         async move {
-            let client = opening.await?;
+            let (client, peer) = opening.await?;
             Ok(PgConn::new(
                 client,
                 StatementCache::new(self.config.statement_cache_size()),
-                self.connector.clone(),
+                (self.connector.clone(), peer),
                 changed,
             ))
         }

@@ -1169,7 +1169,7 @@ async fn check_replica(config: &DatabaseConfig, host: String, port: u16) -> Repl
         let mut one = config.clone();
         one.hosts = vec![host];
         one.ports = vec![port];
-        let client = PgManager::new(&one)?
+        let (client, _) = PgManager::new(&one)?
             .open(crate::conn::Reports::default())
             .await?;
         let row = client
