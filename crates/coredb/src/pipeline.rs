@@ -9,7 +9,11 @@
 //! path as a statement on a connection of one's own (`exec::run_on`). The lane's I/O task,
 //! woken by the first of them, lets the runtime's other ready tasks run once before it writes,
 //! so the statements their callers send meanwhile leave in one write rather than one system
-//! call each; nothing is spawned or allocated per statement for it.
+//! call each; nothing is spawned or allocated per statement for it. In that write, reads the
+//! classifier proves free of writes and of function calls share one Sync (`conn::wire`): the
+//! server answers them as one implicit transaction with one flush; if one of them fails, the
+//! ones the server skipped after it run again, each on a connection of its own, so every
+//! caller gets its own answer or its own error.
 //!
 //! Rules that keep it safe:
 //! - only statements the classifier proves leave no state on the connection are shared

@@ -106,3 +106,80 @@ async fn quiet_lane_goes_back_to_the_pool_so_sessions_can_use_it() {
         .unwrap();
     s.commit().await.unwrap();
 }
+
+/// Runs `each(m, n)` for 20 statements from each of 64 tasks at once; what they returned.
+async fn from_64_tasks<F, Fut, T>(m: &coredb::DatabaseManager, each: F) -> Vec<T>
+where
+    F: Fn(coredb::DatabaseManager, i64) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send,
+    T: Send + 'static,
+{
+    let mut tasks = Vec::new();
+    for t in 0..64i64 {
+        let m = m.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..20i64 {
+                out.push(each(m.clone(), t * 1000 + i).await);
+            }
+            out
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.extend(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn reads_sent_together_share_one_sync_and_each_gets_its_own_answer() {
+    let db = TestDatabase::with_config(|b| b.pool_size(4)).await.unwrap();
+    let seen = from_64_tasks(db.manager(), |m, n| async move {
+        // The transaction's start: the same for statements under one Sync.
+        let (got, started): (i64, chrono::DateTime<chrono::Utc>) = m
+            .fetch_one("SELECT $1::int8, CURRENT_TIMESTAMP", (n,))
+            .await
+            .unwrap();
+        assert_eq!(got, n, "each statement gets its own answer");
+        started
+    })
+    .await;
+    let transactions: std::collections::BTreeSet<_> = seen.iter().collect();
+    assert_eq!(seen.len(), 1280);
+    assert!(
+        transactions.len() * 2 < seen.len(),
+        "{} statements ran in {} implicit transactions",
+        seen.len(),
+        transactions.len()
+    );
+}
+
+#[tokio::test]
+async fn a_read_that_fails_under_a_shared_sync_fails_alone_and_the_reads_it_skipped_run_again() {
+    let db = TestDatabase::with_config(|b| b.pool_size(4)).await.unwrap();
+    from_64_tasks(db.manager(), |m, n| async move {
+        if n % 7 == 3 {
+            let err = m
+                .scalar::<i32, _>("SELECT 1 / $1::int", (0i32,))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                err.code(),
+                Some(&coredb::SqlState::DIVISION_BY_ZERO),
+                "{err}"
+            );
+        } else {
+            let got: i64 = m.scalar("SELECT $1::int8", (n,)).await.unwrap();
+            assert_eq!(got, n, "each statement gets its own answer");
+        }
+    })
+    .await;
+    // The connections are as good as new.
+    let got: i64 = db
+        .manager()
+        .scalar("SELECT 41::int8 + 1", ())
+        .await
+        .unwrap();
+    assert_eq!(got, 42);
+}

@@ -13,6 +13,13 @@ pub(crate) use open::{PgManager, Reports, SessionChanged};
 pub(crate) use state::{ConnState, Disposal, Event};
 pub(crate) use statement_cache::StatementCache;
 
+/// True for the error of a statement the server skipped because a read it shared a Sync with
+/// failed (see [`wire`]): it did not run.
+pub(crate) fn skipped(err: &crate::error::Error) -> bool {
+    err.code() == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION)
+        && err.message().contains(wire::SKIPPED)
+}
+
 /// One open connection and what coredb tracks about it.
 pub(crate) struct PgConn {
     pub(crate) client: tokio_postgres::Client,

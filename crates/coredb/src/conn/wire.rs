@@ -1,24 +1,39 @@
-//! The bytes between a connection and its server, read on their way to the driver.
+//! The bytes between a connection and its server, read (and on shared lanes rewritten) on
+//! their way to and from the driver.
 //!
 //! coredb opens each connection's socket itself and hands it to the driver wrapped in a
-//! [`Wire`], which reads the header of every message the server sends (a tag and a length:
-//! a few instructions per message) and the body of the few that report a setting
-//! (`ParameterStatus`). The values reported at startup are kept; a later report of a session
-//! setting with another value (a `SET` the text showed, or a function calling `set_config` it
-//! did not) marks the connection as carrying session state, so no one else gets it that way.
+//! [`Wire`], which reads the header of every message each way (a tag and a length: a few
+//! instructions per message) and the bodies of the few it needs.
 //!
-//! The mark is set while the bytes are read, before the driver parses them: a server reports a
-//! change before it says it is ready again, and the driver ends a request only at that "ready",
-//! so whoever sees a statement end sees the mark it left.
+//! **Settings.** The values the server reports at startup (`ParameterStatus`) are kept; a
+//! later report of a session setting with another value (a `SET` the text showed, or a
+//! function calling `set_config` it did not) marks the connection as carrying session state,
+//! so no one else gets it that way. The mark is set while the bytes are read, before the
+//! driver parses them: a server reports a change before it says it is ready again, and the
+//! driver ends a request only at that "ready", so whoever sees a statement end sees the mark
+//! it left.
+//!
+//! **Reads under one Sync.** The driver ends every statement with a Sync, and the server
+//! answers each Sync with its own round of work (a "ready", an output flush). On a shared lane
+//! ([`ConnFlags::shared`]), statements that the classifier proves read-only and free of
+//! function calls, sent in one write one after the other, go out with the Syncs between them
+//! left out: they run as one implicit transaction, answered in one flush. The answers come
+//! back without the "ready" after each statement, so the wire adds one where the server would
+//! have sent it. When one of them fails, the server skips the rest until the Sync: the wire
+//! answers each skipped statement with an error of its own ([`SKIPPED`], SQLSTATE `25P02`),
+//! and coredb runs those statements again on a connection of their own; they never ran, so
+//! each caller gets its own answer or its own error. Writes, and anything else, keep their
+//! Sync.
 //!
 //! Under TLS the wrapper sits above the encryption ([`WireTls`]); the socket's own wrapper stops
 //! reading when the handshake starts.
 
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -44,12 +59,23 @@ const WATCHED_SETTINGS: [&[u8]; 9] = [
 /// not a message.
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
+/// Room kept for rewritten bytes between writes.
+const OUT_KEPT: usize = 64 * 1024;
+
+/// What the server would have said after a statement with a Sync of its own: ready, idle.
+const READY: [u8; 6] = [b'Z', 0, 0, 0, 5, b'I'];
+
+/// The message of the error a statement gets when the server skipped it: an earlier statement
+/// under the same Sync failed. It did not run; coredb runs it again on its own.
+pub(crate) const SKIPPED: &str =
+    "coredb: skipped because an earlier read sent under the same Sync failed; it did not run";
+
 /// Between a connection's I/O and its users: whether it serves as a shared lane, and whether a
 /// session setting differs from its value at connect.
 #[derive(Debug, Default)]
 pub(crate) struct ConnFlags {
     /// The connection serves as a shared pipeline lane: its I/O task gathers what its callers
-    /// send into one write (`conn::open::drive`).
+    /// send into one write (`conn::open::drive`), and reads in that write share one Sync.
     pub(crate) shared: AtomicBool,
     /// A session setting the server reports differs from its value at connect.
     pub(crate) changed: AtomicBool,
@@ -65,18 +91,37 @@ pub(crate) enum Socket {
     Unix(UnixStream),
 }
 
-/// A stream whose incoming messages are read for settings reports (see the module's docs).
+/// A stream whose messages are read (and on a shared lane rewritten) on their way; see the
+/// module's docs.
 pub(crate) struct Wire<S> {
     inner: S,
     scan: Scan,
+    sent: Sent,
+    /// Bytes for the driver that did not fit its buffer, delivered before anything new is
+    /// read; the first `held_read` of them were read already (answers the wire added).
+    held: Vec<u8>,
+    held_read: usize,
+    /// Rewritten bytes the socket has not taken yet, from `out_at` on.
+    out: Vec<u8>,
+    out_at: usize,
 }
 
 impl<S> Wire<S> {
     /// `inner`, whose reports set `flags`.
     pub(crate) fn new(inner: S, flags: Arc<ConnFlags>) -> Self {
+        Wire::reading(inner, Scan::new(Some(flags)))
+    }
+
+    /// `inner`, read from where `scan` stands.
+    fn reading(inner: S, scan: Scan) -> Self {
         Wire {
             inner,
-            scan: Scan::new(Some(flags)),
+            scan,
+            sent: Sent::default(),
+            held: Vec::new(),
+            held_read: 0,
+            out: Vec::new(),
+            out_at: 0,
         }
     }
 
@@ -85,17 +130,53 @@ impl<S> Wire<S> {
     fn take_scan(&mut self) -> Scan {
         std::mem::replace(&mut self.scan, Scan::new(None))
     }
+
+    /// Writes what is left of the rewritten bytes.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        while self.out_at < self.out.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out[self.out_at..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out_at += n;
+        }
+        self.out.clear();
+        self.out_at = 0;
+        if self.out.capacity() > OUT_KEPT {
+            // A large statement passed: its room is not kept for the connection's life.
+            self.out = Vec::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// How the server ends its answer to one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ends {
+    /// With a "ready" (its own Sync, or a simple query).
+    Ready,
+    /// Without one: its Sync was left out.
+    Merged,
 }
 
 /// Where a message's bytes stand.
+#[derive(Clone, Copy)]
 enum At {
     /// At a message's start; `have` bytes of its 5-byte header gathered in `header`.
     Header { header: [u8; 5], have: usize },
-    /// Inside a body nobody needs: this many bytes to pass.
-    Skip(usize),
-    /// Inside a settings report: this many bytes still to gather into `Scan::body`.
-    Report(usize),
+    /// Inside the body of a message tagged `tag`, `left` bytes of it to pass.
+    Body { tag: u8, left: usize },
+    /// Inside a body being gathered (`left` bytes still to come).
+    Keep { tag: u8, left: usize },
 }
+
+const AT_START: At = At::Header {
+    header: [0; 5],
+    have: 0,
+};
 
 /// The reading of the server's messages.
 struct Scan {
@@ -103,137 +184,201 @@ struct Scan {
     /// under TLS).
     flags: Option<Arc<ConnFlags>>,
     at: At,
-    /// A settings report's body, gathered across reads (rare: reports are short).
+    /// A kept body (a settings report), gathered across reads.
     body: Vec<u8>,
     /// Nothing was written yet: the first write says whether an answer to a TLS request
     /// comes first.
     first_write: bool,
     /// The next byte read is the server's answer to a TLS request.
     answer_due: bool,
-    /// The startup is over (the first "ready"): reports from now on are changes.
+    /// The startup is over (the first "ready"): reports from now on are changes, and the
+    /// client's requests are followed.
     started: bool,
     /// Each watched setting's value at connect.
     at_connect: [Option<Box<[u8]>>; WATCHED_SETTINGS.len()],
     /// One bit per watched setting whose value differs from the one at connect.
     differs: u16,
+    /// How the requests sent and not yet answered end, oldest first.
+    pending: VecDeque<Ends>,
+    /// Answers the wire adds after the message just read.
+    added: Vec<u8>,
 }
 
 impl Scan {
     fn new(flags: Option<Arc<ConnFlags>>) -> Self {
         Scan {
             flags,
-            at: At::Header {
-                header: [0; 5],
-                have: 0,
-            },
+            at: AT_START,
             body: Vec::new(),
             first_write: true,
             answer_due: false,
             started: false,
             at_connect: Default::default(),
             differs: 0,
+            pending: VecDeque::new(),
+            added: Vec::new(),
         }
     }
 
-    fn wrote(&mut self, buf: &[u8]) {
+    fn wrote_first(&mut self, buf: &[u8]) {
         if std::mem::take(&mut self.first_write) && buf.starts_with(&SSL_REQUEST) {
             self.answer_due = true;
         }
     }
 
-    /// Reads `data`, the next bytes from the server.
-    fn read(&mut self, mut data: &[u8]) {
-        if self.flags.is_none() || data.is_empty() {
+    /// Reads the bytes of `buf` from `i` on, new from the server. Answers the wire adds go in
+    /// place; when `buf` has no room for them, they and the bytes after them go to the front
+    /// of `held` (its first `held_read` bytes then being the added ones).
+    fn read(
+        &mut self,
+        buf: &mut ReadBuf<'_>,
+        mut i: usize,
+        held: &mut Vec<u8>,
+        held_read: &mut usize,
+    ) {
+        if self.flags.is_none() || i >= buf.filled().len() {
             return;
         }
         if std::mem::take(&mut self.answer_due) {
-            if data[0] == b'S' {
+            if buf.filled()[i] == b'S' {
                 // TLS follows: its records are no messages; the stream above reads them.
                 self.flags = None;
                 return;
             }
-            data = &data[1..];
+            i += 1;
         }
-        while !data.is_empty() {
-            match &mut self.at {
-                At::Skip(left) => {
-                    let passed = (*left).min(data.len());
-                    *left -= passed;
-                    data = &data[passed..];
-                    if *left == 0 {
-                        self.at = At::Header {
-                            header: [0; 5],
-                            have: 0,
-                        };
-                    }
-                }
-                At::Report(left) => {
-                    let taken = (*left).min(data.len());
-                    *left -= taken;
-                    self.body.extend_from_slice(&data[..taken]);
-                    data = &data[taken..];
-                    if *left == 0 {
-                        let body = std::mem::take(&mut self.body);
-                        self.report(&body);
-                        self.body = body;
-                        self.body.clear();
-                        self.at = At::Header {
-                            header: [0; 5],
-                            have: 0,
-                        };
-                    }
-                }
-                At::Header { have: 0, .. } if data.len() >= 5 => {
-                    // The common case: a whole header in hand.
-                    let (tag, len) = (data[0], [data[1], data[2], data[3], data[4]]);
-                    data = &data[5..];
-                    self.message(tag, len, &mut data);
-                }
-                At::Header { header, have } => {
-                    let taken = (5 - *have).min(data.len());
-                    header[*have..*have + taken].copy_from_slice(&data[..taken]);
-                    *have += taken;
-                    data = &data[taken..];
-                    if *have == 5 {
-                        let header = *header;
-                        self.message(
-                            header[0],
-                            [header[1], header[2], header[3], header[4]],
-                            &mut data,
-                        );
-                    }
-                }
+        while i < buf.filled().len() {
+            let (used, ended) = self.step(&buf.filled()[i..]);
+            i += used;
+            let Some(tag) = ended else { continue };
+            self.ended(tag);
+            if self.added.is_empty() {
+                continue;
+            }
+            let added = self.added.len();
+            if buf.remaining() >= added {
+                buf.put_slice(&self.added);
+                buf.filled_mut()[i..].rotate_right(added);
+                i += added;
+            } else {
+                let tail = buf.filled()[i..].to_vec();
+                held.splice(0..0, self.added.iter().copied().chain(tail));
+                *held_read = added;
+                buf.set_filled(i);
+                return;
             }
         }
     }
 
-    /// A message tagged `tag` whose length field is `len` starts at `data`.
-    fn message(&mut self, tag: u8, len: [u8; 4], data: &mut &[u8]) {
-        let body = (u32::from_be_bytes(len) as usize).saturating_sub(4);
-        match tag {
-            b'S' if data.len() >= body => {
-                let (report, rest) = data.split_at(body);
-                self.report(report);
-                *data = rest;
-                self.at = At::Header {
-                    header: [0; 5],
-                    have: 0,
-                };
-            }
-            b'S' => self.at = At::Report(body),
-            _ => {
-                if tag == b'Z' {
-                    self.started = true;
-                }
-                self.at = if body == 0 {
-                    At::Header {
-                        header: [0; 5],
-                        have: 0,
+    /// Reads one step of `data` (a whole message when it is all there); how many bytes it
+    /// took, and the tag of the message that ended with them.
+    fn step(&mut self, data: &[u8]) -> (usize, Option<u8>) {
+        match self.at {
+            At::Header { have: 0, .. } if data.len() >= 5 => {
+                let tag = data[0];
+                let body = body_len([data[1], data[2], data[3], data[4]]);
+                match data.get(5..5 + body) {
+                    Some(whole) => {
+                        if tag == b'S' {
+                            self.report(whole);
+                        }
+                        (5 + body, Some(tag))
                     }
-                } else {
-                    At::Skip(body)
-                };
+                    None => {
+                        self.begin(tag, body);
+                        (5, None)
+                    }
+                }
             }
+            At::Header {
+                mut header,
+                mut have,
+            } => {
+                let taken = (5 - have).min(data.len());
+                header[have..have + taken].copy_from_slice(&data[..taken]);
+                have += taken;
+                if have < 5 {
+                    self.at = At::Header { header, have };
+                    return (taken, None);
+                }
+                let body = body_len([header[1], header[2], header[3], header[4]]);
+                if body == 0 {
+                    self.at = AT_START;
+                    return (taken, Some(header[0]));
+                }
+                self.begin(header[0], body);
+                (taken, None)
+            }
+            At::Body { tag, left } => {
+                let passed = left.min(data.len());
+                if passed < left {
+                    self.at = At::Body {
+                        tag,
+                        left: left - passed,
+                    };
+                    return (passed, None);
+                }
+                self.at = AT_START;
+                (passed, Some(tag))
+            }
+            At::Keep { tag, left } => {
+                let taken = left.min(data.len());
+                self.body.extend_from_slice(&data[..taken]);
+                if taken < left {
+                    self.at = At::Keep {
+                        tag,
+                        left: left - taken,
+                    };
+                    return (taken, None);
+                }
+                let body = std::mem::take(&mut self.body);
+                self.report(&body);
+                self.body = body;
+                self.body.clear();
+                self.at = AT_START;
+                (taken, Some(tag))
+            }
+        }
+    }
+
+    /// A message tagged `tag` with a body of `body` bytes, not all in hand, starts.
+    fn begin(&mut self, tag: u8, body: usize) {
+        self.at = if tag == b'S' {
+            At::Keep { tag, left: body }
+        } else {
+            At::Body { tag, left: body }
+        };
+    }
+
+    /// A message tagged `tag` ended: what it closes, and the answers to add after it.
+    fn ended(&mut self, tag: u8) {
+        self.added.clear();
+        match tag {
+            b'Z' => {
+                self.started = true;
+                self.pending.pop_front();
+            }
+            // A statement whose Sync was left out is done: the server sends no "ready".
+            b'C' | b'I' | b's' if self.pending.front() == Some(&Ends::Merged) => {
+                self.pending.pop_front();
+                self.added.extend_from_slice(&READY);
+            }
+            b'E' if self.pending.front() == Some(&Ends::Merged) => {
+                self.pending.pop_front();
+                self.added.extend_from_slice(&READY);
+                // The server skips what follows until the Sync: each skipped statement gets
+                // an error of its own...
+                while self.pending.front() == Some(&Ends::Merged) {
+                    self.pending.pop_front();
+                    skipped(&mut self.added);
+                    self.added.extend_from_slice(&READY);
+                }
+                // ...the last one too, whose "ready" the server does send.
+                if self.pending.front() == Some(&Ends::Ready) {
+                    skipped(&mut self.added);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -262,6 +407,296 @@ impl Scan {
     }
 }
 
+/// The length of a message's body from its length field (which counts itself).
+fn body_len(field: [u8; 4]) -> usize {
+    (u32::from_be_bytes(field) as usize).saturating_sub(4)
+}
+
+/// Appends the error of a statement the server skipped (see [`SKIPPED`]).
+fn skipped(out: &mut Vec<u8>) {
+    let fields: [(u8, &str); 4] = [
+        (b'S', "ERROR"),
+        (b'V', "ERROR"),
+        (b'C', "25P02"),
+        (b'M', SKIPPED),
+    ];
+    let len = 4 + fields.iter().map(|(_, v)| v.len() + 2).sum::<usize>() + 1;
+    out.push(b'E');
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    for (field, value) in fields {
+        out.push(field);
+        out.extend_from_slice(value.as_bytes());
+        out.push(0);
+    }
+    out.push(0);
+}
+
+/// The reading of the client's messages (after the startup).
+#[derive(Default)]
+struct Sent {
+    at: SentAt,
+    /// A kept body (a `Parse`, a `Close`), gathered across writes.
+    body: Vec<u8>,
+    /// The last message was `CopyDone` or `CopyFail`: the server answers the Sync that
+    /// follows, not the one sent with the `COPY` (which it ignored).
+    after_copy: bool,
+    /// Prepared statements that may share a Sync: read-only, calling no function.
+    mergeable: HashSet<Box<[u8]>, foldhash::fast::RandomState>,
+    /// The unnamed statement may share one.
+    unnamed: bool,
+    /// The request being read.
+    request: Request,
+    /// The units of the write being planned, in order: where each Sync is and whether its
+    /// request may share it (`None` for a simple query).
+    units: Vec<(usize, Option<bool>)>,
+}
+
+/// Where the client's message bytes stand.
+#[derive(Clone, Copy)]
+enum SentAt {
+    Header { header: [u8; 5], have: usize },
+    Skip(usize),
+    Keep { tag: u8, left: usize },
+}
+
+impl Default for SentAt {
+    fn default() -> Self {
+        SentAt::Header {
+            header: [0; 5],
+            have: 0,
+        }
+    }
+}
+
+/// What one request (up to its Sync) was made of.
+#[derive(Default, Clone, Copy)]
+struct Request {
+    /// Something other than an unnamed `Parse`, an unnamed portal's `Bind`, a `Describe` and
+    /// an `Execute`.
+    other: bool,
+    /// The `Bind`'s statement may share a Sync.
+    bound_mergeable: bool,
+    executes: bool,
+}
+
+/// What a client message means for the answers.
+enum Unit {
+    /// Nothing answered by its own.
+    None,
+    /// A Sync the server answers with a "ready"; whether its request may share it.
+    Sync(bool),
+    /// A simple query, answered with a "ready".
+    Query,
+}
+
+impl Sent {
+    /// Reads `data`, written as it is, noting each request's answer in `pending`.
+    fn walk(&mut self, mut data: &[u8], pending: &mut VecDeque<Ends>) {
+        while !data.is_empty() {
+            match self.at {
+                SentAt::Skip(left) => {
+                    let passed = left.min(data.len());
+                    data = &data[passed..];
+                    self.at = if passed < left {
+                        SentAt::Skip(left - passed)
+                    } else {
+                        SentAt::default()
+                    };
+                }
+                SentAt::Keep { tag, left } => {
+                    let taken = left.min(data.len());
+                    self.body.extend_from_slice(&data[..taken]);
+                    data = &data[taken..];
+                    if taken < left {
+                        self.at = SentAt::Keep {
+                            tag,
+                            left: left - taken,
+                        };
+                    } else {
+                        self.at = SentAt::default();
+                        let body = std::mem::take(&mut self.body);
+                        self.note(tag, &body, pending);
+                        self.body = body;
+                        self.body.clear();
+                    }
+                }
+                SentAt::Header { have: 0, .. } if data.len() >= 5 => {
+                    let tag = data[0];
+                    let body = body_len([data[1], data[2], data[3], data[4]]);
+                    match data.get(5..5 + body) {
+                        Some(whole) => {
+                            self.note(tag, whole, pending);
+                            data = &data[5 + body..];
+                        }
+                        None => {
+                            data = &data[5..];
+                            self.at = self.begin(tag, body, pending);
+                        }
+                    }
+                }
+                SentAt::Header {
+                    mut header,
+                    mut have,
+                } => {
+                    let taken = (5 - have).min(data.len());
+                    header[have..have + taken].copy_from_slice(&data[..taken]);
+                    have += taken;
+                    data = &data[taken..];
+                    if have < 5 {
+                        self.at = SentAt::Header { header, have };
+                    } else {
+                        let body = body_len([header[1], header[2], header[3], header[4]]);
+                        self.at = if body == 0 {
+                            self.note(header[0], &[], pending);
+                            SentAt::default()
+                        } else {
+                            self.begin(header[0], body, pending)
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    /// How to read a body of `body` bytes of a message tagged `tag`, not all in hand.
+    fn begin(&mut self, tag: u8, body: usize, pending: &mut VecDeque<Ends>) -> SentAt {
+        if matches!(tag, b'P' | b'C') {
+            return SentAt::Keep { tag, left: body };
+        }
+        // Its body is not needed: the message counts now.
+        self.note(tag, &[], pending);
+        SentAt::Skip(body)
+    }
+
+    /// Notes a whole message (`body` may be empty for one whose body was not kept); pushes
+    /// the answer it is due when it is written as it is.
+    fn note(&mut self, tag: u8, body: &[u8], pending: &mut VecDeque<Ends>) {
+        match self.unit(tag, body, false) {
+            Unit::None => {}
+            Unit::Sync(_) | Unit::Query => pending.push_back(Ends::Ready),
+        }
+    }
+
+    /// What message `tag` with `body` is, for the request being read.
+    /// `planning`: the write may leave Syncs out (a shared lane's); written as it is, which
+    /// statement a `Bind` names does not matter.
+    fn unit(&mut self, tag: u8, body: &[u8], planning: bool) -> Unit {
+        let after_copy = std::mem::take(&mut self.after_copy);
+        match tag {
+            b'P' => {
+                let mut parts = body.split(|&b| b == 0);
+                let (name, query) = (parts.next().unwrap_or(&[]), parts.next().unwrap_or(&[]));
+                let mergeable = std::str::from_utf8(query).is_ok_and(|sql| {
+                    let class = crate::sql::classify(sql);
+                    class.is_read_only() && !class.calls_functions()
+                });
+                if name.is_empty() {
+                    self.unnamed = mergeable;
+                } else if mergeable {
+                    self.mergeable.insert(name.into());
+                } else {
+                    self.mergeable.remove(name);
+                    self.request.other = true;
+                }
+                Unit::None
+            }
+            b'B' if !planning => {
+                self.request.other = true;
+                Unit::None
+            }
+            b'B' => {
+                let mut parts = body.split(|&b| b == 0);
+                let (portal, statement) =
+                    (parts.next().unwrap_or(&[]), parts.next().unwrap_or(&[]));
+                self.request.other |= !portal.is_empty();
+                self.request.bound_mergeable = if statement.is_empty() {
+                    self.unnamed
+                } else {
+                    self.mergeable.contains(statement)
+                };
+                Unit::None
+            }
+            b'D' => Unit::None,
+            b'E' => {
+                self.request.executes = true;
+                Unit::None
+            }
+            b'S' if after_copy => {
+                self.request = Request::default();
+                Unit::None
+            }
+            b'S' => {
+                let r = std::mem::take(&mut self.request);
+                Unit::Sync(!r.other && r.bound_mergeable && r.executes)
+            }
+            b'Q' => {
+                self.request = Request::default();
+                Unit::Query
+            }
+            b'c' | b'f' => {
+                self.after_copy = true;
+                self.request.other = true;
+                Unit::None
+            }
+            b'C' => {
+                if let Some((b'S', name)) = body.split_first().map(|(k, rest)| (*k, rest)) {
+                    let name = name.strip_suffix(&[0]).unwrap_or(name);
+                    self.mergeable.remove(name);
+                }
+                self.request.other = true;
+                Unit::None
+            }
+            _ => {
+                self.request.other = true;
+                Unit::None
+            }
+        }
+    }
+
+    /// Copies `buf` (whole messages from a message's start) into `out`, leaving out the Sync
+    /// between two requests that may share one, and notes each request's answer in
+    /// `pending`. Bytes of a message `buf` holds only part of are copied as they are.
+    fn plan(&mut self, buf: &[u8], out: &mut Vec<u8>, pending: &mut VecDeque<Ends>) {
+        if !matches!(self.at, SentAt::Header { have: 0, .. }) {
+            // In the middle of a message: nothing is left out.
+            self.walk(buf, pending);
+            out.extend_from_slice(buf);
+            return;
+        }
+        let mut units = std::mem::take(&mut self.units);
+        units.clear();
+        let mut i = 0;
+        while let Some(header) = buf.get(i..i + 5) {
+            let body = body_len([header[1], header[2], header[3], header[4]]);
+            let Some(whole) = buf.get(i + 5..i + 5 + body) else {
+                break;
+            };
+            match self.unit(header[0], whole, true) {
+                Unit::None => {}
+                Unit::Sync(mergeable) => units.push((i, Some(mergeable))),
+                Unit::Query => units.push((i, None)),
+            }
+            i += 5 + body;
+        }
+        let mut from = 0;
+        for (k, &(at, mergeable)) in units.iter().enumerate() {
+            let shares = mergeable == Some(true)
+                && units.get(k + 1).is_some_and(|next| next.1 == Some(true));
+            if shares {
+                out.extend_from_slice(&buf[from..at]);
+                from = at + 5;
+                pending.push_back(Ends::Merged);
+            } else {
+                pending.push_back(Ends::Ready);
+            }
+        }
+        out.extend_from_slice(&buf[from..]);
+        self.units = units;
+        // What follows is a part of a message: read as it comes.
+        self.walk(&buf[i..], pending);
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Wire<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -269,12 +704,21 @@ impl<S: AsyncRead + Unpin> AsyncRead for Wire<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let before = buf.filled().len();
-        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = read {
-            this.scan.read(&buf.filled()[before..]);
-        }
-        read
+        let from = buf.filled().len();
+        let read_from = if this.held.is_empty() {
+            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+            from
+        } else {
+            let n = this.held.len().min(buf.remaining());
+            buf.put_slice(&this.held[..n]);
+            this.held.drain(..n);
+            let added = this.held_read.min(n);
+            this.held_read -= added;
+            from + added
+        };
+        this.scan
+            .read(buf, read_from, &mut this.held, &mut this.held_read);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -285,36 +729,40 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.scan.first_write {
-            this.scan.wrote(buf);
+        if !this.scan.started || this.scan.flags.is_none() {
+            this.scan.wrote_first(buf);
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
         }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.scan.first_write {
-            if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
-                this.scan.wrote(first);
-            }
+        let shared = this
+            .scan
+            .flags
+            .as_ref()
+            .is_some_and(|flags| flags.shared.load(Ordering::Relaxed));
+        // What was rewritten goes first (nothing, mostly).
+        ready!(this.drain(cx))?;
+        if !shared {
+            let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+            this.sent.walk(&buf[..n], &mut this.scan.pending);
+            return Poll::Ready(Ok(n));
         }
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        this.sent.plan(buf, &mut this.out, &mut this.scan.pending);
+        // Taken whole; what the socket does not take now goes at the next flush.
+        if let Poll::Ready(Err(err)) = this.drain(cx) {
+            return Poll::Ready(Err(err));
+        }
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        ready!(this.drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        ready!(this.drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -403,7 +851,7 @@ where
         let handshake = self.0.connect(stream);
         Box::pin(async move {
             let inner = handshake.await?;
-            Ok(Wire { inner, scan })
+            Ok(Wire::reading(inner, scan))
         })
     }
 }
@@ -430,10 +878,28 @@ mod tests {
         message(b'S', format!("{name}\0{value}\0").as_bytes())
     }
 
-    /// A startup (reports, then ready), then `after`, read in pieces of `piece` bytes.
-    fn read_in_pieces(after: &[Vec<u8>], piece: usize) -> (Scan, Arc<ConnFlags>) {
+    /// What the driver reads through a wire in the state `scan` when the server sends
+    /// `bytes`, into buffers of `room` bytes.
+    fn through(scan: Scan, bytes: &[u8], room: usize) -> (Vec<u8>, Scan) {
+        let mut wire = Wire::new(bytes, Arc::new(ConnFlags::default()));
+        wire.scan = scan;
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut seen = Vec::new();
+        loop {
+            let mut space = vec![0u8; room];
+            let mut buf = ReadBuf::new(&mut space);
+            match Pin::new(&mut wire).poll_read(&mut cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => break,
+                Poll::Ready(Ok(())) => seen.extend_from_slice(buf.filled()),
+                other => panic!("{other:?}"),
+            }
+        }
+        (seen, wire.scan)
+    }
+
+    /// A startup (reports, then ready), then `after`, read into buffers of `room` bytes.
+    fn after_startup(after: &[Vec<u8>], room: usize) -> (Scan, Arc<ConnFlags>) {
         let flags = Arc::new(ConnFlags::default());
-        let mut scan = Scan::new(Some(Arc::clone(&flags)));
         let mut bytes = report("TimeZone", "UTC");
         bytes.extend(report("application_name", "svc"));
         bytes.extend(message(b'K', &[0; 8]));
@@ -441,9 +907,11 @@ mod tests {
         for m in after {
             bytes.extend_from_slice(m);
         }
-        for chunk in bytes.chunks(piece) {
-            scan.read(chunk);
-        }
+        let (seen, scan) = through(Scan::new(Some(Arc::clone(&flags))), &bytes, room);
+        assert_eq!(
+            seen, bytes,
+            "nothing added without statements sharing a Sync"
+        );
         (scan, flags)
     }
 
@@ -455,9 +923,9 @@ mod tests {
             report("TimeZone", "Asia/Tokyo"),
             message(b'Z', b"I"),
         ];
-        for piece in 1..=40 {
-            let (_, flags) = read_in_pieces(&changed, piece);
-            assert!(flags.changed.load(Ordering::Acquire), "piece {piece}");
+        for room in 1..=40 {
+            let (_, flags) = after_startup(&changed, room);
+            assert!(flags.changed.load(Ordering::Acquire), "room {room}");
         }
     }
 
@@ -469,9 +937,9 @@ mod tests {
             report("TimeZone", "UTC"),
             message(b'Z', b"I"),
         ];
-        for piece in [1, 3, 7, 64] {
-            let (_, flags) = read_in_pieces(&back, piece);
-            assert!(!flags.changed.load(Ordering::Acquire), "piece {piece}");
+        for room in [1, 3, 7, 64] {
+            let (_, flags) = after_startup(&back, room);
+            assert!(!flags.changed.load(Ordering::Acquire), "room {room}");
         }
     }
 
@@ -481,9 +949,9 @@ mod tests {
             .map(|i| message(b'D', format!("row {i} with S inside").as_bytes()))
             .chain([report("application_name", "other"), message(b'Z', b"I")])
             .collect();
-        for piece in [1, 2, 5, 13, 4096] {
-            let (scan, flags) = read_in_pieces(&rows, piece);
-            assert!(!flags.changed.load(Ordering::Acquire), "piece {piece}");
+        for room in [1, 2, 5, 13, 4096] {
+            let (scan, flags) = after_startup(&rows, room);
+            assert!(!flags.changed.load(Ordering::Acquire), "room {room}");
             assert_eq!(scan.at_connect[2].as_deref(), Some(&b"UTC"[..]));
         }
     }
@@ -491,22 +959,175 @@ mod tests {
     #[test]
     fn the_answer_to_a_tls_request_is_no_message() {
         let flags = Arc::new(ConnFlags::default());
-        let mut scan = Scan::new(Some(Arc::clone(&flags)));
-        scan.wrote(&SSL_REQUEST);
+        let mut refused = Scan::new(Some(Arc::clone(&flags)));
+        refused.wrote_first(&SSL_REQUEST);
         // Refused: plain messages follow the one-byte answer.
         let mut bytes = vec![b'N'];
         bytes.extend(report("TimeZone", "UTC"));
         bytes.extend(message(b'Z', b"I"));
         bytes.extend(report("TimeZone", "Europe/Paris"));
-        scan.read(&bytes);
+        through(refused, &bytes, 4096);
         assert!(flags.changed.load(Ordering::Acquire));
 
         let mut accepted = Scan::new(Some(Arc::new(ConnFlags::default())));
-        accepted.wrote(&SSL_REQUEST);
-        accepted.read(b"S");
+        accepted.wrote_first(&SSL_REQUEST);
+        let (_, accepted) = through(accepted, b"S", 4096);
         assert!(
             accepted.flags.is_none(),
             "TLS records are not read as messages"
         );
+    }
+
+    fn parse(name: &str, sql: &str) -> Vec<u8> {
+        message(b'P', format!("{name}\0{sql}\0\0\0").as_bytes())
+    }
+
+    fn bind(statement: &str) -> Vec<u8> {
+        message(b'B', format!("\0{statement}\0\0\0\0\0\0\0").as_bytes())
+    }
+
+    fn execute() -> Vec<u8> {
+        message(b'E', b"\0\0\0\0\0")
+    }
+
+    fn sync() -> Vec<u8> {
+        message(b'S', b"")
+    }
+
+    fn statement(name: &str) -> Vec<u8> {
+        [bind(name), execute(), sync()].concat()
+    }
+
+    #[test]
+    fn reads_sent_together_share_one_sync_and_writes_keep_theirs() {
+        let mut sent = Sent::default();
+        let mut pending = VecDeque::new();
+        let prepared = [
+            parse("s1", "SELECT 1"),
+            message(b'D', b"Ss1\0"),
+            sync(),
+            parse("s2", "INSERT INTO t VALUES (1)"),
+            message(b'D', b"Ss2\0"),
+            sync(),
+            parse("s3", "SELECT count(*) FROM t"),
+            message(b'D', b"Ss3\0"),
+            sync(),
+        ]
+        .concat();
+        // Prepared one piece at a time (the wire reads writes as they come).
+        for piece in prepared.chunks(3) {
+            sent.walk(piece, &mut pending);
+        }
+        assert_eq!(pending, [Ends::Ready; 3]);
+        pending.clear();
+
+        let write = [
+            statement("s1"),
+            statement("s1"),
+            statement("s1"),
+            statement("s2"),
+            statement("s1"),
+            statement("s3"),
+            statement("s1"),
+            statement("s1"),
+            [parse("", "SELECT 2"), bind(""), execute(), sync()].concat(),
+        ]
+        .concat();
+        let mut out = Vec::new();
+        sent.plan(&write, &mut out, &mut pending);
+        use Ends::{Merged, Ready};
+        assert_eq!(
+            pending,
+            [Merged, Merged, Ready, Ready, Ready, Ready, Merged, Merged, Ready],
+            "the write, the call of a function (count), and each run's last read keep theirs"
+        );
+        assert_eq!(out.len(), write.len() - 4 * 5);
+        let syncs = out.windows(5).filter(|w| *w == &sync()[..]).count();
+        assert_eq!(syncs, 5);
+
+        // Closed, a statement shares no more.
+        sent.walk(&[message(b'C', b"Ss1\0"), sync()].concat(), &mut pending);
+        pending.clear();
+        out.clear();
+        let again = [statement("s1"), statement("s1")].concat();
+        sent.plan(&again, &mut out, &mut pending);
+        assert_eq!(out, again);
+    }
+
+    fn bound() -> Vec<u8> {
+        message(b'2', b"")
+    }
+
+    fn done() -> Vec<u8> {
+        message(b'C', b"SELECT 1\0")
+    }
+
+    fn failed() -> Vec<u8> {
+        message(b'E', b"SERROR\0C22012\0Mdivision by zero\0\0")
+    }
+
+    fn started(pending: &[Ends]) -> Scan {
+        let mut scan = Scan::new(Some(Arc::new(ConnFlags::default())));
+        scan.started = true;
+        scan.pending = pending.iter().copied().collect();
+        scan
+    }
+
+    #[test]
+    fn each_read_under_a_shared_sync_gets_its_own_ready_and_the_skipped_ones_an_error_of_their_own()
+    {
+        use Ends::{Merged, Ready};
+        let skip = {
+            let mut e = Vec::new();
+            skipped(&mut e);
+            e
+        };
+        let ready = message(b'Z', b"I");
+        // Four reads under one Sync; the second fails, the server skips the last two.
+        let server = [bound(), done(), bound(), failed(), ready.clone()].concat();
+        let driver = [
+            bound(),
+            done(),
+            READY.to_vec(),
+            bound(),
+            failed(),
+            READY.to_vec(),
+            skip.clone(),
+            READY.to_vec(),
+            skip.clone(),
+            ready.clone(),
+        ]
+        .concat();
+        // Then all four succeed.
+        let server_ok = [
+            bound(),
+            done(),
+            bound(),
+            done(),
+            bound(),
+            done(),
+            ready.clone(),
+        ]
+        .concat();
+        let driver_ok = [
+            bound(),
+            done(),
+            READY.to_vec(),
+            bound(),
+            done(),
+            READY.to_vec(),
+            bound(),
+            done(),
+            ready.clone(),
+        ]
+        .concat();
+        for room in [1, 2, 5, 6, 7, 11, 64, 4096] {
+            let (seen, scan) = through(started(&[Merged, Merged, Merged, Ready]), &server, room);
+            assert_eq!(seen, driver, "room {room}");
+            assert!(scan.pending.is_empty());
+            let (seen, scan) = through(started(&[Merged, Merged, Ready]), &server_ok, room);
+            assert_eq!(seen, driver_ok, "room {room}");
+            assert!(scan.pending.is_empty());
+        }
     }
 }

@@ -1225,18 +1225,22 @@ async fn check_replica(config: &DatabaseConfig, host: String, port: u16) -> Repl
 /// shareable, else on a connection of its own.
 async fn run_once(db: &Database, bound: &Bound<'_, '_>, want: Returns) -> Result<Reply> {
     if db.config.pipeline_autocommit() && bound.class.is_shareable() {
-        db.pipeline.run(&db.pool, &db.context, bound, want).await
-    } else {
-        let mut conn = connection_from(db, db.pool.options().timeout, Location::caller()).await?;
-        crate::exec::run(
-            conn.pg(),
-            &db.context,
-            bound,
-            want,
-            db.context.settings.statement_guard,
-        )
-        .await
+        match db.pipeline.run(&db.pool, &db.context, bound, want).await {
+            // Skipped by the server under a Sync it shared with a read that failed: it did
+            // not run, and runs now on a connection of its own.
+            Err(err) if crate::conn::skipped(&err) => {}
+            done => return done,
+        }
     }
+    let mut conn = connection_from(db, db.pool.options().timeout, Location::caller()).await?;
+    crate::exec::run(
+        conn.pg(),
+        &db.context,
+        bound,
+        want,
+        db.context.settings.statement_guard,
+    )
+    .await
 }
 
 /// A connection from `db`'s pool, waiting at most `limit`, held by the caller at `at`.
