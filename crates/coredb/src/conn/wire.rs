@@ -200,8 +200,11 @@ struct Scan {
     differs: u16,
     /// How the requests sent and not yet answered end, oldest first.
     pending: VecDeque<Ends>,
-    /// Answers the wire adds after the message just read.
+    /// Answers the wire adds to what was just read, one after the other...
     added: Vec<u8>,
+    /// ...and where each group goes: after the byte at the first number, ending in `added`
+    /// at the second.
+    points: Vec<(usize, usize)>,
 }
 
 impl Scan {
@@ -217,6 +220,7 @@ impl Scan {
             differs: 0,
             pending: VecDeque::new(),
             added: Vec::new(),
+            points: Vec::new(),
         }
     }
 
@@ -227,8 +231,8 @@ impl Scan {
     }
 
     /// Reads the bytes of `buf` from `i` on, new from the server. Answers the wire adds go in
-    /// place; when `buf` has no room for them, they and the bytes after them go to the front
-    /// of `held` (its first `held_read` bytes then being the added ones).
+    /// place; when `buf` has no room for them, the bytes from the first of them on go, with
+    /// them, to the front of `held` (its first `held_read` bytes, read already).
     fn read(
         &mut self,
         buf: &mut ReadBuf<'_>,
@@ -247,26 +251,54 @@ impl Scan {
             }
             i += 1;
         }
-        while i < buf.filled().len() {
-            let (used, ended) = self.step(&buf.filled()[i..]);
+        // Read to the end first, noting where answers go; then put them in, in one pass.
+        self.added.clear();
+        self.points.clear();
+        let end = buf.filled().len();
+        while i < end {
+            let (used, ended) = self.step(&buf.filled()[i..end]);
             i += used;
-            let Some(tag) = ended else { continue };
-            self.ended(tag);
-            if self.added.is_empty() {
-                continue;
+            if let Some(tag) = ended {
+                let before = self.added.len();
+                self.ended(tag);
+                if self.added.len() > before {
+                    self.points.push((i, self.added.len()));
+                }
             }
-            let added = self.added.len();
-            if buf.remaining() >= added {
-                buf.put_slice(&self.added);
-                buf.filled_mut()[i..].rotate_right(added);
-                i += added;
-            } else {
-                let tail = buf.filled()[i..].to_vec();
-                held.splice(0..0, self.added.iter().copied().chain(tail));
-                *held_read = added;
-                buf.set_filled(i);
-                return;
+        }
+        let Some(&(first, _)) = self.points.first() else {
+            return;
+        };
+        let total = self.added.len();
+        if buf.remaining() >= total {
+            // Each run of the server's bytes moves once, from the back.
+            buf.put_slice(&self.added);
+            let filled = buf.filled_mut();
+            let (mut from_end, mut to_end) = (end, end + total);
+            for (k, &(at, added_end)) in self.points.iter().enumerate().rev() {
+                let run = from_end - at;
+                filled.copy_within(at..from_end, to_end - run);
+                to_end -= run;
+                let added_start = k.checked_sub(1).map_or(0, |k| self.points[k].1);
+                let added = &self.added[added_start..added_end];
+                filled[to_end - added.len()..to_end].copy_from_slice(added);
+                to_end -= added.len();
+                from_end = at;
             }
+        } else {
+            // No room: from the first answer on, the bytes (read already) wait in `held`.
+            let mut waiting = Vec::with_capacity(end - first + total);
+            let mut from = first;
+            let mut added_start = 0;
+            for &(at, added_end) in &self.points {
+                waiting.extend_from_slice(&buf.filled()[from..at]);
+                waiting.extend_from_slice(&self.added[added_start..added_end]);
+                (from, added_start) = (at, added_end);
+            }
+            waiting.extend_from_slice(&buf.filled()[from..end]);
+            *held_read = waiting.len();
+            held.splice(0..0, waiting);
+            buf.set_filled(first);
         }
     }
 
@@ -350,9 +382,9 @@ impl Scan {
         };
     }
 
-    /// A message tagged `tag` ended: what it closes, and the answers to add after it.
+    /// A message tagged `tag` ended: what it closes; the answers to add after it go to the end
+    /// of `added`.
     fn ended(&mut self, tag: u8) {
-        self.added.clear();
         match tag {
             b'Z' => {
                 self.started = true;
