@@ -132,7 +132,19 @@ impl<S> Wire<S> {
     }
 
     /// Writes what is left of the rewritten bytes.
+    #[inline]
     fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        if self.out.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        self.drain_out(cx)
+    }
+
+    /// [`drain`](Self::drain) when there is something to write.
+    fn drain_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>
     where
         S: AsyncWrite + Unpin,
     {
@@ -160,6 +172,31 @@ enum Ends {
     Ready,
     /// Without one: its Sync was left out.
     Merged,
+}
+
+/// How the requests sent and not yet answered end, oldest first.
+#[derive(Default, Debug)]
+struct Pending {
+    queue: VecDeque<Ends>,
+    /// How many of them end without a "ready": while none do, nothing is added.
+    merged: usize,
+}
+
+impl Pending {
+    fn push(&mut self, ends: Ends) {
+        self.merged += usize::from(ends == Ends::Merged);
+        self.queue.push_back(ends);
+    }
+
+    fn pop(&mut self) {
+        if self.queue.pop_front() == Some(Ends::Merged) {
+            self.merged -= 1;
+        }
+    }
+
+    fn front(&self) -> Option<Ends> {
+        self.queue.front().copied()
+    }
 }
 
 /// Where a message's bytes stand.
@@ -199,7 +236,7 @@ struct Scan {
     /// One bit per watched setting whose value differs from the one at connect.
     differs: u16,
     /// How the requests sent and not yet answered end, oldest first.
-    pending: VecDeque<Ends>,
+    pending: Pending,
     /// Answers the wire adds to what was just read, one after the other...
     added: Vec<u8>,
     /// ...and where each group goes: after the byte at the first number, ending in `added`
@@ -218,7 +255,7 @@ impl Scan {
             started: false,
             at_connect: Default::default(),
             differs: 0,
-            pending: VecDeque::new(),
+            pending: Pending::default(),
             added: Vec::new(),
             points: Vec::new(),
         }
@@ -251,10 +288,17 @@ impl Scan {
             }
             i += 1;
         }
-        // Read to the end first, noting where answers go; then put them in, in one pass.
+        let end = buf.filled().len();
+        if self.pending.merged == 0 {
+            // Nothing to add: whole messages are read in place.
+            i = self.skim(buf.filled(), i);
+            if i >= end {
+                return;
+            }
+        }
+        // Read to the end, noting where answers go; then put them in, in one pass.
         self.added.clear();
         self.points.clear();
-        let end = buf.filled().len();
         while i < end {
             let (used, ended) = self.step(&buf.filled()[i..end]);
             i += used;
@@ -300,6 +344,31 @@ impl Scan {
             held.splice(0..0, waiting);
             buf.set_filled(first);
         }
+    }
+
+    /// Reads the whole messages of `data` from `i`, when at a message's start; where it
+    /// stopped.
+    #[inline]
+    fn skim(&mut self, data: &[u8], mut i: usize) -> usize {
+        if !matches!(self.at, At::Header { have: 0, .. }) {
+            return i;
+        }
+        while let Some(header) = data.get(i..i + 5) {
+            let next = i + 5 + body_len([header[1], header[2], header[3], header[4]]);
+            let Some(body) = data.get(i + 5..next) else {
+                break;
+            };
+            match header[0] {
+                b'Z' => {
+                    self.started = true;
+                    self.pending.pop();
+                }
+                b'S' => self.report(body),
+                _ => {}
+            }
+            i = next;
+        }
+        i
     }
 
     /// Reads one step of `data` (a whole message when it is all there); how many bytes it
@@ -388,25 +457,25 @@ impl Scan {
         match tag {
             b'Z' => {
                 self.started = true;
-                self.pending.pop_front();
+                self.pending.pop();
             }
             // A statement whose Sync was left out is done: the server sends no "ready".
-            b'C' | b'I' | b's' if self.pending.front() == Some(&Ends::Merged) => {
-                self.pending.pop_front();
+            b'C' | b'I' | b's' if self.pending.front() == Some(Ends::Merged) => {
+                self.pending.pop();
                 self.added.extend_from_slice(&READY);
             }
-            b'E' if self.pending.front() == Some(&Ends::Merged) => {
-                self.pending.pop_front();
+            b'E' if self.pending.front() == Some(Ends::Merged) => {
+                self.pending.pop();
                 self.added.extend_from_slice(&READY);
                 // The server skips what follows until the Sync: each skipped statement gets
                 // an error of its own...
-                while self.pending.front() == Some(&Ends::Merged) {
-                    self.pending.pop_front();
+                while self.pending.front() == Some(Ends::Merged) {
+                    self.pending.pop();
                     skipped(&mut self.added);
                     self.added.extend_from_slice(&READY);
                 }
                 // ...the last one too, whose "ready" the server does send.
-                if self.pending.front() == Some(&Ends::Ready) {
+                if self.pending.front() == Some(Ends::Ready) {
                     skipped(&mut self.added);
                 }
             }
@@ -523,7 +592,18 @@ enum Unit {
 
 impl Sent {
     /// Reads `data`, written as it is, noting each request's answer in `pending`.
-    fn walk(&mut self, mut data: &[u8], pending: &mut VecDeque<Ends>) {
+    fn walk(&mut self, mut data: &[u8], pending: &mut Pending) {
+        if matches!(self.at, SentAt::Header { have: 0, .. }) {
+            // Whole messages from a message's start: the common case, read in place.
+            while let Some(header) = data.get(..5) {
+                let body = body_len([header[1], header[2], header[3], header[4]]);
+                let Some(whole) = data.get(5..5 + body) else {
+                    break;
+                };
+                self.note(header[0], whole, pending);
+                data = &data[5 + body..];
+            }
+        }
         while !data.is_empty() {
             match self.at {
                 SentAt::Skip(left) => {
@@ -591,7 +671,7 @@ impl Sent {
     }
 
     /// How to read a body of `body` bytes of a message tagged `tag`, not all in hand.
-    fn begin(&mut self, tag: u8, body: usize, pending: &mut VecDeque<Ends>) -> SentAt {
+    fn begin(&mut self, tag: u8, body: usize, pending: &mut Pending) -> SentAt {
         if matches!(tag, b'P' | b'C') {
             return SentAt::Keep { tag, left: body };
         }
@@ -602,10 +682,25 @@ impl Sent {
 
     /// Notes a whole message (`body` may be empty for one whose body was not kept); pushes
     /// the answer it is due when it is written as it is.
-    fn note(&mut self, tag: u8, body: &[u8], pending: &mut VecDeque<Ends>) {
+    fn note(&mut self, tag: u8, body: &[u8], pending: &mut Pending) {
+        // The messages of every statement, first: written as they are, there is nothing to
+        // learn from them but where a request ends.
+        match tag {
+            b'B' => {
+                self.request.other = true;
+                return;
+            }
+            b'E' | b'D' => return,
+            b'S' if !self.after_copy => {
+                self.request = Request::default();
+                pending.push(Ends::Ready);
+                return;
+            }
+            _ => {}
+        }
         match self.unit(tag, body, false) {
             Unit::None => {}
-            Unit::Sync(_) | Unit::Query => pending.push_back(Ends::Ready),
+            Unit::Sync(_) | Unit::Query => pending.push(Ends::Ready),
         }
     }
 
@@ -688,7 +783,7 @@ impl Sent {
     /// Copies `buf` (whole messages from a message's start) into `out`, leaving out the Sync
     /// between two requests that may share one, and notes each request's answer in
     /// `pending`. Bytes of a message `buf` holds only part of are copied as they are.
-    fn plan(&mut self, buf: &[u8], out: &mut Vec<u8>, pending: &mut VecDeque<Ends>) {
+    fn plan(&mut self, buf: &[u8], out: &mut Vec<u8>, pending: &mut Pending) {
         if !matches!(self.at, SentAt::Header { have: 0, .. }) {
             // In the middle of a message: nothing is left out.
             self.walk(buf, pending);
@@ -717,9 +812,9 @@ impl Sent {
             if shares {
                 out.extend_from_slice(&buf[from..at]);
                 from = at + 5;
-                pending.push_back(Ends::Merged);
+                pending.push(Ends::Merged);
             } else {
-                pending.push_back(Ends::Ready);
+                pending.push(Ends::Ready);
             }
         }
         out.extend_from_slice(&buf[from..]);
@@ -1033,7 +1128,7 @@ mod tests {
     #[test]
     fn reads_sent_together_share_one_sync_and_writes_keep_theirs() {
         let mut sent = Sent::default();
-        let mut pending = VecDeque::new();
+        let mut pending = Pending::default();
         let prepared = [
             parse("s1", "SELECT 1"),
             message(b'D', b"Ss1\0"),
@@ -1050,8 +1145,8 @@ mod tests {
         for piece in prepared.chunks(3) {
             sent.walk(piece, &mut pending);
         }
-        assert_eq!(pending, [Ends::Ready; 3]);
-        pending.clear();
+        assert_eq!(pending.queue, [Ends::Ready; 3]);
+        pending = Pending::default();
 
         let write = [
             statement("s1"),
@@ -1069,7 +1164,7 @@ mod tests {
         sent.plan(&write, &mut out, &mut pending);
         use Ends::{Merged, Ready};
         assert_eq!(
-            pending,
+            pending.queue,
             [Merged, Merged, Ready, Ready, Ready, Ready, Merged, Merged, Ready],
             "the write, the call of a function (count), and each run's last read keep theirs"
         );
@@ -1079,7 +1174,7 @@ mod tests {
 
         // Closed, a statement shares no more.
         sent.walk(&[message(b'C', b"Ss1\0"), sync()].concat(), &mut pending);
-        pending.clear();
+        pending = Pending::default();
         out.clear();
         let again = [statement("s1"), statement("s1")].concat();
         sent.plan(&again, &mut out, &mut pending);
@@ -1101,7 +1196,9 @@ mod tests {
     fn started(pending: &[Ends]) -> Scan {
         let mut scan = Scan::new(Some(Arc::new(ConnFlags::default())));
         scan.started = true;
-        scan.pending = pending.iter().copied().collect();
+        for &ends in pending {
+            scan.pending.push(ends);
+        }
         scan
     }
 
@@ -1156,10 +1253,10 @@ mod tests {
         for room in [1, 2, 5, 6, 7, 11, 64, 4096] {
             let (seen, scan) = through(started(&[Merged, Merged, Merged, Ready]), &server, room);
             assert_eq!(seen, driver, "room {room}");
-            assert!(scan.pending.is_empty());
+            assert!(scan.pending.queue.is_empty() && scan.pending.merged == 0);
             let (seen, scan) = through(started(&[Merged, Merged, Ready]), &server_ok, room);
             assert_eq!(seen, driver_ok, "room {room}");
-            assert!(scan.pending.is_empty());
+            assert!(scan.pending.queue.is_empty() && scan.pending.merged == 0);
         }
     }
 }
