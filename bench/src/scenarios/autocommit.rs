@@ -306,7 +306,8 @@ pub async fn run(
             "{TASKS} tasks each repeat one `SELECT 1`. coredb: `db.execute_raw_sql(\"SELECT 1\", \
              ())` or `db.fetch_all::<(i32,), _>(\"SELECT 1\", ())` in autocommit on a pool of \
              {CONNECTIONS} (coredb pipelines them over shared connections, at most half the \
-             pool, keeping the rest for sessions); deadpool-postgres, bb8-postgres, sqlx: checkout + prepared `SELECT 1` per \
+             pool, keeping the rest for sessions, and the reads sent in one write share one \
+             Sync, as pgbench's pipeline does); deadpool-postgres, bb8-postgres, sqlx: checkout + prepared `SELECT 1` per \
              query on a pool of {CONNECTIONS} (as in S2); tokio-postgres shared: \
              {CONNECTIONS} raw clients shared round-robin by all tasks, so queries in flight on a client are pipelined (a \
              reference, no goal); pgbench pipelined: {PGBENCH_CLIENTS} clients each sending \
