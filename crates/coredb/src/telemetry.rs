@@ -39,7 +39,7 @@
 //! | [`CONNECTIONS_OPENED`] | counter | |
 //! | [`CONNECTIONS_CLOSED`] | counter | `reason` = `broken`, `recycled`, `overflow`, `discarded`, `pool_closed` |
 //! | [`CONNECT_FAILURES`] | counter | |
-//! | [`RETRIES`] | counter | `db.namespace`, `coredb.retry` = `transaction` or `read` |
+//! | [`RETRIES`] | counter | `db.namespace`, `coredb.retry` = `transaction`, `read`, or `shared_sync` (a read the server skipped under a Sync it shared with a failing one, run again on its own) |
 //! | [`COMMITS_UNKNOWN_OUTCOME`] | counter | `db.namespace` |
 //! | [`SLOW_STATEMENTS`] | counter | `db.namespace`, `db.operation.name` |
 //! | [`LISTENER_RECONNECTS`] | counter | `db.namespace` |

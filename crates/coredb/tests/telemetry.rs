@@ -540,3 +540,75 @@ fn slow_statement_threshold_is_read_from_the_environment_and_checked() {
     assert!(text.contains("POSTGRES_SLOW_STATEMENT_MS"), "{text}");
     assert!(text.contains("whole number of milliseconds"), "{text}");
 }
+
+#[tokio::test]
+async fn a_read_skipped_under_a_shared_sync_is_reported_once_by_its_run_alone_and_counted_as_a_retry(
+) {
+    let capture = Capture::install();
+    let db = TestDatabase::with_config(|b| b.pool_size(4)).await.unwrap();
+    let m = db.manager();
+    // Reads from 64 tasks share Syncs on the pipelined lanes; one in seven fails.
+    let failing = |n: i64| n % 7 == 3;
+    let mut tasks = Vec::new();
+    for t in 0..64i64 {
+        let m = m.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in (0..20).map(|i| t * 1000 + i) {
+                if failing(n) {
+                    let err = m.scalar::<i32, _>("SELECT 1 / $1::int", (0i32,)).await;
+                    assert_eq!(
+                        err.unwrap_err().code(),
+                        Some(&coredb::SqlState::DIVISION_BY_ZERO)
+                    );
+                } else {
+                    assert_eq!(
+                        m.scalar::<i64, _>("SELECT $1::int8", (n,)).await.unwrap(),
+                        n
+                    );
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let failed = (0..64i64)
+        .flat_map(|t| (0..20).map(move |i| t * 1000 + i))
+        .filter(|&n| failing(n))
+        .count();
+    let namespace = ("db.namespace", db.name());
+    let errors = |code| {
+        capture
+            .samples(
+                telemetry::OPERATION_DURATION,
+                &[namespace, ("error.type", code)],
+            )
+            .len()
+    };
+    // Each statement once: the failing ones with their own error, the skipped ones by their
+    // run alone, never as the 25P02 the wire answered them with.
+    assert_eq!(errors("22012"), failed, "{}", capture.metrics_text());
+    assert_eq!(errors("25P02"), 0, "{}", capture.metrics_text());
+    // Every series of statement durations, with an error or without.
+    let statements: usize = capture
+        .metrics()
+        .into_iter()
+        .filter(|(_, name, labels, _)| {
+            name == telemetry::OPERATION_DURATION
+                && labels
+                    .iter()
+                    .any(|(k, v)| k == namespace.0 && v == namespace.1)
+        })
+        .map(|(.., value)| match value {
+            Value::Histogram(samples) => samples.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(statements, 64 * 20, "{}", capture.metrics_text());
+    let retried = capture.counter(
+        telemetry::RETRIES,
+        &[namespace, ("coredb.retry", "shared_sync")],
+    );
+    assert!(retried > 0, "{}", capture.metrics_text());
+    m.close().await;
+}

@@ -355,6 +355,12 @@ pub(crate) async fn observe<F: Future<Output = Result<Reply>>>(
                 })
         }
     };
+    if matches!(&result, Err(e) if crate::conn::skipped(e)) {
+        // Skipped by the server under a Sync shared with a read that failed: it did not run,
+        // and runs again on a connection of its own; that run is the one reported.
+        telemetry::end_statement_span(&span, None, None);
+        return result;
+    }
     let rows = result.as_ref().ok().map(Reply::len);
     let error = result.as_ref().err();
     let elapsed = report(

@@ -1228,7 +1228,13 @@ async fn run_once(db: &Database, bound: &Bound<'_, '_>, want: Returns) -> Result
         match db.pipeline.run(&db.pool, &db.context, bound, want).await {
             // Skipped by the server under a Sync it shared with a read that failed: it did
             // not run, and runs now on a connection of its own.
-            Err(err) if crate::conn::skipped(&err) => {}
+            Err(err) if crate::conn::skipped(&err) => {
+                tracing::debug!(target: "coredb", "a read skipped after another under the same Sync failed; running it on its own");
+                db.context.target().count(
+                    crate::telemetry::RETRIES,
+                    &[("coredb.retry", "shared_sync")],
+                );
+            }
             done => return done,
         }
     }
