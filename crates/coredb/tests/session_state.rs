@@ -159,15 +159,14 @@ async fn time_zones_seen(m: &DatabaseManager) -> std::collections::BTreeSet<Stri
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_setting_changed_on_a_shared_connection_where_the_text_cannot_show_it_is_caught_by_the_servers_report(
-) {
+/// A database with `far_away()`, a function that changes the session's time zone: its call
+/// reads as a plain, shareable SELECT. With the time zones seen before it is called.
+async fn with_far_away() -> (TestDatabase, std::collections::BTreeSet<String>) {
     let db = TestDatabase::with_config(|b| b.pool_size(POOL).max_overflow(0))
         .await
         .unwrap();
-    let m = db.manager();
-    // A function that changes the session: its call reads as a plain, shareable SELECT.
-    m.get_connection()
+    db.manager()
+        .get_connection()
         .await
         .unwrap()
         .execute_script(
@@ -176,9 +175,17 @@ async fn a_setting_changed_on_a_shared_connection_where_the_text_cannot_show_it_
         )
         .await
         .unwrap();
-    let default = time_zones_seen(m).await;
+    let default = time_zones_seen(db.manager()).await;
     assert_eq!(default.len(), 1, "{default:?}");
     assert!(!default.contains("Pacific/Kiritimati"));
+    (db, default)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_changed_on_a_shared_connection_where_the_text_cannot_show_it_is_caught_by_the_servers_report(
+) {
+    let (db, default) = with_far_away().await;
+    let m = db.manager();
 
     // Through the shared pipeline: the lane that ran it is closed, not shared further.
     let one: i32 = m.scalar("SELECT far_away()", ()).await.unwrap();
@@ -189,21 +196,8 @@ async fn a_setting_changed_on_a_shared_connection_where_the_text_cannot_show_it_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_setting_changed_on_a_connection_of_ones_own_where_the_text_cannot_show_it_is_reset_before_the_next_user(
 ) {
-    let db = TestDatabase::with_config(|b| b.pool_size(POOL).max_overflow(0))
-        .await
-        .unwrap();
+    let (db, default) = with_far_away().await;
     let m = db.manager();
-    m.get_connection()
-        .await
-        .unwrap()
-        .execute_script(
-            "CREATE FUNCTION far_away() RETURNS int LANGUAGE plpgsql AS $$ \
-             BEGIN PERFORM set_config('TimeZone', 'Pacific/Kiritimati', false); RETURN 1; END $$",
-        )
-        .await
-        .unwrap();
-    let default = time_zones_seen(m).await;
-    assert_eq!(default.len(), 1, "{default:?}");
     let backends = |m: &DatabaseManager| {
         let m = m.clone();
         async move {

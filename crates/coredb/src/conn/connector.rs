@@ -132,24 +132,14 @@ impl Connector {
         hosts: &[(String, u16)],
         reports: Reports,
     ) -> std::result::Result<(Client, Peer), ConnectError> {
-        let mut order: Vec<usize> = (0..hosts.len()).collect();
-        if self.socket.load_balance {
-            fastrand::shuffle(&mut order);
-        }
-        let mut failed = None;
-        for i in order {
-            let (host, port) = &hosts[i];
-            match self.connect_host(driver, host, *port, &reports).await {
-                Ok(opened) => return Ok(opened),
-                Err(err) => failed = Some(err),
-            }
-        }
-        Err(failed.unwrap_or_else(|| {
-            ConnectError::Socket(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "no host to connect to",
-            ))
-        }))
+        let reports = &reports;
+        first_that_opens(
+            hosts.iter().collect(),
+            self.socket.load_balance,
+            "no host to connect to",
+            |(host, port)| self.connect_host(driver, host, *port, reports),
+        )
+        .await
     }
 
     /// Connects to one host, trying each of its addresses in turn.
@@ -160,33 +150,28 @@ impl Connector {
         port: u16,
         reports: &Reports,
     ) -> std::result::Result<(Client, Peer), ConnectError> {
-        let mut addresses = addresses(host, port).await?;
-        if self.socket.load_balance {
-            fastrand::shuffle(&mut addresses);
-        }
+        let addresses = addresses(host, port).await?;
         let host: Arc<str> = Arc::from(host);
-        let mut failed = None;
-        for addr in addresses {
-            let peer = Peer {
-                host: Arc::clone(&host),
-                addr,
-            };
-            let opened = async {
-                let socket = self.open_socket(&peer.addr).await?;
-                self.start(driver, socket, &peer.host, reports.clone())
-                    .await
-            };
-            match opened.await {
-                Ok(client) => return Ok((client, peer)),
-                Err(err) => failed = Some(err),
-            }
-        }
-        Err(failed.unwrap_or_else(|| {
-            ConnectError::Socket(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "could not resolve any addresses",
-            ))
-        }))
+        let shuffle = self.socket.load_balance;
+        first_that_opens(
+            addresses,
+            shuffle,
+            "could not resolve any addresses",
+            |addr| {
+                let peer = Peer {
+                    host: Arc::clone(&host),
+                    addr,
+                };
+                async move {
+                    let socket = self.open_socket(&peer.addr).await?;
+                    let client = self
+                        .start(driver, socket, &peer.host, reports.clone())
+                        .await?;
+                    Ok((client, peer))
+                }
+            },
+        )
+        .await
     }
 
     /// The driver's startup over `socket`, read on its way (see [`Wire`]).
@@ -259,6 +244,31 @@ impl Connector {
         }
         Ok(token.cancel_query_raw(socket, NoTls).await?)
     }
+}
+
+/// What `attempt` opens with the first of `items` (in random order when `shuffle`) that it
+/// opens with; else the last failure, or `none` when there is no item.
+async fn first_that_opens<I, T, Opening>(
+    mut items: Vec<I>,
+    shuffle: bool,
+    none: &str,
+    mut attempt: impl FnMut(I) -> Opening,
+) -> std::result::Result<T, ConnectError>
+where
+    Opening: std::future::Future<Output = std::result::Result<T, ConnectError>>,
+{
+    if shuffle {
+        fastrand::shuffle(&mut items);
+    }
+    let mut failed = None;
+    for item in items {
+        match attempt(item).await {
+            Ok(opened) => return Ok(opened),
+            Err(err) => failed = Some(err),
+        }
+    }
+    Err(failed
+        .unwrap_or_else(|| ConnectError::Socket(io::Error::new(io::ErrorKind::InvalidInput, none))))
 }
 
 /// `connecting`, cut off after `limit`.

@@ -395,14 +395,11 @@ impl Scan {
                 mut header,
                 mut have,
             } => {
-                let taken = (5 - have).min(data.len());
-                header[have..have + taken].copy_from_slice(&data[..taken]);
-                have += taken;
-                if have < 5 {
+                let (taken, whole) = gather_header(&mut header, &mut have, data);
+                let Some(body) = whole else {
                     self.at = At::Header { header, have };
                     return (taken, None);
-                }
-                let body = body_len([header[1], header[2], header[3], header[4]]);
+                };
                 if body == 0 {
                     self.at = AT_START;
                     return (taken, Some(header[0]));
@@ -506,6 +503,17 @@ impl Scan {
             flags.changed.store(self.differs != 0, Ordering::Release);
         }
     }
+}
+
+/// Gathers a message's 5-byte header across reads (`have` bytes of it so far): takes what
+/// it still needs from `data`; how many bytes it took, and the body's length once the header
+/// is whole.
+fn gather_header(header: &mut [u8; 5], have: &mut usize, data: &[u8]) -> (usize, Option<usize>) {
+    let taken = (5 - *have).min(data.len());
+    header[*have..*have + taken].copy_from_slice(&data[..taken]);
+    *have += taken;
+    let whole = (*have == 5).then(|| body_len([header[1], header[2], header[3], header[4]]));
+    (taken, whole)
 }
 
 /// The length of a message's body from its length field (which counts itself).
@@ -650,21 +658,16 @@ impl Sent {
                     mut header,
                     mut have,
                 } => {
-                    let taken = (5 - have).min(data.len());
-                    header[have..have + taken].copy_from_slice(&data[..taken]);
-                    have += taken;
+                    let (taken, whole) = gather_header(&mut header, &mut have, data);
                     data = &data[taken..];
-                    if have < 5 {
-                        self.at = SentAt::Header { header, have };
-                    } else {
-                        let body = body_len([header[1], header[2], header[3], header[4]]);
-                        self.at = if body == 0 {
+                    self.at = match whole {
+                        None => SentAt::Header { header, have },
+                        Some(0) => {
                             self.note(header[0], &[], pending);
                             SentAt::default()
-                        } else {
-                            self.begin(header[0], body, pending)
-                        };
-                    }
+                        }
+                        Some(body) => self.begin(header[0], body, pending),
+                    };
                 }
             }
         }
