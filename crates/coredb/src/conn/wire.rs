@@ -2,8 +2,9 @@
 //! their way to and from the driver.
 //!
 //! coredb opens each connection's socket itself and hands it to the driver wrapped in a
-//! [`Wire`], which reads the header of every message each way (a tag and a length: a few
-//! instructions per message) and the bodies of the few it needs.
+//! [`Wire`], which reads the header of every message each way (a tag and a length; about 500
+//! instructions per statement in all, on a connection of one's own) and the bodies of the few
+//! it needs.
 //!
 //! **Settings.** The values the server reports at startup (`ParameterStatus`) are kept; a
 //! later report of a session setting with another value (a `SET` the text showed, or a
