@@ -216,6 +216,12 @@ const AT_START: At = At::Header {
     have: 0,
 };
 
+impl Default for At {
+    fn default() -> Self {
+        AT_START
+    }
+}
+
 /// The reading of the server's messages.
 struct Scan {
     /// Whom to tell; `None` when this stream's bytes are not messages to read (the socket
@@ -544,7 +550,8 @@ fn skipped(out: &mut Vec<u8>) {
 /// The reading of the client's messages (after the startup).
 #[derive(Default)]
 struct Sent {
-    at: SentAt,
+    /// Where the client's message bytes stand (bodies passed are `At::Body`).
+    at: At,
     /// A kept body (a `Parse`, a `Close`), gathered across writes.
     body: Vec<u8>,
     /// The last message was `CopyDone` or `CopyFail`: the server answers the Sync that
@@ -559,23 +566,6 @@ struct Sent {
     /// The units of the write being planned, in order: where each Sync is and whether its
     /// request may share it (`None` for a simple query).
     units: Vec<(usize, Option<bool>)>,
-}
-
-/// Where the client's message bytes stand.
-#[derive(Clone, Copy)]
-enum SentAt {
-    Header { header: [u8; 5], have: usize },
-    Skip(usize),
-    Keep { tag: u8, left: usize },
-}
-
-impl Default for SentAt {
-    fn default() -> Self {
-        SentAt::Header {
-            header: [0; 5],
-            have: 0,
-        }
-    }
 }
 
 /// What one request (up to its Sync) was made of.
@@ -602,7 +592,7 @@ enum Unit {
 impl Sent {
     /// Reads `data`, written as it is, noting each request's answer in `pending`.
     fn walk(&mut self, mut data: &[u8], pending: &mut Pending) {
-        if matches!(self.at, SentAt::Header { have: 0, .. }) {
+        if matches!(self.at, At::Header { have: 0, .. }) {
             // Whole messages from a message's start: the common case, read in place.
             while let Some(header) = data.get(..5) {
                 let body = body_len([header[1], header[2], header[3], header[4]]);
@@ -615,33 +605,36 @@ impl Sent {
         }
         while !data.is_empty() {
             match self.at {
-                SentAt::Skip(left) => {
+                At::Body { tag, left } => {
                     let passed = left.min(data.len());
                     data = &data[passed..];
                     self.at = if passed < left {
-                        SentAt::Skip(left - passed)
+                        At::Body {
+                            tag,
+                            left: left - passed,
+                        }
                     } else {
-                        SentAt::default()
+                        AT_START
                     };
                 }
-                SentAt::Keep { tag, left } => {
+                At::Keep { tag, left } => {
                     let taken = left.min(data.len());
                     self.body.extend_from_slice(&data[..taken]);
                     data = &data[taken..];
                     if taken < left {
-                        self.at = SentAt::Keep {
+                        self.at = At::Keep {
                             tag,
                             left: left - taken,
                         };
                     } else {
-                        self.at = SentAt::default();
+                        self.at = AT_START;
                         let body = std::mem::take(&mut self.body);
                         self.note(tag, &body, pending);
                         self.body = body;
                         self.body.clear();
                     }
                 }
-                SentAt::Header { have: 0, .. } if data.len() >= 5 => {
+                At::Header { have: 0, .. } if data.len() >= 5 => {
                     let tag = data[0];
                     let body = body_len([data[1], data[2], data[3], data[4]]);
                     match data.get(5..5 + body) {
@@ -655,17 +648,17 @@ impl Sent {
                         }
                     }
                 }
-                SentAt::Header {
+                At::Header {
                     mut header,
                     mut have,
                 } => {
                     let (taken, whole) = gather_header(&mut header, &mut have, data);
                     data = &data[taken..];
                     self.at = match whole {
-                        None => SentAt::Header { header, have },
+                        None => At::Header { header, have },
                         Some(0) => {
                             self.note(header[0], &[], pending);
-                            SentAt::default()
+                            AT_START
                         }
                         Some(body) => self.begin(header[0], body, pending),
                     };
@@ -675,13 +668,13 @@ impl Sent {
     }
 
     /// How to read a body of `body` bytes of a message tagged `tag`, not all in hand.
-    fn begin(&mut self, tag: u8, body: usize, pending: &mut Pending) -> SentAt {
+    fn begin(&mut self, tag: u8, body: usize, pending: &mut Pending) -> At {
         if matches!(tag, b'P' | b'C') {
-            return SentAt::Keep { tag, left: body };
+            return At::Keep { tag, left: body };
         }
         // Its body is not needed: the message counts now.
         self.note(tag, &[], pending);
-        SentAt::Skip(body)
+        At::Body { tag, left: body }
     }
 
     /// Notes a whole message (`body` may be empty for one whose body was not kept); pushes
@@ -788,7 +781,7 @@ impl Sent {
     /// between two requests that may share one, and notes each request's answer in
     /// `pending`. Bytes of a message `buf` holds only part of are copied as they are.
     fn plan(&mut self, buf: &[u8], out: &mut Vec<u8>, pending: &mut Pending) {
-        if !matches!(self.at, SentAt::Header { have: 0, .. }) {
+        if !matches!(self.at, At::Header { have: 0, .. }) {
             // In the middle of a message: nothing is left out.
             self.walk(buf, pending);
             out.extend_from_slice(buf);
