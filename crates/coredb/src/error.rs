@@ -194,28 +194,7 @@ impl Error {
                 table: db.table().map(str::to_owned),
                 column: db.column().map(str::to_owned),
             };
-            let code = db.code().clone();
-            // A FATAL from the server (admin shutdown, terminated backend) ends the connection.
-            let kind = if err.is_closed()
-                || code.code().starts_with("08")
-                || code == SqlState::ADMIN_SHUTDOWN
-            {
-                ErrorKind::ConnectionLost
-            } else {
-                ErrorKind::Query
-            };
-            let mut message = info.message.clone();
-            if code == SqlState::INVALID_SQL_STATEMENT_NAME && names_a_driver_statement(&message) {
-                // The driver's own prepared statement is gone: the classic sign of a pooler
-                // lending the connection to someone else between two messages.
-                message.push_str(
-                    ": coredb prepared it on a server connection this one is not; behind PgBouncer in transaction mode set POSTGRES_PGBOUNCER=transaction",
-                );
-            }
-            let mut e = Error::new(kind, message);
-            e.inner.code = Some(code);
-            e.inner.db = Some(info);
-            e.inner.statement = sql.map(str::to_owned);
+            let mut e = Error::server(info, db.code().clone(), err.is_closed(), sql);
             e.inner.source = Some(Box::new(err));
             return e;
         }
@@ -253,6 +232,67 @@ impl Error {
         e.inner.statement = sql.map(str::to_owned);
         e.inner.source = Some(Box::new(err));
         e
+    }
+
+    /// A server error (`ErrorResponse`), on a connection that is `closed` now or not.
+    fn server(info: DbErrorInfo, code: SqlState, closed: bool, sql: Option<&str>) -> Self {
+        // A FATAL from the server (admin shutdown, terminated backend) ends the connection.
+        let kind = if closed || code.code().starts_with("08") || code == SqlState::ADMIN_SHUTDOWN {
+            ErrorKind::ConnectionLost
+        } else {
+            ErrorKind::Query
+        };
+        let mut message = info.message.clone();
+        if code == SqlState::INVALID_SQL_STATEMENT_NAME && names_a_driver_statement(&message) {
+            // The driver's own prepared statement is gone: the classic sign of a pooler
+            // lending the connection to someone else between two messages.
+            message.push_str(
+                ": coredb prepared it on a server connection this one is not; behind PgBouncer in transaction mode set POSTGRES_PGBOUNCER=transaction",
+            );
+        }
+        let mut e = Error::new(kind, message);
+        e.inner.code = Some(code);
+        e.inner.db = Some(info);
+        e.inner.statement = sql.map(str::to_owned);
+        e
+    }
+
+    /// The error an `ErrorResponse` message's `body` reports (its fields, each a code byte
+    /// and a string), on a connection that is `closed` now or not.
+    pub(crate) fn from_error_response(body: &[u8], closed: bool, sql: Option<&str>) -> Self {
+        let mut info = DbErrorInfo {
+            severity: String::new(),
+            message: String::new(),
+            detail: None,
+            hint: None,
+            constraint: None,
+            table: None,
+            column: None,
+        };
+        let mut code = None;
+        let mut fields = body;
+        while let Some((&field, rest)) = fields.split_first() {
+            if field == 0 {
+                break;
+            }
+            let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+            let value = String::from_utf8_lossy(&rest[..end]).into_owned();
+            fields = rest.get(end + 1..).unwrap_or_default();
+            match field {
+                b'S' => info.severity = value,
+                b'V' if info.severity.is_empty() => info.severity = value,
+                b'C' => code = Some(SqlState::from_code(&value)),
+                b'M' => info.message = value,
+                b'D' => info.detail = Some(value),
+                b'H' => info.hint = Some(value),
+                b'n' => info.constraint = Some(value),
+                b't' => info.table = Some(value),
+                b'c' => info.column = Some(value),
+                _ => {}
+            }
+        }
+        let code = code.unwrap_or(SqlState::INTERNAL_ERROR);
+        Error::server(info, code, closed, sql)
     }
 
     /// What failed.

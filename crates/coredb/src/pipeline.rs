@@ -62,7 +62,7 @@ struct Lane {
 impl Lane {
     fn usable(&self) -> bool {
         !self.tainted.load(Ordering::Acquire)
-            && !self.pooled.client.is_closed()
+            && !self.pooled.is_closed()
             // A statement changed a session setting the server reports: no one else's
             // statement runs with it; the lane goes back to the pool, which resets it.
             && !self.pooled.settings_changed()

@@ -182,7 +182,13 @@ impl Connector {
         host: &str,
         reports: Reports,
     ) -> std::result::Result<Client, ConnectError> {
-        let wire = Wire::new(socket, reports.settings.clone().unwrap_or_default());
+        let flags = reports.settings.clone().unwrap_or_default();
+        let wire = Wire::new(socket, Arc::clone(&flags));
+        if reports.notifications.is_none() {
+            // A pooled connection: its holder may send statements itself (a listener's
+            // notifications are the driver's to read).
+            wire.lend_through(&flags);
+        }
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             let tls = make_tls::<Wire<Socket>>(tls, host);

@@ -1,6 +1,7 @@
 //! One PostgreSQL connection: opening it (with TLS), its prepared statements, and its state.
 
 mod connector;
+mod direct;
 mod open;
 mod state;
 mod statement_cache;
@@ -9,9 +10,10 @@ mod tls;
 mod wire;
 
 pub(crate) use connector::{Connector, Peer};
+pub(crate) use direct::Direct;
 pub(crate) use open::{PgManager, Reports, SessionChanged};
 pub(crate) use state::{ConnState, Disposal, Event};
-pub(crate) use statement_cache::StatementCache;
+pub(crate) use statement_cache::{Prepared, StatementCache};
 
 /// True for the error of a statement the server skipped because a read it shared a Sync with
 /// failed (see [`wire`]): it did not run.
@@ -30,6 +32,8 @@ pub(crate) struct PgConn {
     /// Whether it serves as a shared lane; set while the server reports a session setting
     /// other than at connect.
     settings_changed: SessionChanged,
+    /// Its stream, for statements its holder sends itself.
+    direct: Option<Direct>,
 }
 
 impl PgConn {
@@ -39,13 +43,45 @@ impl PgConn {
         connector: (Connector, Peer),
         settings_changed: SessionChanged,
     ) -> Self {
+        let direct = settings_changed
+            .lender
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .and_then(|lender| lender.upgrade())
+            .map(Direct::new);
         PgConn {
             client,
             statements,
             state: ConnState::NEW,
             connector,
             settings_changed,
+            direct,
         }
+    }
+
+    /// The stream, for a statement of its holder's own (see [`Direct`]): `None` on a shared
+    /// lane, whose statements go through the driver's I/O task together.
+    #[inline]
+    pub(crate) fn direct(&self) -> Option<&Direct> {
+        if self
+            .settings_changed
+            .shared
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return None;
+        }
+        self.direct.as_ref()
+    }
+
+    /// True once the connection is closed: the driver saw it end, or its stream failed under
+    /// a statement its holder sent itself.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.client.is_closed()
+            || self
+                .settings_changed
+                .lost
+                .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// True while the server reports a session setting (time zone, role, date style, ...)
@@ -93,7 +129,7 @@ impl PgConn {
 
     /// What to do with the connection now that it comes back.
     pub(crate) fn disposal(&self) -> Disposal {
-        if self.client.is_closed() {
+        if self.is_closed() {
             return Disposal::Close;
         }
         match self.state.disposal() {

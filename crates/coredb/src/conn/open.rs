@@ -556,7 +556,7 @@ impl Manage for PgManager {
     }
 
     fn is_broken(&self, conn: &PgConn) -> bool {
-        conn.client.is_closed()
+        conn.is_closed()
     }
 
     async fn ping(&self, conn: &mut PgConn) -> Result<()> {

@@ -1,7 +1,7 @@
 //! Prepared statements kept per connection, least recently used evicted first.
 
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 use tokio_postgres::Statement;
@@ -9,7 +9,24 @@ use tokio_postgres::Statement;
 use crate::params::TextKey;
 
 /// The map inside: keyed by number, hashed with foldhash.
-type Statements = LruCache<TextKey, Statement, foldhash::fast::RandomState>;
+type Statements = LruCache<TextKey, Prepared, foldhash::fast::RandomState>;
+
+/// A prepared statement and its name on the server, for a holder's `Bind` of its own
+/// ([`super::Direct`]); `None` when the driver did not say it.
+#[derive(Clone)]
+pub(crate) struct Prepared {
+    pub(crate) statement: Statement,
+    pub(crate) name: Option<Arc<str>>,
+}
+
+impl Prepared {
+    pub(crate) fn new(statement: &Statement) -> Self {
+        Prepared {
+            name: super::direct::statement_name(statement),
+            statement: statement.clone(),
+        }
+    }
+}
 
 /// A connection's prepared statements by the number of their text ([`TextKey`]: the text was
 /// hashed once, by the rewrite cache); capacity 0 disables it (for PgBouncer in transaction
@@ -43,15 +60,15 @@ impl StatementCache {
         Some(f(&mut cache.lock().unwrap_or_else(|e| e.into_inner())))
     }
 
-    pub(crate) fn get(&self, key: TextKey) -> Option<Statement> {
+    pub(crate) fn get(&self, key: TextKey) -> Option<Prepared> {
         self.with(|c| c.get(&key).cloned()).flatten()
     }
 
-    pub(crate) fn insert(&self, key: TextKey, statement: &Statement) {
+    pub(crate) fn insert(&self, key: TextKey, prepared: Prepared) {
         // The evicted statement is closed on the server when its last clone drops.
         let capacity = self.capacity;
         self.with(|c| {
-            c.put(key, statement.clone());
+            c.put(key, prepared);
             while c.len() > capacity {
                 c.pop_lru();
             }

@@ -33,8 +33,10 @@ use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{ready, Context, Poll, Waker};
+
+use bytes::BytesMut;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -73,13 +75,27 @@ pub(crate) const SKIPPED: &str =
 
 /// Between a connection's I/O and its users: whether it serves as a shared lane, and whether a
 /// session setting differs from its value at connect.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct ConnFlags {
     /// The connection serves as a shared pipeline lane: its I/O task gathers what its callers
     /// send into one write (`conn::open::drive`), and reads in that write share one Sync.
     pub(crate) shared: AtomicBool,
     /// A session setting the server reports differs from its value at connect.
     pub(crate) changed: AtomicBool,
+    /// The stream failed under a request of the holder's own.
+    pub(crate) lost: AtomicBool,
+    /// The stream the connection's holder may borrow ([`Lend`]), once open.
+    pub(crate) lender: Mutex<Option<Weak<dyn Lend>>>,
+}
+
+impl std::fmt::Debug for ConnFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnFlags")
+            .field("shared", &self.shared)
+            .field("changed", &self.changed)
+            .field("lost", &self.lost)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An open socket: TCP, or a Unix-domain socket on the server's machine.
@@ -93,8 +109,15 @@ pub(crate) enum Socket {
 }
 
 /// A stream whose messages are read (and on a shared lane rewritten) on their way; see the
-/// module's docs.
+/// module's docs. The driver's I/O task owns it; a connection of one's own may borrow the
+/// stream for a request of its own ([`Lend`]).
 pub(crate) struct Wire<S> {
+    core: Arc<Mutex<Core<S>>>,
+}
+
+/// A wire's stream and its reading state, shared between the driver's I/O task and the
+/// connection's holder.
+struct Core<S> {
     inner: S,
     scan: Scan,
     sent: Sent,
@@ -105,6 +128,37 @@ pub(crate) struct Wire<S> {
     /// Rewritten bytes the socket has not taken yet, from `out_at` on.
     out: Vec<u8>,
     out_at: usize,
+    /// Who has the stream: the driver, or a holder's request.
+    lent: Lent,
+    /// The waker of the driver's I/O task's last read, and whether the task waits for the
+    /// stream to come back.
+    driver: Option<Waker>,
+    parked: bool,
+    /// A lent request's bytes, sent from `lend_at` on...
+    lend_out: BytesMut,
+    lend_at: usize,
+    /// ...and its answer's: `lend_in[lend_from..lend_end]` read and not yet handed on (the
+    /// rest is room).
+    lend_in: Vec<u8>,
+    lend_from: usize,
+    lend_end: usize,
+}
+
+/// Who has a wire's stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lent {
+    /// The driver.
+    No,
+    /// A holder's request, still being sent.
+    Sending,
+    /// A holder's request, sent; its answer is being read.
+    Reading,
+    /// A holder's request whose holder stopped waiting: the driver's task reads its answer
+    /// to the end (and drops it) before anything else.
+    Abandoned,
+    /// The stream failed or the server broke the protocol during a lent request: the driver
+    /// sees it closed.
+    Lost,
 }
 
 impl<S> Wire<S> {
@@ -116,22 +170,51 @@ impl<S> Wire<S> {
     /// `inner`, read from where `scan` stands.
     fn reading(inner: S, scan: Scan) -> Self {
         Wire {
-            inner,
-            scan,
-            sent: Sent::default(),
-            held: Vec::new(),
-            held_read: 0,
-            out: Vec::new(),
-            out_at: 0,
+            core: Arc::new(Mutex::new(Core {
+                inner,
+                scan,
+                sent: Sent::default(),
+                held: Vec::new(),
+                held_read: 0,
+                out: Vec::new(),
+                out_at: 0,
+                lent: Lent::No,
+                driver: None,
+                parked: false,
+                lend_out: BytesMut::new(),
+                lend_at: 0,
+                lend_in: Vec::new(),
+                lend_from: 0,
+                lend_end: 0,
+            })),
         }
+    }
+
+    fn core(&self) -> MutexGuard<'_, Core<S>> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The reading state, taken away: the bytes that follow are read above this stream.
     #[cfg(feature = "tls")]
     fn take_scan(&mut self) -> Scan {
-        std::mem::replace(&mut self.scan, Scan::new(None))
+        let mut scan = std::mem::replace(&mut self.core().scan, Scan::new(None));
+        scan.through = false;
+        scan
     }
 
+    /// Lets the connection's holder borrow this stream for requests of its own (see
+    /// [`Lend`]): registered in `flags`, where the connection picks it up once open. A later
+    /// wire over this one (TLS) takes its place.
+    pub(crate) fn lend_through(&self, flags: &ConnFlags)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let core: Arc<dyn Lend> = self.core.clone();
+        *flags.lender.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::downgrade(&core));
+    }
+}
+
+impl<S> Core<S> {
     /// Writes what is left of the rewritten bytes.
     #[inline]
     fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>
@@ -163,6 +246,258 @@ impl<S> Wire<S> {
             self.out = Vec::new();
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// Whether the driver may use the stream now: while it is lent, the driver's task waits
+    /// (and is woken when it comes back); an abandoned request's answer is read to its end
+    /// first, in the driver's task.
+    #[inline]
+    fn driver_may(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        match self.lent {
+            Lent::No => Poll::Ready(Ok(())),
+            Lent::Sending | Lent::Reading => {
+                self.parked = true;
+                Poll::Pending
+            }
+            Lent::Abandoned => {
+                self.parked = false;
+                ready!(self.answer(cx, &mut |_, _| {}))?;
+                Poll::Ready(Ok(()))
+            }
+            Lent::Lost => Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into())),
+        }
+    }
+
+    /// Keeps the waker of the driver's task, polling now.
+    #[inline]
+    fn driver_polls(&mut self, cx: &mut Context<'_>) {
+        match &mut self.driver {
+            Some(waker) => waker.clone_from(cx.waker()),
+            None => self.driver = Some(cx.waker().clone()),
+        }
+    }
+
+    /// Wakes the driver's task if it waits for the stream to come back.
+    fn unpark(&mut self) {
+        if std::mem::take(&mut self.parked) {
+            if let Some(waker) = &self.driver {
+                waker.wake_by_ref();
+            }
+        }
+    }
+
+    /// A lent request was answered: the driver's task watches the stream again (for the
+    /// server closing it, or messages of its own), registered with the stream from here
+    /// without a wake-up, unless something arrived already. (Reading the answer registered
+    /// the holder's task instead.)
+    fn watch(&mut self)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Some(waker) = self.driver.clone() else {
+            return;
+        };
+        let mut cx = Context::from_waker(&waker);
+        let mut space = [0u8; 512];
+        let mut buf = ReadBuf::new(&mut space);
+        match Pin::new(&mut self.inner).poll_read(&mut cx, &mut buf) {
+            Poll::Pending => {}
+            Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                // Read here, delivered by the driver's task.
+                self.held.extend_from_slice(buf.filled());
+                waker.wake();
+            }
+            // The end, or a failure.
+            Poll::Ready(_) => self.lose(),
+        }
+    }
+
+    /// The stream failed under a lent request (or right after it): the connection is lost,
+    /// and the driver's task sees it closed.
+    fn lose(&mut self) {
+        self.lent = Lent::Lost;
+        if let Some(flags) = &self.scan.flags {
+            flags.lost.store(true, Ordering::Release);
+        }
+        self.parked = true;
+        self.unpark();
+    }
+
+    /// Nothing is under way: no request of the driver's is unanswered or half sent, nothing
+    /// waits to be delivered or written, and the reading stands between messages.
+    fn idle(&self) -> bool {
+        self.lent == Lent::No
+            && self.scan.started
+            && self.scan.flags.is_some()
+            && !self.scan.through
+            && self.scan.pending.queue.is_empty()
+            && matches!(self.scan.at, At::Header { have: 0, .. })
+            && self.sent.between()
+            && self.held.is_empty()
+            && self.out.is_empty()
+    }
+
+    /// Sends a lent request, then reads its answer up to the "ready" that ends it, handing
+    /// each message but settings reports (read here, as ever) to `each`. The stream then goes
+    /// back to the driver.
+    fn answer(
+        &mut self,
+        cx: &mut Context<'_>,
+        each: &mut dyn FnMut(u8, &[u8]),
+    ) -> Poll<io::Result<()>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if self.lent == Lent::Lost {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
+        }
+        match ready!(self.exchange(cx, each)) {
+            Ok(()) => {
+                self.lent = Lent::No;
+                self.lend_out.clear();
+                self.lend_at = 0;
+                // Anything the server sent after the "ready" is the driver's, read as it is.
+                self.held
+                    .extend_from_slice(&self.lend_in[self.lend_from..self.lend_end]);
+                self.lend_from = 0;
+                self.lend_end = 0;
+                if self.lend_in.len() > OUT_KEPT {
+                    self.lend_in = Vec::new();
+                }
+                if self.parked {
+                    self.unpark();
+                } else {
+                    self.watch();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Err(err) => {
+                self.lose();
+                Poll::Ready(Err(err))
+            }
+        }
+    }
+
+    fn exchange(
+        &mut self,
+        cx: &mut Context<'_>,
+        each: &mut dyn FnMut(u8, &[u8]),
+    ) -> Poll<io::Result<()>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if self.lent == Lent::Sending {
+            while self.lend_at < self.lend_out.len() {
+                let n = ready!(
+                    Pin::new(&mut self.inner).poll_write(cx, &self.lend_out[self.lend_at..])
+                )?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.lend_at += n;
+            }
+            ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+            self.lent = Lent::Reading;
+        }
+        loop {
+            // The whole messages read so far.
+            let read = &self.lend_in[..self.lend_end];
+            while let Some(header) = read.get(self.lend_from..self.lend_from + 5) {
+                let (tag, len) = (
+                    header[0],
+                    body_len([header[1], header[2], header[3], header[4]]),
+                );
+                let start = self.lend_from + 5;
+                let Some(body) = read.get(start..start + len) else {
+                    break;
+                };
+                self.lend_from = start + len;
+                match tag {
+                    b'S' => self.scan.report(body),
+                    b'Z' => return Poll::Ready(Ok(())),
+                    _ => each(tag, body),
+                }
+            }
+            // Room for more: what is left moves to the front; a message larger than the room
+            // makes it grow.
+            if self.lend_from > 0 {
+                self.lend_in.copy_within(self.lend_from..self.lend_end, 0);
+                self.lend_end -= self.lend_from;
+                self.lend_from = 0;
+            }
+            if self.lend_in.len() - self.lend_end < 4096 {
+                let room = (self.lend_in.len() * 2).max(8192);
+                self.lend_in.resize(room, 0);
+            }
+            let mut buf = ReadBuf::new(&mut self.lend_in[self.lend_end..]);
+            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut buf))?;
+            let n = buf.filled().len();
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+            self.lend_end += n;
+        }
+    }
+}
+
+/// A connection's stream, borrowed by its holder for one request at a time while the driver has
+/// nothing under way on it (see `conn::direct`): the holder's task writes the request and reads
+/// the answer itself, with no hop through the driver's I/O task. Meanwhile the driver's task
+/// waits; it takes the stream back when the answer has been read, and reads the rest of an
+/// answer whose holder stopped waiting.
+pub(crate) trait Lend: Send + Sync {
+    /// Writes the request `request` encodes into an empty buffer when the stream is idle and
+    /// `request` says yes; false when the driver has something under way (the request is then
+    /// the driver's to send).
+    fn start(&self, request: &mut dyn FnMut(&mut BytesMut) -> bool) -> bool;
+
+    /// Sends the request [`start`](Self::start) took and reads its answer, handing each
+    /// message (but the last "ready", and settings reports) to `each`. An error leaves the
+    /// connection lost.
+    fn poll_answer(
+        &self,
+        cx: &mut Context<'_>,
+        each: &mut dyn FnMut(u8, &[u8]),
+    ) -> Poll<io::Result<()>>;
+
+    /// The holder stopped waiting for the answer: the driver's task reads it to its end.
+    fn abandon(&self);
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Lend for Mutex<Core<S>> {
+    fn start(&self, request: &mut dyn FnMut(&mut BytesMut) -> bool) -> bool {
+        let mut core = self.lock().unwrap_or_else(PoisonError::into_inner);
+        if !core.idle() {
+            return false;
+        }
+        core.lend_out.clear();
+        if !request(&mut core.lend_out) {
+            return false;
+        }
+        core.lend_at = 0;
+        core.lent = Lent::Sending;
+        true
+    }
+
+    fn poll_answer(
+        &self,
+        cx: &mut Context<'_>,
+        each: &mut dyn FnMut(u8, &[u8]),
+    ) -> Poll<io::Result<()>> {
+        let mut core = self.lock().unwrap_or_else(PoisonError::into_inner);
+        core.answer(cx, each)
+    }
+
+    fn abandon(&self) {
+        let mut core = self.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(core.lent, Lent::Sending | Lent::Reading) {
+            core.lent = Lent::Abandoned;
+            core.parked = true;
+            core.unpark();
+        }
     }
 }
 
@@ -235,6 +570,8 @@ struct Scan {
     first_write: bool,
     /// The next byte read is the server's answer to a TLS request.
     answer_due: bool,
+    /// TLS follows: this stream's bytes are records, read by the stream above.
+    through: bool,
     /// The startup is over (the first "ready"): reports from now on are changes, and the
     /// client's requests are followed.
     started: bool,
@@ -259,6 +596,7 @@ impl Scan {
             body: Vec::new(),
             first_write: true,
             answer_due: false,
+            through: false,
             started: false,
             at_connect: Default::default(),
             differs: 0,
@@ -284,13 +622,13 @@ impl Scan {
         held: &mut Vec<u8>,
         held_read: &mut usize,
     ) {
-        if self.flags.is_none() || i >= buf.filled().len() {
+        if self.flags.is_none() || self.through || i >= buf.filled().len() {
             return;
         }
         if std::mem::take(&mut self.answer_due) {
             if buf.filled()[i] == b'S' {
                 // TLS follows: its records are no messages; the stream above reads them.
-                self.flags = None;
+                self.through = true;
                 return;
             }
             i += 1;
@@ -563,6 +901,8 @@ struct Sent {
     unnamed: bool,
     /// The request being read.
     request: Request,
+    /// A request was begun and not ended (by a Sync or as a simple query).
+    open: bool,
     /// The units of the write being planned, in order: where each Sync is and whether its
     /// request may share it (`None` for a simple query).
     units: Vec<(usize, Option<bool>)>,
@@ -590,6 +930,11 @@ enum Unit {
 }
 
 impl Sent {
+    /// Between requests: every one begun was ended, and no message is half written.
+    fn between(&self) -> bool {
+        !self.open && matches!(self.at, At::Header { have: 0, .. })
+    }
+
     /// Reads `data`, written as it is, noting each request's answer in `pending`.
     fn walk(&mut self, mut data: &[u8], pending: &mut Pending) {
         if matches!(self.at, At::Header { have: 0, .. }) {
@@ -680,6 +1025,7 @@ impl Sent {
     /// Notes a whole message (`body` may be empty for one whose body was not kept); pushes
     /// the answer it is due when it is written as it is.
     fn note(&mut self, tag: u8, body: &[u8], pending: &mut Pending) {
+        self.open = !matches!(tag, b'S' | b'Q');
         // The messages of every statement, first: written as they are, there is nothing to
         // learn from them but where a request ends.
         match tag {
@@ -795,6 +1141,7 @@ impl Sent {
             let Some(whole) = buf.get(i + 5..i + 5 + body) else {
                 break;
             };
+            self.open = !matches!(header[0], b'S' | b'Q');
             match self.unit(header[0], whole, true) {
                 Unit::None => {}
                 Unit::Sync(mergeable) => units.push((i, Some(mergeable))),
@@ -821,13 +1168,19 @@ impl Sent {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Wire<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Wire<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
+        let mut core = self.core();
+        let this = &mut *core;
+        this.driver_polls(cx);
+        if this.lent != Lent::No && ready!(this.driver_may(cx)).is_err() {
+            // The stream was lost under a lent request: the driver sees it closed.
+            return Poll::Ready(Ok(()));
+        }
         let from = buf.filled().len();
         let read_from = if this.held.is_empty() {
             ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
@@ -846,16 +1199,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for Wire<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Wire<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if !this.scan.started || this.scan.flags.is_none() {
+        let mut core = self.core();
+        let this = &mut *core;
+        if !this.scan.started || this.scan.flags.is_none() || this.scan.through {
             this.scan.wrote_first(buf);
             return Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
+        if this.lent != Lent::No {
+            ready!(this.driver_may(cx))?;
         }
         let shared = this
             .scan
@@ -878,13 +1235,22 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
+        let mut core = self.core();
+        let this = &mut *core;
+        if this.lent != Lent::No {
+            ready!(this.driver_may(cx))?;
+        }
         ready!(this.drain(cx))?;
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
+        let mut core = self.core();
+        let this = &mut *core;
+        if this.lent != Lent::No {
+            // Closing: an abandoned answer need not be read.
+            this.lent = Lent::Lost;
+        }
         ready!(this.drain(cx))?;
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
@@ -964,6 +1330,7 @@ impl<C, S> tokio_postgres::tls::TlsConnect<Wire<S>> for WireTls<C>
 where
     C: tokio_postgres::tls::TlsConnect<Wire<S>> + Send + 'static,
     C::Future: Send,
+    C::Stream: Send + 'static,
     S: Send + 'static,
 {
     type Stream = Wire<C::Stream>;
@@ -975,7 +1342,20 @@ where
         let handshake = self.0.connect(stream);
         Box::pin(async move {
             let inner = handshake.await?;
-            Ok(Wire::reading(inner, scan))
+            let flags = scan.flags.clone();
+            let wire = Wire::reading(inner, scan);
+            if let Some(flags) = flags {
+                let lends = flags
+                    .lender
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_some();
+                if lends {
+                    // The holder's requests go through the encryption too.
+                    wire.lend_through(&flags);
+                }
+            }
+            Ok(wire)
         })
     }
 }
@@ -983,7 +1363,7 @@ where
 #[cfg(feature = "tls")]
 impl<S: tokio_postgres::tls::TlsStream + Unpin> tokio_postgres::tls::TlsStream for Wire<S> {
     fn channel_binding(&self) -> tokio_postgres::tls::ChannelBinding {
-        self.inner.channel_binding()
+        self.core().inner.channel_binding()
     }
 }
 
@@ -1005,8 +1385,11 @@ mod tests {
     /// What the driver reads through a wire in the state `scan` when the server sends
     /// `bytes`, into buffers of `room` bytes.
     fn through(scan: Scan, bytes: &[u8], room: usize) -> (Vec<u8>, Scan) {
-        let mut wire = Wire::new(bytes, Arc::new(ConnFlags::default()));
-        wire.scan = scan;
+        let mut wire = Wire::new(
+            io::Cursor::new(bytes.to_vec()),
+            Arc::new(ConnFlags::default()),
+        );
+        wire.core().scan = scan;
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut seen = Vec::new();
         loop {
@@ -1018,7 +1401,8 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        (seen, wire.scan)
+        let scan = std::mem::replace(&mut wire.core().scan, Scan::new(None));
+        (seen, scan)
     }
 
     /// A startup (reports, then ready), then `after`, read into buffers of `room` bytes.
@@ -1096,10 +1480,7 @@ mod tests {
         let mut accepted = Scan::new(Some(Arc::new(ConnFlags::default())));
         accepted.wrote_first(&SSL_REQUEST);
         let (_, accepted) = through(accepted, b"S", 4096);
-        assert!(
-            accepted.flags.is_none(),
-            "TLS records are not read as messages"
-        );
+        assert!(accepted.through, "TLS records are not read as messages");
     }
 
     fn parse(name: &str, sql: &str) -> Vec<u8> {
@@ -1255,5 +1636,96 @@ mod tests {
             assert_eq!(seen, driver_ok, "room {room}");
             assert!(scan.pending.queue.is_empty() && scan.pending.merged == 0);
         }
+    }
+
+    /// Polls the driver's read once; what it got, or `None` while it waits.
+    fn driver_read(wire: &mut Wire<tokio::io::DuplexStream>) -> Option<Vec<u8>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut space = [0u8; 256];
+        let mut buf = ReadBuf::new(&mut space);
+        match Pin::new(wire).poll_read(&mut cx, &mut buf) {
+            Poll::Ready(Ok(())) => Some(buf.filled().to_vec()),
+            Poll::Pending => None,
+            Poll::Ready(Err(err)) => panic!("{err}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lent_request_is_answered_to_its_holder_and_an_abandoned_one_is_read_to_its_end_by_the_driver(
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (socket, mut server) = tokio::io::duplex(64 * 1024);
+        let flags = Arc::new(ConnFlags::default());
+        let mut wire = Wire::new(socket, Arc::clone(&flags));
+        wire.lend_through(&flags);
+        let lend = flags
+            .lender
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap()
+            .upgrade()
+            .unwrap();
+        // Not lent before the startup is over.
+        assert!(!lend.start(&mut |_| true));
+        server.write_all(&message(b'Z', b"I")).await.unwrap();
+        tokio::task::yield_now().await;
+        assert_eq!(driver_read(&mut wire).unwrap(), message(b'Z', b"I"));
+
+        // Lent: the driver waits; the holder sends, then reads its answer.
+        assert!(lend.start(&mut |buf| {
+            buf.extend_from_slice(b"first");
+            true
+        }));
+        assert!(!lend.start(&mut |_| true), "one request at a time");
+        assert_eq!(driver_read(&mut wire), None);
+        let mut answer = message(b'C', b"INSERT 0 1\0");
+        answer.extend(report("TimeZone", "Asia/Tokyo"));
+        answer.extend(message(b'Z', b"I"));
+        answer.extend(message(b'N', b"for the driver"));
+        server.write_all(&answer).await.unwrap();
+        let mut seen = Vec::new();
+        std::future::poll_fn(|cx| {
+            lend.poll_answer(cx, &mut |tag, body| seen.push((tag, body.to_vec())))
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen, vec![(b'C', b"INSERT 0 1\0".to_vec())]);
+        let mut sent = [0u8; 5];
+        server.read_exact(&mut sent).await.unwrap();
+        assert_eq!(&sent, b"first");
+        assert!(
+            flags.changed.load(Ordering::Acquire),
+            "a report in a lent answer is read as ever"
+        );
+        // What came after the answer's "ready" is the driver's.
+        assert_eq!(
+            driver_read(&mut wire).unwrap(),
+            message(b'N', b"for the driver")
+        );
+
+        // Abandoned half-way: the driver reads the rest of that answer and drops it.
+        assert!(lend.start(&mut |buf| {
+            buf.extend_from_slice(b"second");
+            true
+        }));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(lend.poll_answer(&mut cx, &mut |_, _| {}).is_pending());
+        server.write_all(&message(b'D', b"\0\0\0\0")).await.unwrap();
+        lend.abandon();
+        assert!(
+            !lend.start(&mut |_| true),
+            "not lent until the answer is read"
+        );
+        assert_eq!(driver_read(&mut wire), None);
+        let mut rest = message(b'C', b"SELECT 1\0");
+        rest.extend(message(b'Z', b"I"));
+        rest.extend(message(b'A', b"the driver's"));
+        server.write_all(&rest).await.unwrap();
+        assert_eq!(
+            driver_read(&mut wire).unwrap(),
+            message(b'A', b"the driver's")
+        );
+        assert!(lend.start(&mut |_| true), "lent again");
     }
 }

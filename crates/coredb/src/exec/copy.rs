@@ -64,7 +64,7 @@ pub(crate) async fn copy_in_data(
     let result = {
         let pg = &*conn;
         let work = pin!(async move {
-            let statement = prepare_text(pg, bound.key, sql).await?;
+            let statement = prepare_text(pg, bound.key, sql).await?.statement;
             let driver = |e| Error::from_driver(e, Some(sql));
             let sink = pg
                 .client
@@ -190,7 +190,7 @@ async fn copy_rows<'v>(
     (insert_key, insert_sql): (TextKey, &str),
     mut rows: impl CopyRows<'v>,
 ) -> Result<u64> {
-    let insert = prepare_text(conn, insert_key, insert_sql).await?;
+    let insert = prepare_text(conn, insert_key, insert_sql).await?.statement;
     let copy_error = |e| Error::from_driver(e, Some(copy_sql));
     let sink = conn.client.copy_in(copy_sql).await.map_err(copy_error)?;
     let columns = insert.params().len();

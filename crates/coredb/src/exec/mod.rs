@@ -53,7 +53,7 @@ use postgres_types::FromSqlOwned;
 use tokio_postgres::Statement;
 
 use crate::config::ExecSettings;
-use crate::conn::{Event, PgConn};
+use crate::conn::{Event, PgConn, Prepared};
 use crate::error::{Error, ErrorKind, Result};
 use crate::params::{Bound, ParamList, RewriteCache, SqlParam, TextKey};
 use crate::row::{ColumnPositions, FromRow, Row};
@@ -462,7 +462,19 @@ pub(crate) async fn run_on(conn: &PgConn, bound: &Bound<'_, '_>, want: Returns) 
     if !conn.statements.is_enabled() {
         return run_unprepared(conn, bound, want).await;
     }
-    let statement = prepare(conn, bound).await?;
+    let prepared = prepare(conn, bound).await?;
+    if want == Returns::Count {
+        if let Some(direct) = conn.direct() {
+            let sql = bound.text.as_str();
+            if let Some(done) = direct.execute(&prepared, &bound.values, sql).await {
+                return done.map(Reply::Count).inspect_err(|_| {
+                    // Like any failure of a prepared statement: the plan may be stale.
+                    conn.statements.remove(bound.key);
+                });
+            }
+        }
+    }
+    let statement = prepared.statement;
     send_widened!(conn, &statement, bound, |values| send(
         conn, &statement, values, want
     )
@@ -513,33 +525,34 @@ async fn first_row(
 
 /// The connection's prepared statement for the text (prepared now if not cached), checked
 /// against the number of values.
-pub(crate) async fn prepare(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Statement> {
+pub(crate) async fn prepare(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Prepared> {
     let sql = bound.text.as_str();
-    let statement = prepare_text(conn, bound.key, sql).await?;
-    if statement.params().len() != bound.values.len() {
+    let prepared = prepare_text(conn, bound.key, sql).await?;
+    let takes = prepared.statement.params().len();
+    if takes != bound.values.len() {
         return Err(Error::params(format!(
-            "the statement takes {} parameter(s) but {} were given",
-            statement.params().len(),
+            "the statement takes {takes} parameter(s) but {} were given",
             bound.values.len()
         ))
         .with_statement(sql));
     }
-    Ok(statement)
+    Ok(prepared)
 }
 
 /// The connection's prepared statement for `sql` (numbered `key` by the rewrite cache), from
 /// the cache or prepared now.
-async fn prepare_text(conn: &PgConn, key: TextKey, sql: &str) -> Result<Statement> {
-    if let Some(statement) = conn.statements.get(key) {
-        return Ok(statement);
+async fn prepare_text(conn: &PgConn, key: TextKey, sql: &str) -> Result<Prepared> {
+    if let Some(prepared) = conn.statements.get(key) {
+        return Ok(prepared);
     }
     let statement = conn
         .client
         .prepare(sql)
         .await
         .map_err(|e| Error::from_driver(e, Some(sql)))?;
-    conn.statements.insert(key, &statement);
-    Ok(statement)
+    let prepared = Prepared::new(&statement);
+    conn.statements.insert(key, prepared.clone());
+    Ok(prepared)
 }
 
 /// The error for a prepared statement that failed: its cached plan is dropped (it may be stale

@@ -173,7 +173,7 @@ async fn start(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Source> {
             .map(|rows| Source::Rows(Box::pin(rows)))
             .map_err(|e| Error::from_driver(e, Some(sql)));
     }
-    let statement = prepare(conn, bound).await?;
+    let statement = prepare(conn, bound).await?.statement;
     let rows = send_widened!(conn, &statement, bound, |values| conn
         .client
         .query_raw(&statement, values.iter().copied())
@@ -195,7 +195,9 @@ async fn start_copy_rows(
         )
         .with_statement(query));
     }
-    let described = prepare_text(conn, context.rewrites.key(query), query).await?;
+    let described = prepare_text(conn, context.rewrites.key(query), query)
+        .await?
+        .statement;
     let columns: Arc<[CopyColumn]> = described
         .columns()
         .iter()
@@ -206,7 +208,9 @@ async fn start_copy_rows(
         .collect();
     let types: Vec<_> = columns.iter().map(|c| c.type_.clone()).collect();
     let copy = format!("COPY ({query}) TO STDOUT (FORMAT binary)");
-    let statement = prepare_text(conn, context.rewrites.key(&copy), &copy).await?;
+    let statement = prepare_text(conn, context.rewrites.key(&copy), &copy)
+        .await?
+        .statement;
     let data = conn
         .client
         .copy_out(&statement)
@@ -227,7 +231,7 @@ async fn start_copy(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Source> {
         )
         .with_statement(sql));
     }
-    let statement = prepare_text(conn, bound.key, sql).await?;
+    let statement = prepare_text(conn, bound.key, sql).await?.statement;
     conn.client
         .copy_out(&statement)
         .await
