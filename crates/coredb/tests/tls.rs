@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use coredb::{DatabaseConfig, DatabaseManager, ErrorKind, SslMode, SslNegotiation};
+use coredb::{DatabaseConfig, DatabaseManager, ErrorKind, Executor, SslMode, SslNegotiation};
 use coredb_embedded::EmbeddedServer;
 
 /// A certificate authority and a server certificate it signed, in a directory of their own;
@@ -615,4 +615,69 @@ async fn direct_tls_negotiation_with_a_server_before_postgresql_17_fails_saying_
     ))
     .unwrap();
     assert!(encrypted(&postgres).await.unwrap());
+}
+
+#[tokio::test]
+async fn over_tls_a_holders_own_statements_and_the_settings_watch_read_above_the_encryption() {
+    let certs = Certificates::make("watch", "DNS:elsewhere.example");
+    let server = tls_only_server(&certs, "trust").await;
+    let config = DatabaseConfig::builder()
+        .host("127.0.0.1")
+        .port(server.port())
+        .user("postgres")
+        .dbname("postgres")
+        .ssl_mode(SslMode::Require)
+        .pool_size(1)
+        .max_overflow(0)
+        .build()
+        .unwrap();
+    let m = DatabaseManager::from_config(&config).unwrap();
+    m.get_connection()
+        .await
+        .unwrap()
+        .execute_script(
+            "CREATE TABLE tls_rows (n int); \
+             CREATE FUNCTION far_away() RETURNS int LANGUAGE plpgsql AS $$ \
+             BEGIN PERFORM set_config('TimeZone', 'Pacific/Kiritimati', false); RETURN 1; END $$",
+        )
+        .await
+        .unwrap();
+    let mut conn = m.get_connection().await.unwrap();
+    let pid: i32 = conn.scalar("SELECT pg_backend_pid()", ()).await.unwrap();
+    let ssl: bool = conn
+        .scalar(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            (),
+        )
+        .await
+        .unwrap();
+    assert!(ssl);
+    // Sent by the holder itself once prepared, through the encryption.
+    for n in 0..20 {
+        let inserted = conn
+            .execute("INSERT INTO tls_rows VALUES ($1)", (n,))
+            .await
+            .unwrap();
+        assert_eq!(inserted, 1);
+    }
+    // A setting changed where the text cannot show it: reported by the server inside the
+    // encrypted stream, and reset before the next user.
+    let one: i32 = conn.scalar("SELECT far_away()", ()).await.unwrap();
+    assert_eq!(one, 1);
+    drop(conn);
+    let mut conn = m.get_connection().await.unwrap();
+    let same: i32 = conn.scalar("SELECT pg_backend_pid()", ()).await.unwrap();
+    assert_eq!(
+        same, pid,
+        "the pool's one connection, reset rather than closed"
+    );
+    let zone: String = conn.scalar("SHOW TimeZone", ()).await.unwrap();
+    assert_ne!(zone, "Pacific/Kiritimati");
+    let rows: i64 = conn
+        .scalar("SELECT count(*) FROM tls_rows", ())
+        .await
+        .unwrap();
+    assert_eq!(rows, 20);
+    drop(conn);
+    m.close().await;
 }

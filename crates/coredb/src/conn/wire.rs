@@ -26,6 +26,11 @@
 //! each caller gets its own answer or its own error. Writes, and anything else, keep their
 //! Sync.
 //!
+//! **Lent.** On a connection of one's own, the holder may borrow the stream for a request of its
+//! own while the driver has nothing under way ([`Lend`], used by `conn::direct`); the driver's
+//! task waits until the answer has been read, and reads the rest of an answer whose holder
+//! stopped waiting.
+//!
 //! Under TLS the wrapper sits above the encryption ([`WireTls`]); the socket's own wrapper stops
 //! reading when the handshake starts.
 
