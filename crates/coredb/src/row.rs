@@ -33,6 +33,113 @@ enum Inner {
     /// the size of the driver's row and a vector of the driver's rows becomes a vector of
     /// `Row`s in place, without a second allocation.
     Copy(Box<(BinaryCopyOutRow, Arc<[CopyColumn]>)>),
+    /// A result read by the connection's holder itself (`conn::direct`).
+    Read(ReadRow),
+}
+
+/// A row of a result read by the connection's holder: the result's `DataRow` bodies share one
+/// buffer and one table of where each value lies, so a row costs no allocation of its own.
+pub(crate) struct ReadRow {
+    /// The prepared statement, for the columns' names and types.
+    statement: tokio_postgres::Statement,
+    /// Every row's values, one after the other.
+    values: bytes::Bytes,
+    /// Where each value of every row lies in `values` (`None` for `NULL`), this row's from
+    /// `at` on.
+    spans: Arc<[Option<(u32, u32)>]>,
+    at: u32,
+}
+
+/// The rows of one result, gathered from its `DataRow` message bodies as they are read.
+#[derive(Default)]
+pub(crate) struct ReadRows {
+    values: bytes::BytesMut,
+    spans: Vec<Option<(u32, u32)>>,
+    rows: usize,
+    /// A body that did not hold the values it announced.
+    malformed: bool,
+}
+
+impl ReadRows {
+    /// Adds the row a `DataRow` message's `body` holds: a count of values, then each one's
+    /// length (-1 for `NULL`) and bytes.
+    pub(crate) fn add(&mut self, body: &[u8]) {
+        let base = self.values.len();
+        let Some((count, mut rest)) = body.split_first_chunk::<2>() else {
+            self.malformed = true;
+            return;
+        };
+        let mut at = 2;
+        for _ in 0..u16::from_be_bytes(*count) {
+            let Some((len, after)) = rest.split_first_chunk::<4>() else {
+                self.malformed = true;
+                return;
+            };
+            let len = i32::from_be_bytes(*len);
+            at += 4;
+            if len < 0 {
+                self.spans.push(None);
+                rest = after;
+                continue;
+            }
+            let len = len as usize;
+            if after.len() < len {
+                self.malformed = true;
+                return;
+            }
+            self.spans.push(Some(((base + at) as u32, len as u32)));
+            at += len;
+            rest = &after[len..];
+        }
+        self.values.extend_from_slice(body);
+        self.rows += 1;
+    }
+
+    /// How many rows were added.
+    pub(crate) fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// The rows, whose columns are `statement`'s; `None` when their values do not match its
+    /// columns in number.
+    pub(crate) fn into_rows(self, statement: &tokio_postgres::Statement) -> Option<Vec<Row>> {
+        let width = statement.columns().len();
+        if self.malformed || self.spans.len() != self.rows * width {
+            return None;
+        }
+        if self.rows == 0 {
+            return Some(Vec::new());
+        }
+        let values = self.values.freeze();
+        let spans: Arc<[Option<(u32, u32)>]> = self.spans.into();
+        let rows = (0..self.rows)
+            .map(|i| {
+                Row(Inner::Read(ReadRow {
+                    statement: statement.clone(),
+                    values: values.clone(),
+                    spans: Arc::clone(&spans),
+                    at: (i * width) as u32,
+                }))
+            })
+            .collect();
+        Some(rows)
+    }
+}
+
+impl ReadRow {
+    /// Column `index` (which exists) as `T`.
+    fn get<'a, T: FromSql<'a>>(
+        &'a self,
+        index: usize,
+    ) -> std::result::Result<T, Box<dyn std::error::Error + Sync + Send>> {
+        let type_ = self.statement.columns()[index].type_();
+        if !T::accepts(type_) {
+            return Err(Box::new(postgres_types::WrongType::new::<T>(type_.clone())));
+        }
+        let value = self.spans[self.at as usize + index]
+            .map(|(start, len)| &self.values[start as usize..(start + len) as usize]);
+        T::from_sql_nullable(type_, value)
+    }
 }
 
 const _: () = assert!(std::mem::size_of::<Row>() == std::mem::size_of::<tokio_postgres::Row>());
@@ -65,6 +172,10 @@ impl Row {
             Inner::Copy(copy) => {
                 let column = &copy.1[index];
                 (&column.name, &column.type_)
+            }
+            Inner::Read(row) => {
+                let column = &row.statement.columns()[index];
+                (column.name(), column.type_())
             }
         }
     }
@@ -138,22 +249,33 @@ impl Row {
     /// PostgreSQL type when the column is missing, `NULL` for a non-`Option` type, or of
     /// another type.
     pub fn get<'a, T: FromSql<'a>>(&'a self, column: impl ColumnIndex) -> Result<T> {
+        use std::error::Error as _;
         let index = column.position(self, type_name::<T>())?;
         let read = match &self.0 {
             Inner::Query(row) => row.try_get::<_, T>(index),
             Inner::Copy(copy) => copy.0.try_get::<T>(index),
+            Inner::Read(row) => {
+                return row
+                    .get::<T>(index)
+                    .map_err(|err| self.unreadable(index, type_name::<T>(), Some(&*err), &*err))
+            }
         };
-        read.map_err(|err| self.unreadable(index, type_name::<T>(), &err))
+        read.map_err(|err| self.unreadable(index, type_name::<T>(), err.source(), &err))
     }
 
-    /// The error for column `index` (which exists), which the driver could not read as
-    /// `rust_type`. Out of line: the read itself is on every column of every row.
+    /// The error for column `index` (which exists), which could not be read as `rust_type`:
+    /// `err`, caused by `source`. Out of line: the read itself is on every column of every
+    /// row.
     #[cold]
     #[inline(never)]
-    fn unreadable(&self, index: usize, rust_type: &str, err: &tokio_postgres::Error) -> Error {
-        use std::error::Error as _;
+    fn unreadable(
+        &self,
+        index: usize,
+        rust_type: &str,
+        source: Option<&(dyn std::error::Error + 'static)>,
+        err: &dyn std::fmt::Display,
+    ) -> Error {
         let (name, type_) = self.column(index);
-        let source = err.source();
         let message = if source.is_some_and(|s| s.is::<postgres_types::WasNull>()) {
             format!(
                 "column {name:?} is NULL, which Rust type {rust_type} cannot hold; declare the field as an Option"
@@ -176,6 +298,7 @@ impl Row {
         match &self.0 {
             Inner::Query(row) => row.len(),
             Inner::Copy(copy) => copy.1.len(),
+            Inner::Read(row) => row.statement.columns().len(),
         }
     }
 

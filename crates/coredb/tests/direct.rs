@@ -281,3 +281,124 @@ async fn connections_whose_holders_sent_statements_themselves_notice_their_backe
     }
     m.close().await;
 }
+
+#[derive(coredb::FromRow, Debug, PartialEq)]
+struct Item {
+    id: i64,
+    label: Option<String>,
+    price: rust_decimal::Decimal,
+    tags: Vec<String>,
+}
+
+#[tokio::test]
+async fn rows_a_holder_reads_itself_decode_as_the_drivers_do_with_the_same_errors() {
+    let db = TestDatabase::new().await.unwrap();
+    let m = db.manager();
+    let mut c = m.get_connection().await.unwrap();
+    let select =
+        "SELECT g::int8 AS id, CASE WHEN g % 3 = 0 THEN NULL ELSE 'item ' || g END AS label, \
+                  (g * 1.5)::numeric AS price, ARRAY['t' || g, 'u'] AS tags \
+                  FROM generate_series(1, $1) g ORDER BY g";
+    for n in [0i32, 1, 7, 20_000] {
+        // Twice: prepared the first time, read by the holder the second.
+        for _ in 0..2 {
+            let items: Vec<Item> = c.fetch_all(select, (n,)).await.unwrap();
+            assert_eq!(items.len(), n as usize);
+            for (i, item) in items.iter().enumerate() {
+                let g = i as i64 + 1;
+                assert_eq!(item.id, g);
+                assert_eq!(
+                    item.label,
+                    (g % 3 != 0).then(|| format!("item {g}")),
+                    "row {g}"
+                );
+                assert_eq!(item.price, rust_decimal::Decimal::new(g * 15, 1));
+                assert_eq!(item.tags, vec![format!("t{g}"), "u".to_owned()]);
+            }
+        }
+    }
+    // Rows by name and position, kept apart from the result they came from.
+    let rows = c.query(select, (4i32,)).await.unwrap();
+    let kept = rows.into_iter().nth(2).unwrap();
+    assert_eq!(kept.get::<i64>("id").unwrap(), 3);
+    assert_eq!(kept.get::<Option<String>>(1).unwrap(), None);
+    assert_eq!(
+        kept.column_names().collect::<Vec<_>>(),
+        ["id", "label", "price", "tags"]
+    );
+    assert_eq!(kept.column_type(2), Some("numeric"));
+    // One row, one value, none.
+    let one: Option<Item> = c.fetch_optional(select, (1i32,)).await.unwrap();
+    assert_eq!(one.unwrap().id, 1);
+    let none: Option<Item> = c.fetch_optional(select, (0i32,)).await.unwrap();
+    assert!(none.is_none());
+    let too_many = c
+        .fetch_optional::<Item, _>(select, (2i32,))
+        .await
+        .unwrap_err();
+    assert_eq!(too_many.kind(), ErrorKind::TooManyRows, "{too_many}");
+    for _ in 0..2 {
+        let sum: i64 = c
+            .scalar(
+                "SELECT sum(g)::int8 FROM generate_series(1, $1) g",
+                (100i32,),
+            )
+            .await
+            .unwrap();
+        assert_eq!(sum, 5050);
+    }
+
+    // Decoding errors name the column and both types, as for the driver's rows.
+    let row = c.query(select, (3i32,)).await.unwrap().pop().unwrap();
+    let null = row.get::<String>("label").unwrap_err();
+    assert_eq!(null.kind(), ErrorKind::Decode);
+    assert!(null.message().contains("\"label\" is NULL"), "{null}");
+    let wrong = row.get::<i32>("price").unwrap_err();
+    assert!(
+        wrong.message().contains("PostgreSQL type numeric") && wrong.message().contains("i32"),
+        "{wrong}"
+    );
+    let missing = row.get::<i32>(9).unwrap_err();
+    assert!(missing.message().contains("4 column(s)"), "{missing}");
+    drop(c);
+    m.close().await;
+}
+
+#[tokio::test]
+async fn what_the_driver_queued_meanwhile_goes_out_before_the_holders_next_statements() {
+    let db = TestDatabase::new().await.unwrap();
+    let m = db.manager();
+    let mut c = m.get_connection().await.unwrap();
+    let prepared = async |c: &mut coredb::Connection| -> Vec<String> {
+        let rows: Vec<(String,)> = c
+            .fetch_all(
+                "SELECT statement FROM pg_prepared_statements WHERE statement LIKE 'SELECT 100 / %' ORDER BY 1",
+                (),
+            )
+            .await
+            .unwrap();
+        rows.into_iter().map(|(s,)| s).collect()
+    };
+    for _ in 0..3 {
+        let n: i32 = c.scalar("SELECT 100 / $1", (4i32,)).await.unwrap();
+        assert_eq!(n, 25);
+        assert_eq!(prepared(&mut c).await, ["SELECT 100 / $1"]);
+        // Fails when sent by the holder: dropped from the cache, and its Close queued with the
+        // driver while the holder goes on.
+        let err = c
+            .scalar::<i32, _>("SELECT 100 / $1", (0i32,))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code().map(|c| c.code()), Some("22012"), "{err}");
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.push(prepared(&mut c).await);
+        }
+        assert!(
+            seen[1..].iter().all(Vec::is_empty),
+            "the Close went out behind at most one statement of the holder's: {seen:?}"
+        );
+    }
+    drop(c);
+    m.close().await;
+}

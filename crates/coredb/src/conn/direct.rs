@@ -4,11 +4,12 @@
 //! the request over a channel, the I/O task writes it, reads the answer and hands it back, so
 //! each statement wakes two tasks and allocates its channel. A connection of one's own (checked
 //! out, or a session's) has one user at a time, so coredb lets that user borrow the stream
-//! ([`Lend`]) while the driver has nothing under way: it encodes `Bind`, `Execute` and `Sync`
-//! for a statement the driver prepared, writes them and reads the answer in its own task.
-//! Anything else (a statement not prepared yet, values the driver must widen, a connection in
-//! use by the driver, a shared lane) takes the driver's path, which waits for a borrowed
-//! stream to come back.
+//! ([`Lend`]) while the driver has nothing under way or waiting to be written: it encodes
+//! `Bind`, `Execute` and `Sync` for a statement the driver prepared (and ran once), writes
+//! them and reads the answer in its own task: the count, the rows (their `DataRow` bodies
+//! gathered into one buffer, [`ReadRows`]) or the server's error. Anything else (preparing a
+//! statement, values the driver must widen, a connection in use by the driver, a shared lane,
+//! streams and COPY) takes the driver's path, which waits for a borrowed stream to come back.
 //!
 //! A holder that stops waiting (a timeout, a dropped future) leaves the rest of the answer to
 //! the driver's task, which reads it to its end before anything of its own; a stream that fails
@@ -26,6 +27,7 @@ use super::statement_cache::Prepared;
 use super::wire::Lend;
 use crate::error::{Error, ErrorKind, Result};
 use crate::params::SqlParam;
+use crate::row::{ReadRows, Row};
 
 /// A connection's stream as its holder may borrow it.
 #[derive(Clone)]
@@ -36,15 +38,19 @@ impl Direct {
         Direct(lend)
     }
 
-    /// Runs the prepared `statement` with `values` and returns how many rows it affected, or
+    /// Runs the prepared statement with `values`, keeping its first `keep` rows, or returns
     /// `None` when the driver must run it (it has something under way on the connection, or a
     /// value does not encode for its parameter's type as it is).
-    pub(crate) async fn execute(
+    pub(crate) async fn run(
         &self,
         prepared: &Prepared,
         values: &[SqlParam<'_>],
         sql: &str,
-    ) -> Option<Result<u64>> {
+        keep: usize,
+    ) -> Option<Result<Answer>> {
+        if prepared.fresh {
+            return None;
+        }
         let name = prepared.name.as_deref()?;
         let statement = &prepared.statement;
         if !self
@@ -54,11 +60,17 @@ impl Direct {
             return None;
         }
         let mut waiting = Waiting(Some(&*self.0));
-        let mut rows = 0;
+        let (mut rows, mut returned, mut affected) = (ReadRows::default(), 0, 0);
         let mut failed: Option<Vec<u8>> = None;
         let answer = std::future::poll_fn(|cx| {
             self.0.poll_answer(cx, &mut |tag, body| match tag {
-                b'C' => rows = affected(body),
+                b'D' => {
+                    returned += 1;
+                    if rows.len() < keep {
+                        rows.add(body);
+                    }
+                }
+                b'C' => affected = affected_by(body),
                 b'E' if failed.is_none() => failed = Some(body.to_vec()),
                 _ => {}
             })
@@ -66,7 +78,18 @@ impl Direct {
         .await;
         waiting.0 = None;
         Some(match (answer, failed) {
-            (Ok(()), None) => Ok(rows),
+            (Ok(()), None) => match rows.into_rows(statement) {
+                Some(rows) => Ok(Answer {
+                    rows,
+                    returned,
+                    affected,
+                }),
+                None => Err(Error::new(
+                    ErrorKind::Decode,
+                    "the server sent rows whose values do not match the statement's columns",
+                )
+                .with_statement(sql)),
+            },
             (Ok(()), Some(body)) => Err(Error::from_error_response(&body, false, Some(sql))),
             // The server said why before it closed the connection (a FATAL error).
             (Err(_), Some(body)) => Err(Error::from_error_response(&body, true, Some(sql))),
@@ -77,6 +100,16 @@ impl Direct {
             .with_statement(sql)),
         })
     }
+}
+
+/// What a statement sent by its holder gave back.
+pub(crate) struct Answer {
+    /// Its first rows, as many as asked for.
+    pub(crate) rows: Vec<Row>,
+    /// How many rows it returned.
+    pub(crate) returned: u64,
+    /// How many rows its command tag says it affected.
+    pub(crate) affected: u64,
 }
 
 /// Abandons the borrowed request when dropped before its answer was read.
@@ -135,7 +168,7 @@ pub(super) fn statement_name(statement: &Statement) -> Option<Arc<str>> {
 
 /// The rows a command tag (`INSERT 0 3`, `UPDATE 2`, `SELECT 5`) says were affected; 0 for
 /// one without a count (`CREATE TABLE`).
-fn affected(tag: &[u8]) -> u64 {
+fn affected_by(tag: &[u8]) -> u64 {
     let tag = tag.strip_suffix(&[0]).unwrap_or(tag);
     tag.rsplit(|&b| b == b' ')
         .next()
@@ -145,7 +178,7 @@ fn affected(tag: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::affected;
+    use super::affected_by as affected;
 
     #[test]
     fn a_command_tag_gives_the_rows_it_affected_and_zero_without_a_count() {

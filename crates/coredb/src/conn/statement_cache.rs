@@ -17,13 +17,18 @@ type Statements = LruCache<TextKey, Prepared, foldhash::fast::RandomState>;
 pub(crate) struct Prepared {
     pub(crate) statement: Statement,
     pub(crate) name: Option<Arc<str>>,
+    /// Prepared just now: its first run takes the driver's path, behind what preparing it
+    /// may have queued there (the `Close` of the statement it evicted from the cache).
+    pub(crate) fresh: bool,
 }
 
 impl Prepared {
+    /// `statement`, just prepared.
     pub(crate) fn new(statement: &Statement) -> Self {
         Prepared {
             name: super::direct::statement_name(statement),
             statement: statement.clone(),
+            fresh: true,
         }
     }
 }
@@ -68,7 +73,13 @@ impl StatementCache {
         // The evicted statement is closed on the server when its last clone drops.
         let capacity = self.capacity;
         self.with(|c| {
-            c.put(key, prepared);
+            c.put(
+                key,
+                Prepared {
+                    fresh: false,
+                    ..prepared
+                },
+            );
             while c.len() > capacity {
                 c.pop_lru();
             }

@@ -139,6 +139,9 @@ struct Core<S> {
     /// stream to come back.
     driver: Option<Waker>,
     parked: bool,
+    /// The driver's task has bytes to write, held back while the stream was lent: the
+    /// holder's next request waits its turn behind them (through the driver).
+    wants_write: bool,
     /// A lent request's bytes, sent from `lend_at` on...
     lend_out: BytesMut,
     lend_at: usize,
@@ -186,6 +189,7 @@ impl<S> Wire<S> {
                 lent: Lent::No,
                 driver: None,
                 parked: false,
+                wants_write: false,
                 lend_out: BytesMut::new(),
                 lend_at: 0,
                 lend_in: Vec::new(),
@@ -237,13 +241,7 @@ impl<S> Core<S> {
     where
         S: AsyncWrite + Unpin,
     {
-        while self.out_at < self.out.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out[self.out_at..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.out_at += n;
-        }
+        ready!(write_from(&mut self.inner, cx, &self.out, &mut self.out_at))?;
         self.out.clear();
         self.out_at = 0;
         if self.out.capacity() > OUT_KEPT {
@@ -335,6 +333,7 @@ impl<S> Core<S> {
     /// waits to be delivered or written, and the reading stands between messages.
     fn idle(&self) -> bool {
         self.lent == Lent::No
+            && !self.wants_write
             && self.scan.started
             && self.scan.flags.is_some()
             && !self.scan.through
@@ -395,15 +394,12 @@ impl<S> Core<S> {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         if self.lent == Lent::Sending {
-            while self.lend_at < self.lend_out.len() {
-                let n = ready!(
-                    Pin::new(&mut self.inner).poll_write(cx, &self.lend_out[self.lend_at..])
-                )?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                self.lend_at += n;
-            }
+            ready!(write_from(
+                &mut self.inner,
+                cx,
+                &self.lend_out,
+                &mut self.lend_at
+            ))?;
             ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
             self.lent = Lent::Reading;
         }
@@ -446,6 +442,23 @@ impl<S> Core<S> {
             self.lend_end += n;
         }
     }
+}
+
+/// Writes `buf` from `at` on to `inner`, moving `at` along.
+fn write_from<S: AsyncWrite + Unpin>(
+    inner: &mut S,
+    cx: &mut Context<'_>,
+    buf: &[u8],
+    at: &mut usize,
+) -> Poll<io::Result<()>> {
+    while *at < buf.len() {
+        let n = ready!(Pin::new(&mut *inner).poll_write(cx, &buf[*at..]))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        *at += n;
+    }
+    Poll::Ready(Ok(()))
 }
 
 /// A connection's stream, borrowed by its holder for one request at a time while the driver has
@@ -1216,9 +1229,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Wire<S> {
             this.scan.wrote_first(buf);
             return Pin::new(&mut this.inner).poll_write(cx, buf);
         }
-        if this.lent != Lent::No {
-            ready!(this.driver_may(cx))?;
+        if this.lent != Lent::No && this.driver_may(cx)?.is_pending() {
+            this.wants_write = true;
+            return Poll::Pending;
         }
+        this.wants_write = false;
         let shared = this
             .scan
             .flags

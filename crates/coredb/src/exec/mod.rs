@@ -152,9 +152,9 @@ pub enum Returns {
 #[derive(Debug)]
 pub enum Reply {
     /// The rows.
-    Rows(Vec<tokio_postgres::Row>),
+    Rows(Vec<Row>),
     /// The first row, if any, and the number of rows returned.
-    First(Option<tokio_postgres::Row>, u64),
+    First(Option<Row>, u64),
     /// The number of rows affected.
     Count(u64),
 }
@@ -173,11 +173,16 @@ impl Reply {
         self.len()
     }
 
-    /// The rows (none for a count). The driver's vector becomes the vector of `Row`s in place:
-    /// the two row types have one size, so nothing is allocated again.
+    /// The driver's rows, its vector becoming the vector of `Row`s in place: the two row types
+    /// have one size, so nothing is allocated again.
+    fn from_driver(rows: Vec<tokio_postgres::Row>) -> Self {
+        Reply::Rows(rows.into_iter().map(Row::from).collect())
+    }
+
+    /// The rows (none for a count).
     pub(crate) fn rows(self) -> Vec<Row> {
         match self {
-            Reply::Rows(rows) => rows.into_iter().map(Row::from).collect(),
+            Reply::Rows(rows) => rows,
             other => other.into_rows().collect(),
         }
     }
@@ -190,7 +195,7 @@ impl Reply {
             Reply::First(first, _) => (Vec::new(), first),
             Reply::Count(_) => (Vec::new(), None),
         };
-        first.into_iter().chain(rows).map(Row::from)
+        first.into_iter().chain(rows)
     }
 
     /// Every row as `T`.
@@ -203,7 +208,7 @@ impl Reply {
         let mut positions = ColumnPositions::new();
         for row in rows {
             positions.rewind();
-            all.push(T::from_owned_row_at(Row::from(row), &mut positions)?);
+            all.push(T::from_owned_row_at(row, &mut positions)?);
         }
         Ok(all)
     }
@@ -463,15 +468,26 @@ pub(crate) async fn run_on(conn: &PgConn, bound: &Bound<'_, '_>, want: Returns) 
         return run_unprepared(conn, bound, want).await;
     }
     let prepared = prepare(conn, bound).await?;
-    if want == Returns::Count {
-        if let Some(direct) = conn.direct() {
-            let sql = bound.text.as_str();
-            if let Some(done) = direct.execute(&prepared, &bound.values, sql).await {
-                return done.map(Reply::Count).inspect_err(|_| {
+    if let Some(direct) = conn.direct() {
+        let keep = match want {
+            Returns::Rows => usize::MAX,
+            Returns::First => 1,
+            Returns::Count => 0,
+        };
+        let sql = bound.text.as_str();
+        if let Some(done) = direct.run(&prepared, &bound.values, sql, keep).await {
+            return match done {
+                Ok(answer) => Ok(match want {
+                    Returns::Rows => Reply::Rows(answer.rows),
+                    Returns::First => Reply::First(answer.rows.into_iter().next(), answer.returned),
+                    Returns::Count => Reply::Count(answer.affected),
+                }),
+                Err(err) => {
                     // Like any failure of a prepared statement: the plan may be stale.
                     conn.statements.remove(bound.key);
-                });
-            }
+                    Err(err)
+                }
+            };
         }
     }
     let statement = prepared.statement;
@@ -489,7 +505,11 @@ async fn send(
     want: Returns,
 ) -> std::result::Result<Reply, tokio_postgres::Error> {
     match want {
-        Returns::Rows => conn.client.query(statement, values).await.map(Reply::Rows),
+        Returns::Rows => conn
+            .client
+            .query(statement, values)
+            .await
+            .map(Reply::from_driver),
         Returns::First => {
             first_row(
                 conn.client
@@ -520,7 +540,7 @@ async fn first_row(
     while rows.try_next().await?.is_some() {
         count += 1;
     }
-    Ok(Reply::First(Some(first), count))
+    Ok(Reply::First(Some(Row::from(first)), count))
 }
 
 /// The connection's prepared statement for the text (prepared now if not cached), checked
@@ -587,7 +607,11 @@ async fn run_unprepared(conn: &PgConn, bound: &Bound<'_, '_>, want: Returns) -> 
     let sql = bound.text.as_str();
     let typed = typed_values(bound)?;
     let result = match want {
-        Returns::Rows => conn.client.query_typed(sql, &typed).await.map(Reply::Rows),
+        Returns::Rows => conn
+            .client
+            .query_typed(sql, &typed)
+            .await
+            .map(Reply::from_driver),
         Returns::First => {
             first_row(
                 conn.client
