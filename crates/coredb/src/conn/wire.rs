@@ -371,6 +371,10 @@ impl<S> Core<S> {
                 if self.lend_in.len() > OUT_KEPT {
                     self.lend_in = Vec::new();
                 }
+                if !self.held.is_empty() {
+                    // Something of the driver's came with the answer: its task reads it now.
+                    self.parked = true;
+                }
                 if self.parked {
                     self.unpark();
                 } else {
@@ -1658,15 +1662,32 @@ mod tests {
         }
     }
 
-    /// Polls the driver's read once; what it got, or `None` while it waits.
-    fn driver_read(wire: &mut Wire<tokio::io::DuplexStream>) -> Option<Vec<u8>> {
-        let mut cx = Context::from_waker(Waker::noop());
+    /// Polls the driver's read once (its task woken through `waker`); what it got, or `None`
+    /// while it waits.
+    fn driver_read_woken(
+        wire: &mut Wire<tokio::io::DuplexStream>,
+        waker: &Waker,
+    ) -> Option<Vec<u8>> {
+        let mut cx = Context::from_waker(waker);
         let mut space = [0u8; 256];
         let mut buf = ReadBuf::new(&mut space);
         match Pin::new(wire).poll_read(&mut cx, &mut buf) {
             Poll::Ready(Ok(())) => Some(buf.filled().to_vec()),
             Poll::Pending => None,
             Poll::Ready(Err(err)) => panic!("{err}"),
+        }
+    }
+
+    fn driver_read(wire: &mut Wire<tokio::io::DuplexStream>) -> Option<Vec<u8>> {
+        driver_read_woken(wire, Waker::noop())
+    }
+
+    /// A waker that notes it was woken.
+    struct Woken(AtomicBool);
+
+    impl std::task::Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
         }
     }
 
@@ -1746,6 +1767,29 @@ mod tests {
             driver_read(&mut wire).unwrap(),
             message(b'A', b"the driver's")
         );
+
+        // The driver's task, waiting on the stream and not on the lending, is woken when
+        // something of its own came with an answer.
+        let woken = Arc::new(Woken(AtomicBool::new(false)));
+        assert_eq!(
+            driver_read_woken(&mut wire, &Waker::from(Arc::clone(&woken))),
+            None
+        );
+        assert!(lend.start(&mut |buf| {
+            buf.extend_from_slice(b"third");
+            true
+        }));
+        let mut answer = message(b'C', b"SELECT 0\0");
+        answer.extend(message(b'Z', b"I"));
+        answer.extend(message(b'N', b"after"));
+        server.write_all(&answer).await.unwrap();
+        // (The stream itself woke the waiting reader as the bytes came.)
+        woken.0.store(false, Ordering::SeqCst);
+        std::future::poll_fn(|cx| lend.poll_answer(cx, &mut |_, _| {}))
+            .await
+            .unwrap();
+        assert!(woken.0.load(Ordering::SeqCst));
+        assert_eq!(driver_read(&mut wire).unwrap(), message(b'N', b"after"));
         assert!(lend.start(&mut |_| true), "lent again");
     }
 }
