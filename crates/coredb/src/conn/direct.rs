@@ -39,8 +39,9 @@ impl Direct {
     }
 
     /// Runs the prepared statement with `values`, keeping its first `keep` rows, or returns
-    /// `None` when the driver must run it (it has something under way on the connection, or a
-    /// value does not encode for its parameter's type as it is).
+    /// `None` when the driver must run it: its first run after preparing, a connection on which
+    /// the driver has something under way or waiting to be written, or a value that does not
+    /// encode for its parameter's type as it is.
     pub(crate) async fn run(
         &self,
         prepared: &Prepared,
