@@ -389,6 +389,7 @@ impl<S> Core<S> {
         }
     }
 
+    /// [`answer`](Self::answer)'s sending and reading, up to the "ready".
     fn exchange(
         &mut self,
         cx: &mut Context<'_>,
