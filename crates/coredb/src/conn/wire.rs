@@ -23,7 +23,8 @@
 //! have sent it. When one of them fails, the server skips the rest until the Sync: the wire
 //! answers each skipped statement with an error of its own ([`SKIPPED`], SQLSTATE `25P02`),
 //! and coredb runs those statements again on a connection of their own; they never ran, so
-//! each caller gets its own answer or its own error. Writes, and anything else, keep their
+//! each caller gets its own answer or its own error. After such a failure, reads keep a Sync
+//! each for the lane's next [`CALM_WRITES`] writes. Writes, and anything else, keep their
 //! Sync.
 //!
 //! **Lent.** On a connection of one's own, the holder may borrow the stream for a request of its
@@ -539,7 +540,13 @@ struct Pending {
     queue: VecDeque<Ends>,
     /// How many of them end without a "ready": while none do, nothing is added.
     merged: usize,
+    /// Writes left in which reads keep a Sync each, after one failed under a shared Sync: a
+    /// run of failing reads then costs no rerun on a connection of its own each.
+    calm: u32,
 }
+
+/// Writes in which reads keep a Sync each after one failed under a shared Sync.
+const CALM_WRITES: u32 = 32;
 
 impl Pending {
     fn push(&mut self, ends: Ends) {
@@ -830,6 +837,7 @@ impl Scan {
                 self.added.extend_from_slice(&READY);
             }
             b'E' if self.pending.front() == Some(Ends::Merged) => {
+                self.pending.calm = CALM_WRITES;
                 self.pending.pop();
                 self.added.extend_from_slice(&READY);
                 // The server skips what follows until the Sync: each skipped statement gets
@@ -1172,9 +1180,12 @@ impl Sent {
             }
             i += 5 + body;
         }
+        let merging = pending.calm == 0;
+        pending.calm = pending.calm.saturating_sub(1);
         let mut from = 0;
         for (k, &(at, mergeable)) in units.iter().enumerate() {
-            let shares = mergeable == Some(true)
+            let shares = merging
+                && mergeable == Some(true)
                 && units.get(k + 1).is_some_and(|next| next.1 == Some(true));
             if shares {
                 out.extend_from_slice(&buf[from..at]);
@@ -1582,6 +1593,40 @@ mod tests {
         let again = [statement("s1"), statement("s1")].concat();
         sent.plan(&again, &mut out, &mut pending);
         assert_eq!(out, again);
+    }
+
+    #[test]
+    fn after_a_read_fails_under_a_shared_sync_reads_keep_their_syncs_for_a_while() {
+        let mut sent = Sent::default();
+        let mut scan = started(&[]);
+        sent.walk(
+            &[parse("s1", "SELECT 1"), message(b'D', b"Ss1\0"), sync()].concat(),
+            &mut scan.pending,
+        );
+        scan.pending = Pending::default();
+        let reads = [statement("s1"), statement("s1"), statement("s1")].concat();
+        let mut out = Vec::new();
+        sent.plan(&reads, &mut out, &mut scan.pending);
+        use Ends::{Merged, Ready};
+        assert_eq!(scan.pending.queue, [Merged, Merged, Ready]);
+        // The first one fails: the server skips the other two.
+        let mut failing = failed();
+        failing.extend(message(b'Z', b"I"));
+        let (_, mut scan) = through(scan, &failing, 4096);
+        assert!(scan.pending.queue.is_empty());
+        for write in 0..CALM_WRITES {
+            out.clear();
+            sent.plan(&reads, &mut out, &mut scan.pending);
+            assert_eq!(scan.pending.queue, [Ready; 3], "write {write}");
+            assert_eq!(out, reads);
+            scan.pending = Pending {
+                calm: scan.pending.calm,
+                ..Pending::default()
+            };
+        }
+        out.clear();
+        sent.plan(&reads, &mut out, &mut scan.pending);
+        assert_eq!(scan.pending.queue, [Merged, Merged, Ready], "merging again");
     }
 
     fn bound() -> Vec<u8> {
