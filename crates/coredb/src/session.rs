@@ -223,7 +223,7 @@ impl Session {
             self.end("ROLLBACK").await?;
             return Err(self.aborted_error("the transaction was rolled back instead of committed"));
         }
-        if self.conn.pg().client.is_closed() {
+        if self.conn.pg().is_closed() {
             // Lost before COMMIT could be sent: the server rolls the transaction back, so
             // running it again applies it once.
             return Err(Error::new(

@@ -30,7 +30,6 @@ use crate::params::SqlParam;
 use crate::row::{ReadRows, Row};
 
 /// A connection's stream as its holder may borrow it.
-#[derive(Clone)]
 pub(crate) struct Direct(Arc<dyn Lend>);
 
 impl Direct {
