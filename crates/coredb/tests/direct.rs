@@ -402,3 +402,164 @@ async fn what_the_driver_queued_meanwhile_goes_out_before_the_holders_next_state
     drop(c);
     m.close().await;
 }
+
+/// `n` rows of (id, label) for `copy_in_rows`, built as they are sent.
+fn numbered(
+    ids: &[i64],
+    labels: &[String],
+) -> impl Iterator<Item = Vec<coredb::SqlParam<'static>>> + Send + 'static {
+    let ids: &'static [i64] = Box::leak(ids.to_vec().into_boxed_slice());
+    let labels: &'static [String] = Box::leak(labels.to_vec().into_boxed_slice());
+    ids.iter()
+        .zip(labels)
+        .map(|(id, label)| vec![id as coredb::SqlParam, label])
+}
+
+#[tokio::test]
+async fn a_copy_whose_every_row_makes_the_server_send_a_notice_neither_side_stalls() {
+    let db = TestDatabase::new().await.unwrap();
+    let m = db.manager();
+    let mut c = m.get_connection().await.unwrap();
+    c.execute_script(
+        "CREATE TABLE noisy (id int8 PRIMARY KEY, label text);
+         CREATE FUNCTION say() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN RAISE NOTICE 'row % arrived, with a notice long enough to fill buffers: %',
+             NEW.id, repeat('n', 200); RETURN NEW; END $$;
+         CREATE TRIGGER say BEFORE INSERT ON noisy FOR EACH ROW EXECUTE FUNCTION say();",
+    )
+    .await
+    .unwrap();
+    // 300,000 notices of about 280 bytes: far more than the sockets' buffers hold, so the
+    // server waits for them to be read while the rows are still being sent.
+    let ids: Vec<i64> = (0..300_000).collect();
+    let labels: Vec<String> = ids.iter().map(|i| format!("label {i}")).collect();
+    let copied = tokio::time::timeout(
+        Duration::from_secs(60),
+        c.copy_in_rows("noisy", &["id", "label"], numbered(&ids, &labels)),
+    )
+    .await
+    .expect("the COPY finished")
+    .unwrap();
+    assert_eq!(copied, 300_000);
+    let (count, last): (i64, String) = c
+        .fetch_one("SELECT count(*), max(label) FROM noisy", ())
+        .await
+        .unwrap();
+    assert_eq!((count, last.as_str()), (300_000, "label 99999"));
+    drop(c);
+    m.close().await;
+}
+
+#[tokio::test]
+async fn a_copy_with_a_value_that_does_not_encode_keeps_none_of_its_rows_and_says_which() {
+    let db = TestDatabase::new().await.unwrap();
+    let m = db.manager();
+    let mut c = m.get_connection().await.unwrap();
+    c.execute("CREATE TABLE kept (id int8 PRIMARY KEY, label text)", ())
+        .await
+        .unwrap();
+    let ids: Vec<i64> = (0..100_000).collect();
+    let labels: Vec<String> = ids.iter().map(|i| format!("label {i}")).collect();
+    let rows = numbered(&ids, &labels).enumerate().map(|(i, row)| match i {
+        // Row 60,000 has text where the id's int8 goes.
+        59_999 => vec![row[1], row[1]],
+        _ => row,
+    });
+    let err = c
+        .copy_in_rows("kept", &["id", "label"], rows)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Params, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("value 1 of row 60000") && text.contains("int8"),
+        "{text}"
+    );
+    // Nothing kept, and the connection goes on, in autocommit and in a session.
+    let count: i64 = c.scalar("SELECT count(*) FROM kept", ()).await.unwrap();
+    assert_eq!(count, 0);
+    let mut s = m.session().await.unwrap();
+    let short = s
+        .copy_in_rows(
+            "kept",
+            &["id", "label"],
+            numbered(&ids[..10], &labels[..10]).chain([vec![&1i64 as coredb::SqlParam]]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(short.kind(), ErrorKind::Params, "{short}");
+    assert!(
+        short.to_string().contains("row 11 has 1 value(s)"),
+        "{short}"
+    );
+    // Like any failed statement, it aborted the session's transaction.
+    let aborted = s.execute("SELECT 1", ()).await.unwrap_err();
+    assert_eq!(aborted.code().map(|c| c.code()), Some("25P02"), "{aborted}");
+    s.rollback().await.unwrap();
+    let mut s = m.session().await.unwrap();
+    let copied = s
+        .copy_in_rows("kept", &["id", "label"], numbered(&ids, &labels))
+        .await
+        .unwrap();
+    assert_eq!(copied, 100_000);
+    s.commit().await.unwrap();
+    let count: i64 = c.scalar("SELECT count(*) FROM kept", ()).await.unwrap();
+    assert_eq!(count, 100_000);
+    drop(c);
+    m.close().await;
+}
+
+#[tokio::test]
+async fn a_copy_dropped_half_way_is_abandoned_and_its_backend_freed() {
+    let db = TestDatabase::with_config(|b| b.pool_size(2).max_overflow(0))
+        .await
+        .unwrap();
+    let m = db.manager();
+    let mut c = m.get_connection().await.unwrap();
+    c.execute("CREATE TABLE dropped (id int8 PRIMARY KEY, label text)", ())
+        .await
+        .unwrap();
+    let pid: i32 = c.scalar("SELECT pg_backend_pid()", ()).await.unwrap();
+    let ids: Vec<i64> = (0..3_000_000).collect();
+    let labels: Vec<String> = ids.iter().map(|i| format!("label {i}")).collect();
+    let copy = c.copy_in_rows("dropped", &["id", "label"], numbered(&ids, &labels));
+    tokio::time::timeout(Duration::from_millis(300), copy)
+        .await
+        .expect_err("3,000,000 rows take longer than that");
+    drop(c);
+    // The server was told the COPY failed: its backend leaves the COPY and the connection is
+    // closed, not pooled; nothing was kept.
+    let mut other = m.get_connection().await.unwrap();
+    let mut gone = false;
+    for _ in 0..100 {
+        let left: i64 = other
+            .scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                (pid,),
+            )
+            .await
+            .unwrap();
+        if left == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the abandoned COPY's backend ended");
+    let count: i64 = other
+        .scalar("SELECT count(*) FROM dropped", ())
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+    let copied = other
+        .copy_in_rows(
+            "dropped",
+            &["id", "label"],
+            numbered(&ids[..1000], &labels[..1000]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(copied, 1000);
+    drop(other);
+    m.close().await;
+}

@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{BufMut as _, BytesMut};
 use postgres_protocol::message::frontend;
 use postgres_types::IsNull;
 use tokio_postgres::Statement;
@@ -59,26 +59,22 @@ impl Direct {
         {
             return None;
         }
-        let mut waiting = Waiting(Some(&*self.0));
-        let (mut rows, mut returned, mut affected) = (ReadRows::default(), 0, 0);
-        let mut failed: Option<Vec<u8>> = None;
-        let answer = std::future::poll_fn(|cx| {
-            self.0.poll_answer(cx, &mut |tag, body| match tag {
-                b'D' => {
+        let (mut rows, mut returned) = (ReadRows::default(), 0);
+        let answer = self
+            .answer(
+                &mut |_| false,
+                |_| {},
+                |body| {
                     returned += 1;
                     if rows.len() < keep {
                         rows.add(body);
                     }
-                }
-                b'C' => affected = affected_by(body),
-                b'E' if failed.is_none() => failed = Some(body.to_vec()),
-                _ => {}
-            })
-        })
-        .await;
-        waiting.0 = None;
-        Some(match (answer, failed) {
-            (Ok(()), None) => match rows.into_rows(statement) {
+                },
+                sql,
+            )
+            .await;
+        Some(answer.and_then(|affected| {
+            match rows.into_rows(statement) {
                 Some(rows) => Ok(Answer {
                     rows,
                     returned,
@@ -89,7 +85,66 @@ impl Direct {
                     "the server sent rows whose values do not match the statement's columns",
                 )
                 .with_statement(sql)),
-            },
+            }
+        }))
+    }
+
+    /// Runs `sql`, one `COPY .. FROM STDIN` without parameters, as a simple query, sending the
+    /// data `fill` appends (the COPY's own format), a part at a time as the socket takes it;
+    /// returns the number of rows, or `None` when the driver must run it (it has something
+    /// under way). A part that `fill` reports [`Failed`](CopyPart::Failed) is dropped and the
+    /// COPY abandoned: the server keeps none of it and answers `57014`. So does a COPY whose
+    /// caller stops waiting.
+    pub(crate) async fn copy_in(
+        &self,
+        sql: &str,
+        fill: &mut (dyn FnMut(&mut BytesMut) -> CopyPart + Send),
+    ) -> Option<Result<u64>> {
+        let mut open = true;
+        let mut more = |buf: &mut BytesMut| {
+            open = open && copy_data(buf, fill);
+            open
+        };
+        if !self.0.start(&mut |buf| {
+            frontend::query(sql, buf).is_ok() && {
+                more(buf);
+                true
+            }
+        }) {
+            return None;
+        }
+        let abandoned = |buf: &mut BytesMut| {
+            let _ = frontend::copy_fail("the COPY's caller stopped waiting", buf);
+        };
+        Some(self.answer(&mut more, abandoned, |_| {}, sql).await)
+    }
+
+    /// Sends what [`Lend::start`] took (and what `more` gives), then reads the answer: each
+    /// row's body goes to `row`; returns the count its command tag gives, or the server's
+    /// error. A caller that stops waiting abandons the request, ended by what `unfinished`
+    /// encodes if it had more to come.
+    async fn answer(
+        &self,
+        more: &mut (dyn FnMut(&mut BytesMut) -> bool + Send),
+        unfinished: fn(&mut BytesMut),
+        mut row: impl FnMut(&[u8]),
+        sql: &str,
+    ) -> Result<u64> {
+        let mut waiting = Waiting(Some(&*self.0), unfinished);
+        let mut affected = 0;
+        let mut failed: Option<Vec<u8>> = None;
+        let answer = std::future::poll_fn(|cx| {
+            self.0.poll_answer(cx, more, &mut |tag, body| match tag {
+                b'D' => row(body),
+                b'C' => affected = affected_by(body),
+                b'E' if failed.is_none() => failed = Some(body.to_vec()),
+                _ => {}
+            })
+        })
+        .await;
+        waiting.0 = None;
+        match (answer, failed) {
+            (Ok(()), None) => Ok(affected),
             (Ok(()), Some(body)) => Err(Error::from_error_response(&body, false, Some(sql))),
             // The server said why before it closed the connection (a FATAL error).
             (Err(_), Some(body)) => Err(Error::from_error_response(&body, true, Some(sql))),
@@ -98,8 +153,43 @@ impl Direct {
                 format!("connection closed: {err}"),
             )
             .with_statement(sql)),
-        })
+        }
     }
+}
+
+/// How far the data for a COPY went in one part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CopyPart {
+    /// More is to come.
+    More,
+    /// That was all of it.
+    Done,
+    /// It could not be encoded: the COPY is abandoned.
+    Failed,
+}
+
+/// Appends one `CopyData` message holding what `fill` gives (none when it gives nothing),
+/// then `CopyDone` when that was all, or only `CopyFail` when it failed; true while more is
+/// to come.
+fn copy_data(buf: &mut BytesMut, fill: &mut dyn FnMut(&mut BytesMut) -> CopyPart) -> bool {
+    let at = buf.len();
+    buf.put_u8(b'd');
+    buf.put_i32(0);
+    let part = fill(buf);
+    let len = i32::try_from(buf.len() - at - 1);
+    match (part, len) {
+        (CopyPart::Failed, _) | (_, Err(_)) => {
+            buf.truncate(at);
+            let _ = frontend::copy_fail("the data for COPY could not be encoded", buf);
+            return false;
+        }
+        (_, Ok(4)) => buf.truncate(at),
+        (_, Ok(len)) => buf[at + 1..at + 5].copy_from_slice(&len.to_be_bytes()),
+    }
+    if part == CopyPart::Done {
+        frontend::copy_done(buf);
+    }
+    part == CopyPart::More
 }
 
 /// What a statement sent by its holder gave back.
@@ -112,13 +202,14 @@ pub(crate) struct Answer {
     pub(crate) affected: u64,
 }
 
-/// Abandons the borrowed request when dropped before its answer was read.
-struct Waiting<'a>(Option<&'a dyn Lend>);
+/// Abandons the borrowed request when dropped before its answer was read, ending a request
+/// that had more to come with what the function encodes.
+struct Waiting<'a>(Option<&'a dyn Lend>, fn(&mut BytesMut));
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         if let Some(lend) = self.0 {
-            lend.abandon();
+            lend.abandon(&mut |buf| (self.1)(buf));
         }
     }
 }

@@ -143,9 +143,14 @@ struct Core<S> {
     /// The driver's task has bytes to write, held back while the stream was lent: the
     /// holder's next request waits its turn behind them (through the driver).
     wants_write: bool,
-    /// A lent request's bytes, sent from `lend_at` on...
+    /// A lent request's bytes, sent from `lend_at` on; while `lend_open`, its holder has more
+    /// to give once they are sent (a COPY's rows)...
     lend_out: BytesMut,
     lend_at: usize,
+    lend_open: bool,
+    /// ...and whether its answer ended (the "ready" read) before all of it was sent: the
+    /// server refused it early, and what was not given yet is never asked for.
+    lend_ended: bool,
     /// ...and its answer's: `lend_in[lend_from..lend_end]` read and not yet handed on (the
     /// rest is room).
     lend_in: Vec<u8>,
@@ -193,6 +198,8 @@ impl<S> Wire<S> {
                 wants_write: false,
                 lend_out: BytesMut::new(),
                 lend_at: 0,
+                lend_open: false,
+                lend_ended: false,
                 lend_in: Vec::new(),
                 lend_from: 0,
                 lend_end: 0,
@@ -268,7 +275,7 @@ impl<S> Core<S> {
             }
             Lent::Abandoned => {
                 self.parked = false;
-                ready!(self.answer(cx, &mut |_, _| {}))?;
+                ready!(self.answer(cx, &mut |_| false, &mut |_, _| {}))?;
                 Poll::Ready(Ok(()))
             }
             Lent::Lost => Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into())),
@@ -351,6 +358,7 @@ impl<S> Core<S> {
     fn answer(
         &mut self,
         cx: &mut Context<'_>,
+        more: &mut dyn FnMut(&mut BytesMut) -> bool,
         each: &mut dyn FnMut(u8, &[u8]),
     ) -> Poll<io::Result<()>>
     where
@@ -359,11 +367,15 @@ impl<S> Core<S> {
         if self.lent == Lent::Lost {
             return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
         }
-        match ready!(self.exchange(cx, each)) {
+        match ready!(self.exchange(cx, more, each)) {
             Ok(()) => {
                 self.lent = Lent::No;
                 self.lend_out.clear();
                 self.lend_at = 0;
+                if self.lend_out.capacity() > OUT_KEPT {
+                    // A COPY passed: its room is not kept for the connection's life.
+                    self.lend_out = BytesMut::new();
+                }
                 // Anything the server sent after the "ready" is the driver's, read as it is.
                 self.held
                     .extend_from_slice(&self.lend_in[self.lend_from..self.lend_end]);
@@ -390,63 +402,95 @@ impl<S> Core<S> {
         }
     }
 
-    /// [`answer`](Self::answer)'s sending and reading, up to the "ready".
+    /// [`answer`](Self::answer)'s sending and reading, up to the "ready". While the socket
+    /// takes no more of a long request (a COPY), what the server sends meanwhile (notices, its
+    /// early refusal) is read, so neither side waits on the other's full buffer.
     fn exchange(
         &mut self,
         cx: &mut Context<'_>,
+        more: &mut dyn FnMut(&mut BytesMut) -> bool,
         each: &mut dyn FnMut(u8, &[u8]),
     ) -> Poll<io::Result<()>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        if self.lent == Lent::Sending {
-            ready!(write_from(
-                &mut self.inner,
-                cx,
-                &self.lend_out,
-                &mut self.lend_at
-            ))?;
-            ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
-            self.lent = Lent::Reading;
-        }
-        loop {
-            // The whole messages read so far.
-            let read = &self.lend_in[..self.lend_end];
-            while let Some(header) = read.get(self.lend_from..self.lend_from + 5) {
-                let (tag, len) = (
-                    header[0],
-                    body_len([header[1], header[2], header[3], header[4]]),
-                );
-                let start = self.lend_from + 5;
-                let Some(body) = read.get(start..start + len) else {
-                    break;
-                };
-                self.lend_from = start + len;
-                match tag {
-                    b'S' => self.scan.report(body),
-                    b'Z' => return Poll::Ready(Ok(())),
-                    _ => each(tag, body),
+        while self.lent == Lent::Sending {
+            match write_from(&mut self.inner, cx, &self.lend_out, &mut self.lend_at) {
+                Poll::Ready(written) => written?,
+                Poll::Pending => {
+                    while !self.lend_ended {
+                        self.lend_ended = self.deliver(each);
+                        if !self.lend_ended {
+                            ready!(self.fill(cx))?;
+                        }
+                    }
+                    return Poll::Pending;
                 }
             }
-            // Room for more: what is left moves to the front; a message larger than the room
-            // makes it grow.
-            if self.lend_from > 0 {
-                self.lend_in.copy_within(self.lend_from..self.lend_end, 0);
-                self.lend_end -= self.lend_from;
-                self.lend_from = 0;
+            if self.lend_open && !self.lend_ended {
+                self.lend_out.clear();
+                self.lend_at = 0;
+                self.lend_open = more(&mut self.lend_out);
+            } else {
+                ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+                self.lent = Lent::Reading;
             }
-            if self.lend_in.len() - self.lend_end < 4096 {
-                let room = (self.lend_in.len() * 2).max(8192);
-                self.lend_in.resize(room, 0);
-            }
-            let mut buf = ReadBuf::new(&mut self.lend_in[self.lend_end..]);
-            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut buf))?;
-            let n = buf.filled().len();
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
-            }
-            self.lend_end += n;
         }
+        while !self.lend_ended {
+            self.lend_ended = self.deliver(each);
+            if !self.lend_ended {
+                ready!(self.fill(cx))?;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Hands the whole messages of a lent answer read so far to `each` (settings reports are
+    /// read here); true at the "ready" that ends it, with what follows it left unread.
+    fn deliver(&mut self, each: &mut dyn FnMut(u8, &[u8])) -> bool {
+        let read = &self.lend_in[..self.lend_end];
+        while let Some(header) = read.get(self.lend_from..self.lend_from + 5) {
+            let (tag, len) = (
+                header[0],
+                body_len([header[1], header[2], header[3], header[4]]),
+            );
+            let start = self.lend_from + 5;
+            let Some(body) = read.get(start..start + len) else {
+                break;
+            };
+            self.lend_from = start + len;
+            match tag {
+                b'S' => self.scan.report(body),
+                b'Z' => return true,
+                _ => each(tag, body),
+            }
+        }
+        false
+    }
+
+    /// Reads more of a lent answer: what is left unhanded moves to the front, and a message
+    /// larger than the room makes it grow.
+    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>
+    where
+        S: AsyncRead + Unpin,
+    {
+        if self.lend_from > 0 {
+            self.lend_in.copy_within(self.lend_from..self.lend_end, 0);
+            self.lend_end -= self.lend_from;
+            self.lend_from = 0;
+        }
+        if self.lend_in.len() - self.lend_end < 4096 {
+            let room = (self.lend_in.len() * 2).max(8192);
+            self.lend_in.resize(room, 0);
+        }
+        let mut buf = ReadBuf::new(&mut self.lend_in[self.lend_end..]);
+        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut buf))?;
+        let n = buf.filled().len();
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+        }
+        self.lend_end += n;
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -473,22 +517,28 @@ fn write_from<S: AsyncWrite + Unpin>(
 /// waits; it takes the stream back when the answer has been read, and reads the rest of an
 /// answer whose holder stopped waiting.
 pub(crate) trait Lend: Send + Sync {
-    /// Writes the request `request` encodes into an empty buffer when the stream is idle and
-    /// `request` says yes; false when the driver has something under way (the request is then
-    /// the driver's to send).
+    /// Writes the request `request` encodes into an empty buffer (or its first part: see
+    /// [`poll_answer`](Self::poll_answer)) when the stream is idle and `request` says yes;
+    /// false when the driver has something under way (the request is then the driver's to
+    /// send).
     fn start(&self, request: &mut dyn FnMut(&mut BytesMut) -> bool) -> bool;
 
     /// Sends the request [`start`](Self::start) took and reads its answer, handing each
-    /// message (but the last "ready", and settings reports) to `each`. An error leaves the
-    /// connection lost.
+    /// message (but the last "ready", and settings reports) to `each`. Once what was encoded
+    /// is sent, `more` encodes the next part into the emptied buffer, as long as it says more
+    /// is to come (a COPY's rows); it is not asked again once the answer has ended. An error
+    /// leaves the connection lost.
     fn poll_answer(
         &self,
         cx: &mut Context<'_>,
+        more: &mut dyn FnMut(&mut BytesMut) -> bool,
         each: &mut dyn FnMut(u8, &[u8]),
     ) -> Poll<io::Result<()>>;
 
-    /// The holder stopped waiting for the answer: the driver's task reads it to its end.
-    fn abandon(&self);
+    /// The holder stopped waiting for the answer: the driver's task reads it to its end. A
+    /// request that had more to come is ended first with what `unfinished` encodes (a COPY's
+    /// `CopyFail`).
+    fn abandon(&self, unfinished: &mut dyn FnMut(&mut BytesMut));
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Lend for Mutex<Core<S>> {
@@ -502,6 +552,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Lend for Mutex<Core<S>> {
             return false;
         }
         core.lend_at = 0;
+        core.lend_open = true;
+        core.lend_ended = false;
         core.lent = Lent::Sending;
         true
     }
@@ -509,14 +561,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Lend for Mutex<Core<S>> {
     fn poll_answer(
         &self,
         cx: &mut Context<'_>,
+        more: &mut dyn FnMut(&mut BytesMut) -> bool,
         each: &mut dyn FnMut(u8, &[u8]),
     ) -> Poll<io::Result<()>> {
         let mut core = self.lock().unwrap_or_else(PoisonError::into_inner);
-        core.answer(cx, each)
+        core.answer(cx, more, each)
     }
 
-    fn abandon(&self) {
+    fn abandon(&self, unfinished: &mut dyn FnMut(&mut BytesMut)) {
         let mut core = self.lock().unwrap_or_else(PoisonError::into_inner);
+        if core.lent == Lent::Sending && core.lend_open && !core.lend_ended {
+            unfinished(&mut core.lend_out);
+        }
+        core.lend_open = false;
         if matches!(core.lent, Lent::Sending | Lent::Reading) {
             core.lent = Lent::Abandoned;
             core.parked = true;
@@ -1773,7 +1830,9 @@ mod tests {
         server.write_all(&answer).await.unwrap();
         let mut seen = Vec::new();
         std::future::poll_fn(|cx| {
-            lend.poll_answer(cx, &mut |tag, body| seen.push((tag, body.to_vec())))
+            lend.poll_answer(cx, &mut |_| false, &mut |tag, body| {
+                seen.push((tag, body.to_vec()))
+            })
         })
         .await
         .unwrap();
@@ -1797,9 +1856,11 @@ mod tests {
             true
         }));
         let mut cx = Context::from_waker(Waker::noop());
-        assert!(lend.poll_answer(&mut cx, &mut |_, _| {}).is_pending());
+        assert!(lend
+            .poll_answer(&mut cx, &mut |_| false, &mut |_, _| {})
+            .is_pending());
         server.write_all(&message(b'D', b"\0\0\0\0")).await.unwrap();
-        lend.abandon();
+        lend.abandon(&mut |_| {});
         assert!(
             !lend.start(&mut |_| true),
             "not lent until the answer is read"
@@ -1831,7 +1892,7 @@ mod tests {
         server.write_all(&answer).await.unwrap();
         // (The stream itself woke the waiting reader as the bytes came.)
         woken.0.store(false, Ordering::SeqCst);
-        std::future::poll_fn(|cx| lend.poll_answer(cx, &mut |_, _| {}))
+        std::future::poll_fn(|cx| lend.poll_answer(cx, &mut |_| false, &mut |_, _| {}))
             .await
             .unwrap();
         assert!(woken.0.load(Ordering::SeqCst));

@@ -3,14 +3,15 @@
 
 use std::pin::{pin, Pin};
 
-use bytes::Bytes;
+use bytes::{BufMut as _, Bytes, BytesMut};
 use futures_util::{SinkExt as _, Stream, StreamExt as _};
+use postgres_types::{IsNull, Type};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tracing::Instrument as _;
 
 use super::{observe, prepare_text, run_simple, settled, Context, Reply};
-use crate::conn::{Event, PgConn};
+use crate::conn::{CopyPart, Event, PgConn};
 use crate::error::{Error, Result};
 use crate::params::{Bound, SqlParam, TextKey};
 
@@ -191,9 +192,29 @@ async fn copy_rows<'v>(
     mut rows: impl CopyRows<'v>,
 ) -> Result<u64> {
     let insert = prepare_text(conn, insert_key, insert_sql).await?.statement;
+    let columns = insert.params().len();
+    if let Some(direct) = conn.direct() {
+        let mut binary = BinaryRows {
+            types: insert.params(),
+            rows: &mut rows,
+            values: Vec::with_capacity(columns),
+            index: 0,
+            header: true,
+            failure: None,
+            sql: copy_sql,
+        };
+        if let Some(done) = direct.copy_in(copy_sql, &mut |buf| binary.fill(buf)).await {
+            return match (done, binary.failure) {
+                // The server's answer to the abandoned COPY; the reason is ours.
+                (Err(err), Some(ours)) if err.code() == Some(&SqlState::QUERY_CANCELED) => {
+                    Err(ours)
+                }
+                (done, _) => done,
+            };
+        }
+    }
     let copy_error = |e| Error::from_driver(e, Some(copy_sql));
     let sink = conn.client.copy_in(copy_sql).await.map_err(copy_error)?;
-    let columns = insert.params().len();
     let mut writer = pin!(BinaryCopyInWriter::new(sink, insert.params()));
     let mut values = Vec::with_capacity(columns);
     let mut index = 0;
@@ -201,13 +222,96 @@ async fn copy_rows<'v>(
         index += 1;
         if values.len() != columns {
             // Returning drops the writer unfinished: the server abandons the COPY.
-            return Err(Error::params(format!(
-                "row {index} has {} value(s) for {columns} column(s); the COPY was abandoned and none of its rows kept",
-                values.len()
-            ))
-            .with_statement(copy_sql));
+            return Err(wrong_width(index, values.len(), columns, copy_sql));
         }
         writer.as_mut().write(&values).await.map_err(copy_error)?;
     }
     writer.finish().await.map_err(copy_error)
+}
+
+/// The error for row `index`, which has `values` values for `columns` columns.
+fn wrong_width(index: usize, values: usize, columns: usize, sql: &str) -> Error {
+    Error::params(format!(
+        "row {index} has {values} value(s) for {columns} column(s); the COPY was abandoned and none of its rows kept"
+    ))
+    .with_statement(sql)
+}
+
+/// How much of a binary COPY's rows is encoded into one `CopyData` message.
+const COPY_PART: usize = 32 * 1024;
+
+/// Rows encoded in PostgreSQL's binary COPY format, a part at a time, for a COPY its
+/// connection's holder sends itself.
+struct BinaryRows<'a, 'v, R> {
+    /// The columns' types, in order.
+    types: &'a [Type],
+    rows: &'a mut R,
+    /// The current row's values (one vector for all rows).
+    values: Vec<SqlParam<'v>>,
+    /// The number of the current row, from 1.
+    index: usize,
+    /// The format's header is still to be written.
+    header: bool,
+    /// Why the COPY was abandoned, if it was.
+    failure: Option<Error>,
+    sql: &'a str,
+}
+
+impl<'v, R: CopyRows<'v>> BinaryRows<'_, 'v, R> {
+    /// Appends rows to `buf` until it holds [`COPY_PART`] bytes or the rows end (then the
+    /// format's trailer too).
+    fn fill(&mut self, buf: &mut BytesMut) -> CopyPart {
+        if std::mem::take(&mut self.header) {
+            buf.put_slice(b"PGCOPY\n\xff\r\n\0");
+            buf.put_i32(0); // flags
+            buf.put_i32(0); // header extension
+        }
+        let columns = self.types.len();
+        while buf.len() < COPY_PART {
+            if !self.rows.next_into(&mut self.values) {
+                buf.put_i16(-1);
+                return CopyPart::Done;
+            }
+            self.index += 1;
+            if self.values.len() != columns {
+                self.failure = Some(wrong_width(
+                    self.index,
+                    self.values.len(),
+                    columns,
+                    self.sql,
+                ));
+                return CopyPart::Failed;
+            }
+            // A table has at most 1,600 columns.
+            buf.put_i16(columns as i16);
+            for (column, (value, ty)) in self.values.iter().zip(self.types).enumerate() {
+                let at = buf.len();
+                buf.put_i32(-1);
+                match value.to_sql_checked(ty, buf) {
+                    Ok(IsNull::Yes) => {}
+                    Ok(IsNull::No) => match i32::try_from(buf.len() - at - 4) {
+                        Ok(len) => buf[at..at + 4].copy_from_slice(&len.to_be_bytes()),
+                        Err(_) => return self.fail(column, &"larger than a value may be"),
+                    },
+                    Err(err) => return self.fail(column, &err),
+                }
+            }
+        }
+        CopyPart::More
+    }
+
+    /// Abandons the COPY at the current row's value in `column` (from 0), which does not
+    /// encode for its column's type.
+    fn fail(&mut self, column: usize, why: &dyn std::fmt::Display) -> CopyPart {
+        self.failure = Some(
+            Error::params(format!(
+                "value {} of row {} cannot be sent as {}: {why}; the COPY was abandoned and none of its rows kept",
+                column + 1,
+                self.index,
+                self.types[column]
+            ))
+            .with_statement(self.sql),
+        );
+        CopyPart::Failed
+    }
 }
