@@ -45,7 +45,7 @@
 //! connection, pipeline, listener  a checked-out connection; shared autocommit lanes; LISTEN
 //! query                           the sealed Executor trait
 //! exec                            runs one bound statement on a connection
-//! conn                            opening connections, TLS, a holder's own statements, statement cache, state
+//! conn                            opening connections, TLS, statements sent on the socket, statement cache, state
 //! pool                            the generic pool
 //! params, row, retry, telemetry   values in, rows out, backoff; span and metric names
 //! config, sql                     settings; pure SQL text (rewriter, classifier)

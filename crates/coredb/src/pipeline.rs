@@ -5,11 +5,13 @@
 //! connections ("lanes") without waiting for each other's replies, which the driver matches
 //! back in order. On a round-trip-bound workload this multiplies throughput.
 //!
-//! Each caller sends its statement on the lane's client from its own task, through the same
-//! path as a statement on a connection of one's own (`exec::run_on`). The lane's I/O task,
-//! woken by the first of them, lets the runtime's other ready tasks run once before it writes,
-//! so the statements their callers send meanwhile leave in one write rather than one system
-//! call each; nothing is spawned or allocated per statement for it. In that write, reads the
+//! Each caller sends its statement from its own task, through the same path as a statement on
+//! a connection of one's own (`exec::run_on`): once prepared on the lane, its `Bind` and
+//! `Execute` are queued on the lane's socket (`conn::wire::queue`), and its answer is filed
+//! with it, without the driver's channel. The lane's I/O task, woken by the first of them,
+//! lets the runtime's other ready tasks run once before it writes, so the statements their
+//! callers queue meanwhile leave in one write rather than one system call each; nothing is
+//! spawned or allocated per statement for it but the rows. In that write, reads the
 //! classifier proves free of writes and of function calls share one Sync (`conn::wire`): the
 //! server answers them as one implicit transaction with one flush; if one of them fails, the
 //! ones the server skipped after it run again, each on a connection of its own, so every

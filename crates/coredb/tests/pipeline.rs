@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use coredb::Executor as _;
 use coredb_testkit::TestDatabase;
 
 #[tokio::test]
@@ -182,4 +183,89 @@ async fn a_read_that_fails_under_a_shared_sync_fails_alone_and_the_reads_it_skip
         .await
         .unwrap();
     assert_eq!(got, 42);
+}
+
+#[tokio::test]
+async fn callers_sharing_a_lane_each_get_all_their_own_rows_of_large_answers() {
+    let db = TestDatabase::with_config(|b| b.pool_size(4)).await.unwrap();
+    let select = "SELECT g::int8 AS n, repeat('x', 60) || $2::text AS label \
+                  FROM generate_series(1, $1) g";
+    let counts = from_64_tasks(db.manager(), move |m, n| async move {
+        // 1 to 3,000 rows, each answer many times the room it is read into.
+        let rows = (n % 3000 + 1) as i32;
+        let tag = n.to_string();
+        let all: Vec<(i64, String)> = m.fetch_all(select, (rows, tag.as_str())).await.unwrap();
+        assert_eq!(all.len(), rows as usize);
+        assert!(
+            all.iter()
+                .enumerate()
+                .all(|(i, (k, label))| *k == i as i64 + 1 && label.ends_with(&tag)),
+            "each caller gets its own rows, in order"
+        );
+        let one: (i64, String) = m.fetch_one(select, (1, tag.as_str())).await.unwrap();
+        assert!(one.0 == 1 && one.1.ends_with(&tag));
+        let many = m.fetch_one::<(i64, String), _>(select, (rows.max(2), tag.as_str()));
+        let err = many.await.unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("got {}", rows.max(2))),
+            "{err}"
+        );
+        let counted = m.execute(select, (rows, tag.as_str())).await.unwrap();
+        assert_eq!(counted, rows as u64);
+        counted
+    })
+    .await;
+    assert_eq!(counts.len(), 1280);
+}
+
+#[tokio::test]
+async fn statements_on_a_lane_whose_backend_ends_fail_on_their_own_and_later_ones_run() {
+    let db = TestDatabase::with_config(|b| b.pool_size(4)).await.unwrap();
+    let m = db.manager().clone();
+    let mut admin = m.get_connection().await.unwrap();
+    let admin_pid: i32 = admin.scalar("SELECT pg_backend_pid()", ()).await.unwrap();
+    let killer = tokio::spawn(async move {
+        // Ends every other backend of the database a few times while statements run.
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            admin
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> $1",
+                    (admin_pid,),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let outcomes = tokio::time::timeout(
+        Duration::from_secs(60),
+        from_64_tasks(&m, |m, n| async move {
+            let r: coredb::Result<i64> =
+                m.scalar("SELECT $1::int8 FROM pg_sleep(0.002)", (n,)).await;
+            match r {
+                Ok(got) => {
+                    assert_eq!(got, n, "each statement gets its own answer");
+                    true
+                }
+                Err(err) => {
+                    assert_eq!(err.kind(), coredb::ErrorKind::ConnectionLost, "{err}");
+                    false
+                }
+            }
+        }),
+    )
+    .await
+    .expect("no caller waits for an answer that cannot come");
+    killer.await.unwrap();
+    assert_eq!(outcomes.len(), 1280);
+    assert!(outcomes.iter().any(|ok| *ok), "most statements ran");
+    // Nothing of the ended lanes is left: every statement now runs.
+    let again = from_64_tasks(&m, |m, n| async move {
+        m.scalar::<i64, _>("SELECT $1::int8 FROM pg_sleep(0.002)", (n,))
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(again.len(), 1280);
 }

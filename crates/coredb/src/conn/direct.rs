@@ -16,6 +16,7 @@
 //! under a borrowed request is seen closed by the driver too, so the pool drops the
 //! connection.
 
+use std::io;
 use std::sync::Arc;
 
 use bytes::{BufMut as _, BytesMut};
@@ -48,15 +49,14 @@ impl Direct {
         sql: &str,
         keep: usize,
     ) -> Option<Result<Answer>> {
-        if prepared.fresh {
-            return None;
-        }
-        let name = prepared.name.as_deref()?;
-        let statement = &prepared.statement;
-        if !self
-            .0
-            .start(&mut |buf| encode(name, statement, values, buf))
-        {
+        let (name, statement) = ready(prepared)?;
+        let encoded = self.0.start(&mut |buf| {
+            encode(name, statement, values, buf) && {
+                frontend::sync(buf);
+                true
+            }
+        });
+        if !encoded {
             return None;
         }
         let (mut rows, mut returned) = (ReadRows::default(), 0);
@@ -73,19 +73,35 @@ impl Direct {
                 sql,
             )
             .await;
-        Some(answer.and_then(|affected| {
-            match rows.into_rows(statement) {
-                Some(rows) => Ok(Answer {
-                    rows,
-                    returned,
-                    affected,
-                }),
-                None => Err(Error::new(
-                    ErrorKind::Decode,
-                    "the server sent rows whose values do not match the statement's columns",
-                )
-                .with_statement(sql)),
-            }
+        Some(answer.and_then(|affected| with_rows(rows, returned, affected, statement, sql)))
+    }
+
+    /// On a shared lane: runs the prepared statement with `values` like [`run`](Self::run),
+    /// queued with the statements of the lane's other callers for the driver's task to send
+    /// and answer (see `wire::queue`); `None` when the driver must run it.
+    pub(crate) async fn queue(
+        &self,
+        prepared: &Prepared,
+        values: &[SqlParam<'_>],
+        sql: &str,
+        keep: usize,
+    ) -> Option<Result<Answer>> {
+        let (name, statement) = ready(prepared)?;
+        let ticket = self
+            .0
+            .enqueue(&mut |buf| encode(name, statement, values, buf), name, keep)?;
+        let mut waiting = Ticket(Some(&*self.0), ticket);
+        let queued = std::future::poll_fn(|cx| self.0.poll_queued(ticket, cx)).await;
+        waiting.0 = None;
+        let affected = outcome(queued.lost.map(io::Error::from), queued.failed, sql);
+        Some(affected.and_then(|()| {
+            with_rows(
+                queued.rows,
+                queued.returned,
+                queued.affected,
+                statement,
+                sql,
+            )
         }))
     }
 
@@ -143,17 +159,54 @@ impl Direct {
         })
         .await;
         waiting.0 = None;
-        match (answer, failed) {
-            (Ok(()), None) => Ok(affected),
-            (Ok(()), Some(body)) => Err(Error::from_error_response(&body, false, Some(sql))),
-            // The server said why before it closed the connection (a FATAL error).
-            (Err(_), Some(body)) => Err(Error::from_error_response(&body, true, Some(sql))),
-            (Err(err), None) => Err(Error::new(
-                ErrorKind::ConnectionLost,
-                format!("connection closed: {err}"),
-            )
-            .with_statement(sql)),
-        }
+        outcome(answer.err(), failed, sql).map(|()| affected)
+    }
+}
+
+/// A prepared statement's name and statement, when its holder may send it: not on its first
+/// run (which the driver makes, behind the `Close` of any statement it evicted).
+fn ready(prepared: &Prepared) -> Option<(&str, &Statement)> {
+    if prepared.fresh {
+        return None;
+    }
+    Some((prepared.name.as_deref()?, &prepared.statement))
+}
+
+/// What an answer read by coredb means: the server's error (its `ErrorResponse`'s body), or
+/// the stream's failure (`lost`), or success.
+fn outcome(lost: Option<io::Error>, failed: Option<Vec<u8>>, sql: &str) -> Result<()> {
+    match (lost, failed) {
+        (None, None) => Ok(()),
+        (None, Some(body)) => Err(Error::from_error_response(&body, false, Some(sql))),
+        // The server said why before it closed the connection (a FATAL error).
+        (Some(_), Some(body)) => Err(Error::from_error_response(&body, true, Some(sql))),
+        (Some(err), None) => Err(Error::new(
+            ErrorKind::ConnectionLost,
+            format!("connection closed: {err}"),
+        )
+        .with_statement(sql)),
+    }
+}
+
+/// The rows read for `statement`, as its answer.
+fn with_rows(
+    rows: ReadRows,
+    returned: u64,
+    affected: u64,
+    statement: &Statement,
+    sql: &str,
+) -> Result<Answer> {
+    match rows.into_rows(statement) {
+        Some(rows) => Ok(Answer {
+            rows,
+            returned,
+            affected,
+        }),
+        None => Err(Error::new(
+            ErrorKind::Decode,
+            "the server sent rows whose values do not match the statement's columns",
+        )
+        .with_statement(sql)),
     }
 }
 
@@ -206,6 +259,17 @@ pub(crate) struct Answer {
 /// that had more to come with what the function encodes.
 struct Waiting<'a>(Option<&'a dyn Lend>, fn(&mut BytesMut));
 
+/// Forgets a queued statement when dropped before its answer came.
+struct Ticket<'a>(Option<&'a dyn Lend>, u64);
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if let Some(lend) = self.0 {
+            lend.forget(self.1);
+        }
+    }
+}
+
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         if let Some(lend) = self.0 {
@@ -214,8 +278,8 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Encodes `Bind` (the unnamed portal, binary results), `Execute` and `Sync` for `statement`
-/// with `values` into `buf`; false when a value does not encode as it is (the driver's path
+/// Encodes `Bind` (the unnamed portal, binary results) and `Execute` for `statement` with
+/// `values` into `buf`; false when a value does not encode as it is (the driver's path
 /// then widens it, or names it in its error).
 fn encode(name: &str, statement: &Statement, values: &[SqlParam<'_>], buf: &mut BytesMut) -> bool {
     let types = statement.params();
@@ -237,11 +301,7 @@ fn encode(name: &str, statement: &Statement, values: &[SqlParam<'_>], buf: &mut 
         Some(1),
         buf,
     );
-    if bound.is_err() || frontend::execute("", 0, buf).is_err() {
-        return false;
-    }
-    frontend::sync(buf);
-    true
+    bound.is_ok() && frontend::execute("", 0, buf).is_ok()
 }
 
 /// The name the driver gave `statement` on the server, which it shows only in its `Debug`
@@ -259,7 +319,7 @@ pub(super) fn statement_name(statement: &Statement) -> Option<Arc<str>> {
 
 /// The rows a command tag (`INSERT 0 3`, `UPDATE 2`, `SELECT 5`) says were affected; 0 for
 /// one without a count (`CREATE TABLE`).
-fn affected_by(tag: &[u8]) -> u64 {
+pub(super) fn affected_by(tag: &[u8]) -> u64 {
     let tag = tag.strip_suffix(&[0]).unwrap_or(tag);
     tag.rsplit(|&b| b == b' ')
         .next()

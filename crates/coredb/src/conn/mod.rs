@@ -74,6 +74,18 @@ impl PgConn {
         self.direct.as_ref()
     }
 
+    /// The stream, for a statement coredb sends itself, and whether the connection is a shared
+    /// lane: its holder's own ([`Direct::run`]), or queued with the lane's other callers'
+    /// ([`Direct::queue`]).
+    #[inline]
+    pub(crate) fn sender(&self) -> Option<(&Direct, bool)> {
+        let shared = self
+            .settings_changed
+            .shared
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.direct.as_ref().map(|direct| (direct, shared))
+    }
+
     /// True once the connection is closed: the driver saw it end, or its stream failed under
     /// a statement its holder sent itself.
     pub(crate) fn is_closed(&self) -> bool {

@@ -30,10 +30,17 @@
 //! **Lent.** On a connection of one's own, the holder may borrow the stream for a request of its
 //! own while the driver has nothing under way ([`Lend`], used by `conn::direct`); the driver's
 //! task waits until the answer has been read, and reads the rest of an answer whose holder
-//! stopped waiting.
+//! stopped waiting. A request may come in parts (a COPY's rows), given as the socket takes
+//! them.
+//!
+//! **Queued.** On a shared lane, callers queue statements of their own on the stream
+//! ([`Lend::enqueue`], see `queue`): the driver's task writes them together and files each
+//! answer with its caller, before anything of its own.
 //!
 //! Under TLS the wrapper sits above the encryption ([`WireTls`]); the socket's own wrapper stops
 //! reading when the handshake starts.
+
+mod queue;
 
 use std::collections::{HashSet, VecDeque};
 use std::io;
@@ -46,6 +53,8 @@ use bytes::BytesMut;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+pub(crate) use queue::Queued;
 #[cfg(unix)]
 use tokio::net::UnixStream;
 
@@ -156,6 +165,9 @@ struct Core<S> {
     lend_in: Vec<u8>,
     lend_from: usize,
     lend_end: usize,
+    /// A shared lane's statements queued for the driver's task to send and read (in
+    /// `lend_out` and `lend_in` too).
+    queue: queue::Queue,
 }
 
 /// Who has a wire's stream.
@@ -173,6 +185,19 @@ enum Lent {
     /// The stream failed or the server broke the protocol during a lent request: the driver
     /// sees it closed.
     Lost,
+    /// A shared lane's callers queued statements of their own: the driver's task sends them
+    /// and files their answers before anything of its own ([`Lend::enqueue`]).
+    Queued,
+}
+
+impl<S> Drop for Wire<S> {
+    fn drop(&mut self) {
+        let mut core = self.core();
+        if core.lent == Lent::Queued {
+            // The driver's task ended: queued statements get no answer.
+            core.fail_queued(io::ErrorKind::ConnectionAborted);
+        }
+    }
 }
 
 impl<S> Wire<S> {
@@ -203,6 +228,7 @@ impl<S> Wire<S> {
                 lend_in: Vec::new(),
                 lend_from: 0,
                 lend_end: 0,
+                queue: queue::Queue::default(),
             })),
         }
     }
@@ -279,6 +305,7 @@ impl<S> Core<S> {
                 Poll::Ready(Ok(()))
             }
             Lent::Lost => Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into())),
+            Lent::Queued => self.serve(cx),
         }
     }
 
@@ -539,6 +566,24 @@ pub(crate) trait Lend: Send + Sync {
     /// request that had more to come is ended first with what `unfinished` encodes (a COPY's
     /// `CopyFail`).
     fn abandon(&self, unfinished: &mut dyn FnMut(&mut BytesMut));
+
+    /// On a shared lane: queues the statement `request` encodes (its `Bind` and `Execute`)
+    /// on the prepared statement named `statement`, for the driver's task to send with the
+    /// others queued and to read its answer, keeping `keep` rows. Returns its ticket, or
+    /// `None` when the driver has something under way or waiting to be written (the
+    /// statement is then the driver's to send). See `queue`.
+    fn enqueue(
+        &self,
+        request: &mut dyn FnMut(&mut BytesMut) -> bool,
+        statement: &str,
+        keep: usize,
+    ) -> Option<u64>;
+
+    /// The answer for a queued statement's `ticket`, once it has come.
+    fn poll_queued(&self, ticket: u64, cx: &mut Context<'_>) -> Poll<Queued>;
+
+    /// The caller of a queued statement's `ticket` stopped waiting: its answer is dropped.
+    fn forget(&self, ticket: u64);
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Lend for Mutex<Core<S>> {
@@ -579,6 +624,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Lend for Mutex<Core<S>> {
             core.parked = true;
             core.unpark();
         }
+    }
+
+    fn enqueue(
+        &self,
+        request: &mut dyn FnMut(&mut BytesMut) -> bool,
+        statement: &str,
+        keep: usize,
+    ) -> Option<u64> {
+        let mut core = self.lock().unwrap_or_else(PoisonError::into_inner);
+        core.enqueue(request, statement, keep)
+    }
+
+    fn poll_queued(&self, ticket: u64, cx: &mut Context<'_>) -> Poll<Queued> {
+        let mut core = self.lock().unwrap_or_else(PoisonError::into_inner);
+        core.poll_queued(ticket, cx)
+    }
+
+    fn forget(&self, ticket: u64) {
+        let mut core = self.lock().unwrap_or_else(PoisonError::into_inner);
+        core.forget(ticket);
     }
 }
 
@@ -1340,6 +1405,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Wire<S> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut core = self.core();
         let this = &mut *core;
+        if this.lent == Lent::Queued {
+            // Closing: queued statements get no answer.
+            this.fail_queued(io::ErrorKind::ConnectionAborted);
+        }
         if this.lent != Lent::No {
             // Closing: an abandoned answer need not be read.
             this.lent = Lent::Lost;

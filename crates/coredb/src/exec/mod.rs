@@ -62,7 +62,9 @@ use crate::telemetry::{self, StatementInstruments, Target};
 pub(crate) use commit::{
     commit, outcome, parse_lsn, Outcome, WitnessReply, WriteMark, WRITTEN_SQL,
 };
-pub(crate) use copy::{copy_in, copy_in_data, CopyRows, Place};
+pub(crate) use copy::{copy_in, copy_in_data, Place};
+#[cfg(feature = "models")]
+pub(crate) use copy::CopyRows;
 pub use copy::{CopyData, RowValues};
 pub(crate) use encode::encode;
 pub(crate) use stream::{stream, Item, OnError};
@@ -468,14 +470,19 @@ pub(crate) async fn run_on(conn: &PgConn, bound: &Bound<'_, '_>, want: Returns) 
         return run_unprepared(conn, bound, want).await;
     }
     let prepared = prepare(conn, bound).await?;
-    if let Some(direct) = conn.direct() {
+    if let Some((direct, shared)) = conn.sender() {
         let keep = match want {
             Returns::Rows => usize::MAX,
             Returns::First => 1,
             Returns::Count => 0,
         };
-        let sql = bound.text.as_str();
-        if let Some(done) = direct.run(&prepared, &bound.values, sql, keep).await {
+        let (sql, values) = (bound.text.as_str(), &bound.values[..]);
+        let done = if shared {
+            direct.queue(&prepared, values, sql, keep).await
+        } else {
+            direct.run(&prepared, values, sql, keep).await
+        };
+        if let Some(done) = done {
             return match done {
                 Ok(answer) => Ok(match want {
                     Returns::Rows => Reply::Rows(answer.rows),
