@@ -259,7 +259,9 @@ async fn statements_on_a_lane_whose_backend_ends_fail_on_their_own_and_later_one
     .expect("no caller waits for an answer that cannot come");
     killer.await.unwrap();
     assert_eq!(outcomes.len(), 1280);
-    assert!(outcomes.iter().any(|ok| *ok), "most statements ran");
+    let failed = outcomes.iter().filter(|ok| !**ok).count();
+    println!("RELIABILITY lane backends ended 5 times: {failed} of 1280 statements lost");
+    assert!(failed < 640, "most statements ran: {failed} lost");
     // Nothing of the ended lanes is left: every statement now runs.
     let again = from_64_tasks(&m, |m, n| async move {
         m.scalar::<i64, _>("SELECT $1::int8 FROM pg_sleep(0.002)", (n,))
@@ -268,4 +270,52 @@ async fn statements_on_a_lane_whose_backend_ends_fail_on_their_own_and_later_one
     })
     .await;
     assert_eq!(again.len(), 1280);
+}
+
+#[tokio::test]
+async fn lanes_whose_statements_are_evicted_and_prepared_again_meanwhile_give_every_caller_its_answer(
+) {
+    // Four cached statements per connection for twelve texts: statements are evicted (and
+    // closed on the server) and prepared again all the time, between and among the ones that
+    // callers queue; writes, failing reads and reads that share a Sync are mixed.
+    let db = TestDatabase::with_config(|b| b.pool_size(4).statement_cache_size(4))
+        .await
+        .unwrap();
+    db.manager()
+        .execute("CREATE TABLE hits (n int8)", ())
+        .await
+        .unwrap();
+    let outcomes = from_64_tasks(db.manager(), |m, n| async move {
+        let k = n % 12;
+        match k {
+            0 => {
+                let added = m
+                    .execute("INSERT INTO hits VALUES ($1)", (n,))
+                    .await
+                    .unwrap();
+                assert_eq!(added, 1);
+            }
+            1 => {
+                let err = m
+                    .scalar::<i64, _>("SELECT $1::int8 / 0", (n,))
+                    .await
+                    .unwrap_err();
+                assert_eq!(err.code(), Some(&coredb::SqlState::DIVISION_BY_ZERO), "{err}");
+            }
+            _ => {
+                let sql = format!("SELECT $1::int8 + {k}");
+                let got: i64 = m.scalar(&sql, (n,)).await.unwrap();
+                assert_eq!(got, n + k, "each statement gets its own answer");
+            }
+        }
+        k
+    })
+    .await;
+    let inserts = outcomes.iter().filter(|k| **k == 0).count() as i64;
+    let stored: i64 = db
+        .manager()
+        .scalar("SELECT count(*) FROM hits", ())
+        .await
+        .unwrap();
+    assert_eq!(stored, inserts, "each INSERT applied once");
 }
