@@ -300,7 +300,11 @@ async fn lanes_whose_statements_are_evicted_and_prepared_again_meanwhile_give_ev
                     .scalar::<i64, _>("SELECT $1::int8 / 0", (n,))
                     .await
                     .unwrap_err();
-                assert_eq!(err.code(), Some(&coredb::SqlState::DIVISION_BY_ZERO), "{err}");
+                assert_eq!(
+                    err.code(),
+                    Some(&coredb::SqlState::DIVISION_BY_ZERO),
+                    "{err}"
+                );
             }
             _ => {
                 let sql = format!("SELECT $1::int8 + {k}");

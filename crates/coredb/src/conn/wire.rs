@@ -396,21 +396,7 @@ impl<S> Core<S> {
         }
         match ready!(self.exchange(cx, more, each)) {
             Ok(()) => {
-                self.lent = Lent::No;
-                self.lend_out.clear();
-                self.lend_at = 0;
-                if self.lend_out.capacity() > OUT_KEPT {
-                    // A COPY passed: its room is not kept for the connection's life.
-                    self.lend_out = BytesMut::new();
-                }
-                // Anything the server sent after the "ready" is the driver's, read as it is.
-                self.held
-                    .extend_from_slice(&self.lend_in[self.lend_from..self.lend_end]);
-                self.lend_from = 0;
-                self.lend_end = 0;
-                if self.lend_in.len() > OUT_KEPT {
-                    self.lend_in = Vec::new();
-                }
+                self.give_back();
                 if !self.held.is_empty() {
                     // Something of the driver's came with the answer: its task reads it now.
                     self.parked = true;
@@ -426,6 +412,25 @@ impl<S> Core<S> {
                 self.lose();
                 Poll::Ready(Err(err))
             }
+        }
+    }
+
+    /// The stream goes back to the driver after a lent request or queued statements: what the
+    /// server sent after their last answer is the driver's, read as it is, and the room of a
+    /// large request or answer is not kept for the connection's life.
+    fn give_back(&mut self) {
+        self.lent = Lent::No;
+        self.lend_out.clear();
+        self.lend_at = 0;
+        if self.lend_out.capacity() > OUT_KEPT {
+            self.lend_out = BytesMut::new();
+        }
+        self.held
+            .extend_from_slice(&self.lend_in[self.lend_from..self.lend_end]);
+        self.lend_from = 0;
+        self.lend_end = 0;
+        if self.lend_in.len() > OUT_KEPT {
+            self.lend_in = Vec::new();
         }
     }
 
@@ -476,16 +481,7 @@ impl<S> Core<S> {
     /// read here); true at the "ready" that ends it, with what follows it left unread.
     fn deliver(&mut self, each: &mut dyn FnMut(u8, &[u8])) -> bool {
         let read = &self.lend_in[..self.lend_end];
-        while let Some(header) = read.get(self.lend_from..self.lend_from + 5) {
-            let (tag, len) = (
-                header[0],
-                body_len([header[1], header[2], header[3], header[4]]),
-            );
-            let start = self.lend_from + 5;
-            let Some(body) = read.get(start..start + len) else {
-                break;
-            };
-            self.lend_from = start + len;
+        while let Some((tag, body)) = next_message(read, &mut self.lend_from) {
             match tag {
                 b'S' => self.scan.report(body),
                 b'Z' => return true,
@@ -519,6 +515,17 @@ impl<S> Core<S> {
         self.lend_end += n;
         Poll::Ready(Ok(()))
     }
+}
+
+/// The whole message of `read` at `from`, if it is all there: its tag and body; `from` moves
+/// past it.
+fn next_message<'r>(read: &'r [u8], from: &mut usize) -> Option<(u8, &'r [u8])> {
+    let header = read.get(*from..*from + 5)?;
+    let len = body_len([header[1], header[2], header[3], header[4]]);
+    let body = read.get(*from + 5..*from + 5 + len)?;
+    let tag = header[0];
+    *from += 5 + len;
+    Some((tag, body))
 }
 
 /// Writes `buf` from `at` on to `inner`, moving `at` along.

@@ -62,9 +62,9 @@ use crate::telemetry::{self, StatementInstruments, Target};
 pub(crate) use commit::{
     commit, outcome, parse_lsn, Outcome, WitnessReply, WriteMark, WRITTEN_SQL,
 };
-pub(crate) use copy::{copy_in, copy_in_data, Place};
 #[cfg(feature = "models")]
 pub(crate) use copy::CopyRows;
+pub(crate) use copy::{copy_in, copy_in_data, Place};
 pub use copy::{CopyData, RowValues};
 pub(crate) use encode::encode;
 pub(crate) use stream::{stream, Item, OnError};

@@ -17,7 +17,7 @@ use bytes::BytesMut;
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{body_len, skipped, write_from, Core, Ends, Lent, CALM_WRITES, OUT_KEPT};
+use super::{next_message, skipped, write_from, Core, Ends, Lent, CALM_WRITES};
 use crate::row::ReadRows;
 
 /// A queued statement's place: its caller's waker and what came back so far.
@@ -229,18 +229,9 @@ impl<S> Core<S> {
         let queue = &mut self.queue;
         let read = &self.lend_in[..self.lend_end];
         while queue.answered < queue.slots.len() {
-            let Some(header) = read.get(self.lend_from..self.lend_from + 5) else {
+            let Some((tag, body)) = next_message(read, &mut self.lend_from) else {
                 break;
             };
-            let (tag, len) = (
-                header[0],
-                body_len([header[1], header[2], header[3], header[4]]),
-            );
-            let start = self.lend_from + 5;
-            let Some(body) = read.get(start..start + len) else {
-                break;
-            };
-            self.lend_from = start + len;
             let slot = &mut queue.slots[queue.answered];
             match tag {
                 b'S' => self.scan.report(body),
@@ -290,15 +281,8 @@ impl<S> Core<S> {
     /// Every queued statement is answered: the stream goes back to the driver, with what was
     /// read after the last answer.
     fn queue_done(&mut self) {
-        self.lent = Lent::No;
         self.queue.tidy();
-        self.held
-            .extend_from_slice(&self.lend_in[self.lend_from..self.lend_end]);
-        self.lend_from = 0;
-        self.lend_end = 0;
-        if self.lend_in.len() > OUT_KEPT {
-            self.lend_in = Vec::new();
-        }
+        self.give_back();
     }
 
     /// The stream failed (or the driver closed it) with statements queued: each gets the
