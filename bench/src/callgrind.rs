@@ -1,6 +1,6 @@
 //! `--callgrind`: costs per operation in units that don't wobble with the machine's load.
 //!
-//! For every case of scenarios 2 to 4 and every contender, the harness runs child processes of
+//! For every case of scenarios 1 to 4 and every contender, the harness runs child processes of
 //! its own binary (`coredb-bench --fixed-run ...`), one contender each, on a current-thread
 //! tokio runtime: a warm-up outside the count, then a fixed number of operations inside
 //! [`coredb_bench_measured_ops`]. One child runs natively with the counting allocator on
@@ -23,7 +23,7 @@ use std::time::Instant;
 use crate::costs::{Cost, CostSamples};
 use crate::measure::{throughput, Counted, Until, Workers, Workload};
 use crate::report::{self, Table};
-use crate::scenarios::{autocommit, checkout_query, rows_inserts};
+use crate::scenarios::{autocommit, checkout_query, pool_overhead, rows_inserts};
 use crate::server::{Server, Target};
 use crate::{alloc_counter, Result};
 
@@ -34,12 +34,12 @@ pub const CHILD_FLAG: &str = "--fixed-run";
 const MEASURED_SYMBOL: &str = "coredb_bench_measured_ops";
 
 /// Scenarios with fixed-count runs.
-pub const SCENARIOS: [u8; 3] = [2, 3, 4];
+pub const SCENARIOS: [u8; 4] = [1, 2, 3, 4];
 
 /// Settings of a `--callgrind` run.
 #[derive(Debug, Clone)]
 pub struct CallgrindOptions {
-    /// Scenarios to run (2, 3, 4).
+    /// Scenarios to run (1 to 4).
     pub only: Vec<u8>,
     /// Operations counted per child (heavy cases of S4 run a fraction of them).
     pub ops: u64,
@@ -126,6 +126,7 @@ impl Child {
             counter: self.counter,
         };
         match self.scenario {
+            1 => pool_overhead::run_fixed(&fixed, self.case, self.column),
             2 => checkout_query::run_fixed(&fixed, self.case, self.column),
             3 => autocommit::run_fixed(&fixed, self.column),
             4 => rows_inserts::run_fixed(&fixed, self.case, self.column),
@@ -199,6 +200,7 @@ pub fn coredb_bench_measured_ops(
 /// The cases and contenders of `scenario`: (case, column, what runs).
 fn units(scenario: u8) -> Vec<(usize, usize, String)> {
     match scenario {
+        1 => pool_overhead::fixed_units(),
         2 => checkout_query::fixed_units(),
         3 => autocommit::fixed_units(),
         _ => rows_inserts::fixed_units(),
@@ -388,6 +390,7 @@ fn run_children(
         }
         let method = method(scenario, options);
         tables.push(match scenario {
+            1 => pool_overhead::cost_table(&samples, &Cost::ALL, &method),
             2 => checkout_query::cost_table(&samples, &Cost::ALL, &method),
             3 => autocommit::cost_table(&samples, &Cost::ALL, &method),
             _ => rows_inserts::cost_table(&samples, &Cost::ALL, &method),
@@ -400,7 +403,12 @@ fn run_children(
 }
 
 fn method(scenario: u8, options: &CallgrindOptions) -> String {
-    let counts = if scenario == 4 {
+    let counts = if scenario == 1 {
+        format!(
+            "{} checkouts (rounded up to a multiple of the tasks) after {} untimed ones",
+            options.ops, options.warmup
+        )
+    } else if scenario == 4 {
         format!(
             "{} operations after {} untimed ones (operations of 100 rows: a tenth of that; of \
              10,000 rows: a thousandth, at least one)",

@@ -18,11 +18,11 @@
 //! after the timed measurement.
 //!
 //! ```text
-//! cargo run --release -p coredb-bench -- --callgrind [--only 2,3,4] [--ops 2000] [--reps N] [--out PATH]
+//! cargo run --release -p coredb-bench -- --callgrind [--only 1,2,3,4] [--ops 2000] [--reps N] [--out PATH]
 //! ```
 //!
 //! `--callgrind` measures in units that don't wobble with the machine's load: for every case
-//! of scenarios 2 to 4 and every contender, it runs this binary as a child process on a
+//! of scenarios 1 to 4 and every contender, it runs this binary as a child process on a
 //! current-thread runtime against the same server, once under
 //! `valgrind --tool=callgrind --toggle-collect=coredb_bench_measured_ops` (instructions per
 //! operation of the client, its connection tasks included, the server not) and once natively

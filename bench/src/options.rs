@@ -15,9 +15,9 @@ usage: coredb-bench [--quick] [--out PATH] [--reps N] [--only LIST]
   --out PATH  where to write the Markdown report (full run default: docs/benchmarks.md
               in the workspace); --callgrind replaces its own section in that file
   --reps N    repetitions per measurement (full default 5, quick default 1, callgrind 1)
-  --only LIST scenarios to run, e.g. 2,3 (default: 1,2,3,4,5,6,7; callgrind: 2,3,4)
+  --only LIST scenarios to run, e.g. 2,3 (default: 1,2,3,4,5,6,7; callgrind: 1,2,3,4)
   --callgrind instructions (valgrind --tool=callgrind, which must be in PATH), allocations
-              and bytes per operation of every case of scenarios 2 to 4 and every
+              and bytes per operation of every case of scenarios 1 to 4 and every
               contender, each in a child process on a current-thread runtime; writes
               nothing unless --out is given; not part of --quick
   --ops N     operations counted per child in --callgrind (default 2000, after 200)
@@ -189,7 +189,7 @@ impl Options {
             let only = only.unwrap_or_else(|| callgrind::SCENARIOS.to_vec());
             if let Some(s) = only.iter().find(|s| !callgrind::SCENARIOS.contains(s)) {
                 return Err(format!(
-                    "--callgrind: scenario {s} has no fixed-count runs (2, 3, 4 do)"
+                    "--callgrind: scenario {s} has no fixed-count runs (1 to 4 do)"
                 ));
             }
             return Ok(Command::Callgrind(CallgrindOptions {

@@ -5,6 +5,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::callgrind::FixedRun;
+use crate::costs::{self, Cost, CostSamples};
 use crate::measure::{rotated, throughput, Samples, Until, Workload};
 use crate::options::Budget;
 use crate::report::{Goal, Row, Table};
@@ -147,6 +149,64 @@ impl Workload for NoopPool {
             }
         }
         Ok(())
+    }
+}
+
+/// The cases and contenders of the `--callgrind` runs: (case, column, label).
+pub fn fixed_units() -> Vec<(usize, usize, String)> {
+    WORKERS
+        .iter()
+        .enumerate()
+        .flat_map(|(case, workers)| {
+            LIBRARIES.iter().enumerate().map(move |(column, library)| {
+                let label = format!("{}, pool {POOL_SIZE}, {workers} workers", library.name());
+                (case, column, label)
+            })
+        })
+        .collect()
+}
+
+/// In a `--callgrind` child: `case` by the library of `column`, a fixed number of checkouts
+/// (on the child's current-thread runtime).
+pub fn run_fixed(fixed: &FixedRun, case: usize, column: usize) -> Result<()> {
+    let pool = Arc::new(fixed.block_on(LIBRARIES[column].pool())?);
+    fixed.workload(&pool, WORKERS[case])
+}
+
+/// The cost table: `costs` per checkout for every worker count and library, `method` saying
+/// how they were counted. Goal: coredb no dearer than the cheapest peer, in instructions and
+/// allocations.
+pub fn cost_table(samples: &CostSamples, costs: &[Cost], method: &str) -> Table {
+    let columns: Vec<usize> = (0..LIBRARIES.len()).collect();
+    let mut rows = Vec::new();
+    for (case, workers) in WORKERS.iter().enumerate() {
+        for &cost in costs {
+            let label = format!("pool {POOL_SIZE}, {workers} workers");
+            let cells = samples.cells(case, cost, &columns);
+            let mut row = costs::row(&label, cost, "checkout", cells);
+            if cost != Cost::Bytes {
+                let cheapest = costs::cheapest_peer(&row);
+                let name = cheapest.map_or("?", |(j, _)| LIBRARIES[j].name());
+                row.goals.push(Goal::at_most(
+                    format!("coredb/cheapest peer ({name})"),
+                    cheapest.map(|(_, ratio)| ratio),
+                    1.0,
+                ));
+            }
+            rows.push(row);
+        }
+    }
+    Table {
+        title: "S1. Pool overhead: cost per checkout".into(),
+        description: format!(
+            "S1's checkouts of no-op connections (a pool of {POOL_SIZE}, each object held \
+             across one yield), every library. {method}"
+        ),
+        unit: "the unit named in each case".into(),
+        higher_is_better: false,
+        columns: LIBRARIES.iter().map(|l| l.name().to_owned()).collect(),
+        rows,
+        notes: vec![costs::ALLOCATOR_NOTE.into()],
     }
 }
 
