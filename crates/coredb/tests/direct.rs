@@ -478,6 +478,11 @@ async fn a_copy_with_a_value_that_does_not_encode_keeps_none_of_its_rows_and_say
     // Nothing kept, and the connection goes on, in autocommit and in a session.
     let count: i64 = c.scalar("SELECT count(*) FROM kept", ()).await.unwrap();
     assert_eq!(count, 0);
+    let none = c
+        .copy_in_rows("kept", &["id", "label"], numbered(&[], &[]))
+        .await
+        .unwrap();
+    assert_eq!(none, 0, "a COPY of no rows");
     let mut s = m.session().await.unwrap();
     let short = s
         .copy_in_rows(
