@@ -681,3 +681,65 @@ async fn over_tls_a_holders_own_statements_and_the_settings_watch_read_above_the
     drop(conn);
     m.close().await;
 }
+
+#[tokio::test]
+async fn over_tls_statements_queued_on_lanes_and_a_copy_sent_by_its_holder_go_through_the_encryption(
+) {
+    let certs = Certificates::make("queue", "DNS:elsewhere.example");
+    let server = tls_only_server(&certs, "trust").await;
+    let config = DatabaseConfig::builder()
+        .host("127.0.0.1")
+        .port(server.port())
+        .user("postgres")
+        .dbname("postgres")
+        .ssl_mode(SslMode::Require)
+        .pool_size(4)
+        .build()
+        .unwrap();
+    let m = DatabaseManager::from_config(&config).unwrap();
+    m.execute("CREATE TABLE tls_copied (n int8, label text)", ())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..64i64 {
+        let m = m.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20i64 {
+                let n = t * 1000 + i;
+                let got: i64 = m.scalar("SELECT $1::int8", (n,)).await.unwrap();
+                assert_eq!(got, n, "each statement gets its own answer");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let ids: Vec<i64> = (0..50_000).collect();
+    let labels: Vec<String> = ids.iter().map(|i| format!("row {i}")).collect();
+    let copied = m
+        .copy_in_rows(
+            "tls_copied",
+            &["n", "label"],
+            ids.iter()
+                .zip(&labels)
+                .map(|(n, label)| vec![n as coredb::SqlParam, label]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(copied, 50_000);
+    let (count, last): (i64, String) = m
+        .fetch_one("SELECT count(*), max(label) FROM tls_copied", ())
+        .await
+        .unwrap();
+    assert_eq!((count, last.as_str()), (50_000, "row 9999"));
+    let ssl: bool = m
+        .scalar(
+            "SELECT bool_and(ssl) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+             WHERE datname = current_database()",
+            (),
+        )
+        .await
+        .unwrap();
+    assert!(ssl);
+    m.close().await;
+}
