@@ -568,3 +568,85 @@ async fn a_copy_dropped_half_way_is_abandoned_and_its_backend_freed() {
     drop(other);
     m.close().await;
 }
+
+#[tokio::test]
+async fn a_stream_its_holder_reads_itself_gives_every_row_then_the_servers_error_and_can_be_dropped(
+) {
+    use futures_util::TryStreamExt as _;
+    let db = TestDatabase::new().await.unwrap();
+    let m = db.manager();
+    let mut c = m.get_connection().await.unwrap();
+    let select = "SELECT g::int8, repeat('x', 100) || g FROM generate_series(1, $1::int8) g";
+    // Prepared and run once by the driver; read by the holder from then on.
+    let first: Vec<(i64, String)> = c.fetch_all(select, (3i64,)).await.unwrap();
+    assert_eq!(first.len(), 3);
+    for _ in 0..2 {
+        let rows: Vec<(i64, String)> = c
+            .stream::<(i64, String), _>(select, (200_000i64,))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 200_000);
+        assert!(rows
+            .iter()
+            .enumerate()
+            .all(|(i, (n, s))| *n == i as i64 + 1 && s.ends_with(&n.to_string())));
+    }
+    // The server's error comes after the rows before it.
+    let failing = "SELECT 1000000 / (g - $1::int8) FROM generate_series(1, 200000) g";
+    let _: Vec<(i64,)> = c.fetch_all(failing, (-1i64,)).await.unwrap();
+    let mut rows = c.stream::<(i64,), _>(failing, (150_000i64,)).await.unwrap();
+    let mut read = 0;
+    let err = loop {
+        match rows.try_next().await {
+            Ok(Some(_)) => read += 1,
+            Ok(None) => panic!("no error after {read} rows"),
+            Err(err) => break err,
+        }
+    };
+    assert_eq!(read, 149_999);
+    assert_eq!(
+        err.code(),
+        Some(&coredb::SqlState::DIVISION_BY_ZERO),
+        "{err}"
+    );
+    assert!(
+        rows.try_next().await.unwrap().is_none(),
+        "nothing after the error"
+    );
+    drop(rows);
+    // Dropped half-way: the rest of the answer is read and dropped before the next statement's.
+    for _ in 0..3 {
+        let mut rows = c
+            .stream::<(i64, String), _>(select, (200_000i64,))
+            .await
+            .unwrap();
+        for i in 1..=10 {
+            let (n, _) = rows.try_next().await.unwrap().unwrap();
+            assert_eq!(n, i);
+        }
+        drop(rows);
+        let got: i64 = c.scalar("SELECT $1::int8", (7i64,)).await.unwrap();
+        assert_eq!(got, 7);
+    }
+    drop(c);
+    // In a session: the same, and the transaction goes on.
+    let mut s = m.session().await.unwrap();
+    let _: Vec<(i64, String)> = s.fetch_all(select, (1i64,)).await.unwrap();
+    let mut rows = s
+        .stream::<(i64, String), _>(select, (100_000i64,))
+        .await
+        .unwrap();
+    let (n, _) = rows.try_next().await.unwrap().unwrap();
+    assert_eq!(n, 1);
+    drop(rows);
+    let counted: i64 = s
+        .scalar("SELECT count(*) FROM generate_series(1, $1::int8)", (5i64,))
+        .await
+        .unwrap();
+    assert_eq!(counted, 5);
+    s.commit().await.unwrap();
+    m.close().await;
+}

@@ -18,6 +18,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use bytes::{BufMut as _, BytesMut};
 use postgres_protocol::message::frontend;
@@ -103,6 +104,26 @@ impl Direct {
                 sql,
             )
         }))
+    }
+
+    /// Sends the prepared statement with `values` for a stream of its rows, which its holder
+    /// reads as the stream's reader asks for them ([`RowsRead`]); `None` when the driver must
+    /// run it, as for [`run`](Self::run).
+    pub(crate) fn rows(&self, prepared: &Prepared, values: &[SqlParam<'_>]) -> Option<RowsRead> {
+        let (name, statement) = ready(prepared)?;
+        let started = self.0.start(&mut |buf| {
+            encode(name, statement, values, buf) && {
+                frontend::sync(buf);
+                true
+            }
+        });
+        started.then(|| RowsRead {
+            lend: Arc::clone(&self.0),
+            statement: statement.clone(),
+            batch: ReadRows::default(),
+            failed: None,
+            ended: false,
+        })
     }
 
     /// Runs `sql`, one `COPY .. FROM STDIN` without parameters, as a simple query, sending the
@@ -243,6 +264,68 @@ fn copy_data(buf: &mut BytesMut, fill: &mut dyn FnMut(&mut BytesMut) -> CopyPart
         frontend::copy_done(buf);
     }
     part == CopyPart::More
+}
+
+/// The rows of a statement its holder sent ([`Direct::rows`]), read from the socket a part at a
+/// time as they are asked for: memory stays bounded however big the result. Dropped before
+/// the end, the statement is abandoned and the driver's task reads the rest of its answer.
+pub(crate) struct RowsRead {
+    lend: Arc<dyn Lend>,
+    statement: Statement,
+    /// The rows of the part being read.
+    batch: ReadRows,
+    /// The body of the server's error, once read.
+    failed: Option<Vec<u8>>,
+    /// The answer ended (or the connection was lost).
+    ended: bool,
+}
+
+impl RowsRead {
+    /// The rows read next (as many as came in one read), then, after the last of them, the
+    /// server's error if there was one, then `None`. `sql` names the statement in errors.
+    pub(crate) fn poll_rows(
+        &mut self,
+        cx: &mut Context<'_>,
+        sql: &str,
+    ) -> Poll<Option<Result<Vec<Row>>>> {
+        loop {
+            if self.ended {
+                let failed = self.failed.take();
+                return Poll::Ready(
+                    failed.map(|body| Err(Error::from_error_response(&body, false, Some(sql)))),
+                );
+            }
+            let (batch, failed) = (&mut self.batch, &mut self.failed);
+            let polled = self.lend.poll_some(cx, &mut |tag, body| match tag {
+                b'D' => batch.add(body),
+                b'E' if failed.is_none() => *failed = Some(body.to_vec()),
+                _ => {}
+            });
+            match ready!(polled) {
+                Err(err) => {
+                    self.ended = true;
+                    let lost = outcome(Some(err), self.failed.take(), sql);
+                    return Poll::Ready(Some(lost.map(|()| Vec::new())));
+                }
+                Ok(ended) => {
+                    self.ended = ended;
+                    if self.batch.len() > 0 {
+                        let batch = std::mem::take(&mut self.batch);
+                        let rows = with_rows(batch, 0, 0, &self.statement, sql);
+                        return Poll::Ready(Some(rows.map(|answer| answer.rows)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for RowsRead {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.lend.abandon(&mut |_| {});
+        }
+    }
 }
 
 /// What a statement sent by its holder gave back.

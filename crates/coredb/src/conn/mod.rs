@@ -10,7 +10,7 @@ mod tls;
 mod wire;
 
 pub(crate) use connector::{Connector, Peer};
-pub(crate) use direct::{CopyPart, Direct};
+pub(crate) use direct::{CopyPart, Direct, RowsRead};
 pub(crate) use open::{PgManager, Reports, SessionChanged};
 pub(crate) use state::{ConnState, Disposal, Event};
 pub(crate) use statement_cache::{Prepared, StatementCache};

@@ -301,7 +301,7 @@ impl<S> Core<S> {
             }
             Lent::Abandoned => {
                 self.parked = false;
-                ready!(self.answer(cx, &mut |_| false, &mut |_, _| {}))?;
+                ready!(self.answer(cx, &mut |_| false, &mut |_, _| {}, false))?;
                 Poll::Ready(Ok(()))
             }
             Lent::Lost => Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into())),
@@ -382,20 +382,25 @@ impl<S> Core<S> {
     /// Sends a lent request, then reads its answer up to the "ready" that ends it, handing
     /// each message but settings reports (read here, as ever) to `each`. The stream then goes
     /// back to the driver.
+    ///
+    /// With `some`, it returns `false` as soon as it handed on what it could read (a stream's
+    /// rows), and is called again for the rest; `true` once the answer ended.
     fn answer(
         &mut self,
         cx: &mut Context<'_>,
         more: &mut dyn FnMut(&mut BytesMut) -> bool,
         each: &mut dyn FnMut(u8, &[u8]),
-    ) -> Poll<io::Result<()>>
+        some: bool,
+    ) -> Poll<io::Result<bool>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         if self.lent == Lent::Lost {
             return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
         }
-        match ready!(self.exchange(cx, more, each)) {
-            Ok(()) => {
+        match ready!(self.exchange(cx, more, each, some)) {
+            Ok(false) => Poll::Ready(Ok(false)),
+            Ok(true) => {
                 self.give_back();
                 if !self.held.is_empty() {
                     // Something of the driver's came with the answer: its task reads it now.
@@ -406,7 +411,7 @@ impl<S> Core<S> {
                 } else {
                     self.watch();
                 }
-                Poll::Ready(Ok(()))
+                Poll::Ready(Ok(true))
             }
             Err(err) => {
                 self.lose();
@@ -442,7 +447,8 @@ impl<S> Core<S> {
         cx: &mut Context<'_>,
         more: &mut dyn FnMut(&mut BytesMut) -> bool,
         each: &mut dyn FnMut(u8, &[u8]),
-    ) -> Poll<io::Result<()>>
+        some: bool,
+    ) -> Poll<io::Result<bool>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -469,12 +475,16 @@ impl<S> Core<S> {
             }
         }
         while !self.lend_ended {
+            let from = self.lend_from;
             self.lend_ended = self.deliver(each);
             if !self.lend_ended {
+                if some && self.lend_from != from {
+                    return Poll::Ready(Ok(false));
+                }
                 ready!(self.fill(cx))?;
             }
         }
-        Poll::Ready(Ok(()))
+        Poll::Ready(Ok(true))
     }
 
     /// Hands the whole messages of a lent answer read so far to `each` (settings reports are
@@ -569,6 +579,15 @@ pub(crate) trait Lend: Send + Sync {
         each: &mut dyn FnMut(u8, &[u8]),
     ) -> Poll<io::Result<()>>;
 
+    /// Like [`poll_answer`](Self::poll_answer) for a request sent whole, but ready as soon
+    /// as it handed on what it could read: `false` while the answer goes on (a stream's rows,
+    /// read as the caller asks for them), `true` once it ended.
+    fn poll_some(
+        &self,
+        cx: &mut Context<'_>,
+        each: &mut dyn FnMut(u8, &[u8]),
+    ) -> Poll<io::Result<bool>>;
+
     /// The holder stopped waiting for the answer: the driver's task reads it to its end. A
     /// request that had more to come is ended first with what `unfinished` encodes (a COPY's
     /// `CopyFail`).
@@ -617,7 +636,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Lend for Mutex<Core<S>> {
         each: &mut dyn FnMut(u8, &[u8]),
     ) -> Poll<io::Result<()>> {
         let mut core = self.lock().unwrap_or_else(PoisonError::into_inner);
-        core.answer(cx, more, each)
+        core.answer(cx, more, each, false).map_ok(|_| ())
+    }
+
+    fn poll_some(
+        &self,
+        cx: &mut Context<'_>,
+        each: &mut dyn FnMut(u8, &[u8]),
+    ) -> Poll<io::Result<bool>> {
+        let mut core = self.lock().unwrap_or_else(PoisonError::into_inner);
+        core.answer(cx, &mut |_| false, each, true)
     }
 
     fn abandon(&self, unfinished: &mut dyn FnMut(&mut BytesMut)) {

@@ -22,7 +22,7 @@ use super::copy::Place;
 use super::{
     after_error, encode, prepare, prepare_text, query_failed, report, typed_values, Context,
 };
-use crate::conn::{Event, PgConn};
+use crate::conn::{Event, PgConn, RowsRead};
 use crate::error::{Error, Result};
 use crate::params::{Bound, SqlParam};
 use crate::row::{CopyColumn, Row};
@@ -41,6 +41,9 @@ pub(crate) type OnError<'a> = Box<dyn FnMut(&Error) + Send + 'a>;
 /// through a binary COPY.
 enum Source {
     Rows(Pin<Box<tokio_postgres::RowStream>>),
+    /// Rows the connection's holder reads itself, and those of the last part read not handed
+    /// out yet.
+    Direct(Box<RowsRead>, std::vec::IntoIter<Row>),
     Copy(Pin<Box<tokio_postgres::CopyOutStream>>),
     CopyRows(Pin<Box<BinaryCopyOutStream>>, Arc<[CopyColumn]>),
 }
@@ -173,7 +176,14 @@ async fn start(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Source> {
             .map(|rows| Source::Rows(Box::pin(rows)))
             .map_err(|e| Error::from_driver(e, Some(sql)));
     }
-    let statement = prepare(conn, bound).await?.statement;
+    let prepared = prepare(conn, bound).await?;
+    if let Some(rows) = conn
+        .direct()
+        .and_then(|direct| direct.rows(&prepared, &bound.values))
+    {
+        return Ok(Source::Direct(Box::new(rows), Vec::new().into_iter()));
+    }
+    let statement = prepared.statement;
     let rows = send_widened!(conn, &statement, bound, |values| conn
         .client
         .query_raw(&statement, values.iter().copied())
@@ -269,17 +279,32 @@ impl Stream for Streaming<'_> {
         }
         let polled = {
             let _in_span = this.span.enter();
+            let driver = |e| Error::from_driver(e, Some(&this.text));
             match &mut this.source {
                 Source::Rows(rows) => rows
                     .as_mut()
                     .poll_next(cx)
-                    .map(|r| r.map(|r| r.map(|row| Item::Row(Row::from(row))))),
+                    .map(|r| r.map(|r| r.map(|row| Item::Row(Row::from(row))).map_err(driver))),
+                Source::Direct(rows, part) => loop {
+                    if let Some(row) = part.next() {
+                        break Poll::Ready(Some(Ok(Item::Row(row))));
+                    }
+                    match rows.poll_rows(cx, &this.text) {
+                        Poll::Ready(Some(Ok(next))) => *part = next.into_iter(),
+                        Poll::Ready(Some(Err(err))) => break Poll::Ready(Some(Err(err))),
+                        Poll::Ready(None) => break Poll::Ready(None),
+                        Poll::Pending => break Poll::Pending,
+                    }
+                },
                 Source::Copy(data) => data
                     .as_mut()
                     .poll_next(cx)
-                    .map(|r| r.map(|r| r.map(Item::Data))),
+                    .map(|r| r.map(|r| r.map(Item::Data).map_err(driver))),
                 Source::CopyRows(rows, columns) => rows.as_mut().poll_next(cx).map(|r| {
-                    r.map(|r| r.map(|row| Item::Row(Row::from_copy(row, Arc::clone(columns)))))
+                    r.map(|r| {
+                        r.map(|row| Item::Row(Row::from_copy(row, Arc::clone(columns))))
+                            .map_err(driver)
+                    })
                 }),
             }
         };
@@ -291,7 +316,6 @@ impl Stream for Streaming<'_> {
                 Poll::Ready(Some(Ok(item)))
             }
             Poll::Ready(Some(Err(err))) => {
-                let err = Error::from_driver(err, Some(&this.text));
                 this.finish(Some(&err));
                 Poll::Ready(Some(Err(err)))
             }
