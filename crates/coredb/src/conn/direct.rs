@@ -7,9 +7,12 @@
 //! ([`Lend`]) while the driver has nothing under way or waiting to be written: it encodes
 //! `Bind`, `Execute` and `Sync` for a statement the driver prepared (and ran once), writes
 //! them and reads the answer in its own task: the count, the rows (their `DataRow` bodies
-//! gathered into one buffer, [`ReadRows`]) or the server's error. Anything else (preparing a
-//! statement, values the driver must widen, a connection in use by the driver, a shared lane,
-//! streams and COPY) takes the driver's path, which waits for a borrowed stream to come back.
+//! gathered into one buffer, [`ReadRows`]) or the server's error. A stream's rows are read the
+//! same way a part at a time, as its reader asks for them ([`RowsRead`]), and a COPY of rows is
+//! sent as its rows are encoded ([`Direct::copy_in`]). On a shared lane, statements are queued
+//! for the lane's I/O task to send together instead ([`Direct::queue`]). Anything else
+//! (preparing a statement, values the driver must widen, a connection in use by the driver,
+//! COPY of bytes) takes the driver's path, which waits for a borrowed stream to come back.
 //!
 //! A holder that stops waiting (a timeout, a dropped future) leaves the rest of the answer to
 //! the driver's task, which reads it to its end before anything of its own; a stream that fails

@@ -1,8 +1,10 @@
 //! A statement whose rows (or, for `COPY .. TO STDOUT`, whose bytes) are read as they
 //! arrive, instead of gathered first.
 //!
-//! The driver hands rows over a channel of one message batch, so a reader that stops pulling
-//! stops the connection from reading the socket: memory stays bounded however big the result.
+//! On a connection of one's own, the rows of a prepared statement are read from the socket a
+//! part at a time, as the reader asks for them (`conn::RowsRead`); otherwise the driver hands
+//! them over a channel of one message batch. Either way a reader that stops pulling stops the
+//! connection from reading the socket: memory stays bounded however big the result.
 //! The connection is marked busy from the moment the statement leaves until its last row (or
 //! its error) is read; a stream dropped half-way leaves it busy, so a connection of the
 //! stream's own is cancelled and closed, never pooled with unread rows, and a shared one (a
