@@ -650,3 +650,47 @@ async fn a_stream_its_holder_reads_itself_gives_every_row_then_the_servers_error
     s.commit().await.unwrap();
     m.close().await;
 }
+
+#[tokio::test]
+async fn a_stream_whose_cached_plan_went_stale_fails_once_and_the_next_one_prepares_it_again() {
+    use futures_util::TryStreamExt as _;
+    let db = TestDatabase::new().await.unwrap();
+    let m = db.manager();
+    let mut c = m.get_connection().await.unwrap();
+    c.execute_script("CREATE TABLE shifting (a int); INSERT INTO shifting VALUES (1), (2);")
+        .await
+        .unwrap();
+    let select = "SELECT * FROM shifting WHERE a > $1";
+    let _ = c.fetch_all::<(i32,), _>(select, (0i32,)).await.unwrap();
+    let rows: Vec<(i32,)> = c
+        .stream::<(i32,), _>(select, (0i32,))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(rows, [(1,), (2,)]);
+    // The table's columns change under the cached statement.
+    c.execute("ALTER TABLE shifting ADD COLUMN b text DEFAULT 'b'", ())
+        .await
+        .unwrap();
+    let stale: coredb::Result<Vec<(i32, String)>> = async {
+        c.stream::<(i32, String), _>(select, (0i32,))
+            .await?
+            .try_collect()
+            .await
+    }
+    .await;
+    let err = stale.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("0A000"), "{err}");
+    let rows: Vec<(i32, String)> = c
+        .stream::<(i32, String), _>(select, (0i32,))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(rows, [(1, "b".to_owned()), (2, "b".to_owned())]);
+    drop(c);
+    m.close().await;
+}

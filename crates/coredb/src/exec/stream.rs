@@ -26,7 +26,7 @@ use super::{
 };
 use crate::conn::{Event, PgConn, RowsRead};
 use crate::error::{Error, Result};
-use crate::params::{Bound, SqlParam};
+use crate::params::{Bound, SqlParam, TextKey};
 use crate::row::{CopyColumn, Row};
 use crate::sql::StatementClass;
 use tokio_postgres::binary_copy::BinaryCopyOutStream;
@@ -43,9 +43,9 @@ pub(crate) type OnError<'a> = Box<dyn FnMut(&Error) + Send + 'a>;
 /// through a binary COPY.
 enum Source {
     Rows(Pin<Box<tokio_postgres::RowStream>>),
-    /// Rows the connection's holder reads itself, and those of the last part read not handed
-    /// out yet.
-    Direct(Box<RowsRead>, std::vec::IntoIter<Row>),
+    /// Rows the connection's holder reads itself, those of the last part read not handed out
+    /// yet, and the statement's key in the connection's cache.
+    Direct(Box<RowsRead>, std::vec::IntoIter<Row>, TextKey),
     Copy(Pin<Box<tokio_postgres::CopyOutStream>>),
     CopyRows(Pin<Box<BinaryCopyOutStream>>, Arc<[CopyColumn]>),
 }
@@ -183,7 +183,11 @@ async fn start(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Source> {
         .direct()
         .and_then(|direct| direct.rows(&prepared, &bound.values))
     {
-        return Ok(Source::Direct(Box::new(rows), Vec::new().into_iter()));
+        return Ok(Source::Direct(
+            Box::new(rows),
+            Vec::new().into_iter(),
+            bound.key,
+        ));
     }
     let statement = prepared.statement;
     let rows = send_widened!(conn, &statement, bound, |values| conn
@@ -287,13 +291,18 @@ impl Stream for Streaming<'_> {
                     .as_mut()
                     .poll_next(cx)
                     .map(|r| r.map(|r| r.map(|row| Item::Row(Row::from(row))).map_err(driver))),
-                Source::Direct(rows, part) => loop {
+                Source::Direct(rows, part, key) => loop {
                     if let Some(row) = part.next() {
                         break Poll::Ready(Some(Ok(Item::Row(row))));
                     }
                     match rows.poll_rows(cx, &this.text) {
                         Poll::Ready(Some(Ok(next))) => *part = next.into_iter(),
-                        Poll::Ready(Some(Err(err))) => break Poll::Ready(Some(Err(err))),
+                        Poll::Ready(Some(Err(err))) => {
+                            // Like any failure of a prepared statement: the plan may be stale
+                            // after DDL (the server refuses it when its Bind arrives).
+                            this.conn.statements.remove(*key);
+                            break Poll::Ready(Some(Err(err)));
+                        }
                         Poll::Ready(None) => break Poll::Ready(None),
                         Poll::Pending => break Poll::Pending,
                     }
