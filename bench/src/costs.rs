@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::measure::{Counted, Samples};
-use crate::report::Row;
+use crate::report::{Goal, Row};
 
 /// A cost of one operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -76,6 +76,23 @@ pub fn cheapest_peer(row: &Row) -> Option<(usize, f64)> {
         .filter_map(|j| Some((j, row.median(j)?)))
         .min_by(|a, b| a.1.total_cmp(&b.1))?;
     Some((column, row.ratio(0, column)?))
+}
+
+/// Adds the goal "coredb no dearer than the cheapest peer" to `row`, a `cost` per operation
+/// (none for bytes); `name` names the peer of a column.
+pub fn goal_cheapest_peer(row: &mut Row, cost: Cost, name: impl Fn(usize) -> &'static str) {
+    if cost == Cost::Bytes {
+        return;
+    }
+    let cheapest = cheapest_peer(row);
+    row.goals.push(Goal::at_most(
+        format!(
+            "coredb/cheapest peer ({})",
+            cheapest.map_or("?", |(j, _)| name(j))
+        ),
+        cheapest.map(|(_, ratio)| ratio),
+        1.0,
+    ));
 }
 
 /// What the counting allocator counts, for the notes under a table.

@@ -83,15 +83,7 @@ pub fn cost_table(samples: &CostSamples, costs: &[Cost], method: &str) -> Table 
         for &cost in costs {
             let label = format!("pool {size}, {workers} workers");
             let mut row = costs::row(&label, cost, "query", samples.cells(case, cost, &columns));
-            if cost != Cost::Bytes {
-                let cheapest = costs::cheapest_peer(&row);
-                let name = cheapest.map_or("?", |(j, _)| Pooler::ALL[j].name());
-                row.goals.push(Goal::at_most(
-                    format!("coredb/cheapest peer ({name})"),
-                    cheapest.map(|(_, ratio)| ratio),
-                    1.0,
-                ));
-            }
+            costs::goal_cheapest_peer(&mut row, cost, |j| Pooler::ALL[j].name());
             rows.push(row);
         }
     }

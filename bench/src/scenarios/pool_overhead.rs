@@ -184,15 +184,7 @@ pub fn cost_table(samples: &CostSamples, costs: &[Cost], method: &str) -> Table 
             let label = format!("pool {POOL_SIZE}, {workers} workers");
             let cells = samples.cells(case, cost, &columns);
             let mut row = costs::row(&label, cost, "checkout", cells);
-            if cost != Cost::Bytes {
-                let cheapest = costs::cheapest_peer(&row);
-                let name = cheapest.map_or("?", |(j, _)| LIBRARIES[j].name());
-                row.goals.push(Goal::at_most(
-                    format!("coredb/cheapest peer ({name})"),
-                    cheapest.map(|(_, ratio)| ratio),
-                    1.0,
-                ));
-            }
+            costs::goal_cheapest_peer(&mut row, cost, |j| LIBRARIES[j].name());
             rows.push(row);
         }
     }
