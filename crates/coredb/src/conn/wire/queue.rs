@@ -283,6 +283,13 @@ impl<S> Core<S> {
     fn queue_done(&mut self) {
         self.queue.tidy();
         self.give_back();
+        if !self.held.is_empty() {
+            // Something of the driver's came after the last answer (a notice, a server's
+            // farewell): its task reads it, also when the queue ended under its write.
+            if let Some(driver) = &self.driver {
+                driver.wake_by_ref();
+            }
+        }
     }
 
     /// The stream failed (or the driver closed it) with statements queued: each gets the
