@@ -61,17 +61,11 @@ impl PgConn {
     }
 
     /// The stream, for a statement of its holder's own (see [`Direct`]): `None` on a shared
-    /// lane, whose statements go through the driver's I/O task together.
+    /// lane, whose statements are queued for its I/O task instead ([`sender`](Self::sender)).
     #[inline]
     pub(crate) fn direct(&self) -> Option<&Direct> {
-        if self
-            .settings_changed
-            .shared
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            return None;
-        }
-        self.direct.as_ref()
+        self.sender()
+            .and_then(|(direct, shared)| (!shared).then_some(direct))
     }
 
     /// The stream, for a statement coredb sends itself, and whether the connection is a shared
