@@ -694,3 +694,43 @@ async fn a_stream_whose_cached_plan_went_stale_fails_once_and_the_next_one_prepa
     drop(c);
     m.close().await;
 }
+
+#[tokio::test]
+async fn a_copy_of_bytes_that_arrive_slowly_is_sent_as_they_come_and_kept_whole() {
+    let db = TestDatabase::new().await.unwrap();
+    let m = db.manager();
+    let mut c = m.get_connection().await.unwrap();
+    c.execute("CREATE TABLE trickle (n int8, label text)", ())
+        .await
+        .unwrap();
+    // 20,000 lines in chunks of 1 to 500 lines, with a pause before every tenth chunk: the
+    // holder waits for the caller's data between parts of the COPY.
+    let chunks = futures_util::stream::unfold((0i64, 0u32), |(next, k)| async move {
+        if next >= 20_000 {
+            return None;
+        }
+        if k % 10 == 9 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let size = 1 + (next * 7919) % 500;
+        let end = (next + size).min(20_000);
+        let text: String = (next..end).map(|n| format!("{n}\tline {n}\n")).collect();
+        Some((
+            Ok::<_, std::io::Error>(bytes::Bytes::from(text)),
+            (end, k + 1),
+        ))
+    });
+    let copied = c
+        .copy_in_bytes("COPY trickle (n, label) FROM STDIN", chunks)
+        .await
+        .unwrap();
+    assert_eq!(copied, 20_000);
+    let (count, sum): (i64, rust_decimal::Decimal) = c
+        .fetch_one("SELECT count(*), sum(n) FROM trickle", ())
+        .await
+        .unwrap();
+    assert_eq!(count, 20_000);
+    assert_eq!(sum, rust_decimal::Decimal::from(199_990_000i64));
+    drop(c);
+    m.close().await;
+}

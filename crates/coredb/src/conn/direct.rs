@@ -8,11 +8,11 @@
 //! `Bind`, `Execute` and `Sync` for a statement the driver prepared (and ran once), writes
 //! them and reads the answer in its own task: the count, the rows (their `DataRow` bodies
 //! gathered into one buffer, [`ReadRows`]) or the server's error. A stream's rows are read the
-//! same way a part at a time, as its reader asks for them ([`RowsRead`]), and a COPY of rows is
-//! sent as its rows are encoded ([`Direct::copy_in`]). On a shared lane, statements are queued
+//! same way a part at a time, as its reader asks for them ([`RowsRead`]), and a COPY is sent
+//! as its rows are encoded or its data comes ([`Direct::copy_in`]). On a shared lane, statements are queued
 //! for the lane's I/O task to send together instead ([`Direct::queue`]). Anything else
 //! (preparing a statement, values the driver must widen, a connection in use by the driver,
-//! COPY of bytes) takes the driver's path, which waits for a borrowed stream to come back.
+//! `COPY .. TO STDOUT`) takes the driver's path, which waits for a borrowed stream to come back.
 //!
 //! A holder that stops waiting (a timeout, a dropped future) leaves the rest of the answer to
 //! the driver's task, which reads it to its end before anything of its own; a stream that fails
@@ -66,7 +66,7 @@ impl Direct {
         let (mut rows, mut returned) = (ReadRows::default(), 0);
         let answer = self
             .answer(
-                &mut |_| false,
+                &mut |_, _| Poll::Ready(false),
                 |_| {},
                 |body| {
                     returned += 1;
@@ -138,21 +138,12 @@ impl Direct {
     pub(crate) async fn copy_in(
         &self,
         sql: &str,
-        fill: &mut (dyn FnMut(&mut BytesMut) -> CopyPart + Send),
+        fill: &mut (dyn FnMut(&mut Context<'_>, &mut BytesMut) -> Poll<CopyPart> + Send),
     ) -> Option<Result<u64>> {
-        let mut open = true;
-        let mut more = |buf: &mut BytesMut| {
-            open = open && copy_data(buf, fill);
-            open
-        };
-        if !self.0.start(&mut |buf| {
-            frontend::query(sql, buf).is_ok() && {
-                more(buf);
-                true
-            }
-        }) {
+        if !self.0.start(&mut |buf| frontend::query(sql, buf).is_ok()) {
             return None;
         }
+        let mut more = |cx: &mut Context<'_>, buf: &mut BytesMut| copy_data(cx, buf, fill);
         let abandoned = |buf: &mut BytesMut| {
             let _ = frontend::copy_fail("the COPY's caller stopped waiting", buf);
         };
@@ -165,7 +156,7 @@ impl Direct {
     /// encodes if it had more to come.
     async fn answer(
         &self,
-        more: &mut (dyn FnMut(&mut BytesMut) -> bool + Send),
+        more: &mut (dyn FnMut(&mut Context<'_>, &mut BytesMut) -> Poll<bool> + Send),
         unfinished: fn(&mut BytesMut),
         mut row: impl FnMut(&[u8]),
         sql: &str,
@@ -248,17 +239,24 @@ pub(crate) enum CopyPart {
 /// Appends one `CopyData` message holding what `fill` gives (none when it gives nothing),
 /// then `CopyDone` when that was all, or only `CopyFail` when it failed; true while more is
 /// to come.
-fn copy_data(buf: &mut BytesMut, fill: &mut dyn FnMut(&mut BytesMut) -> CopyPart) -> bool {
+fn copy_data(
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    fill: &mut dyn FnMut(&mut Context<'_>, &mut BytesMut) -> Poll<CopyPart>,
+) -> Poll<bool> {
     let at = buf.len();
     buf.put_u8(b'd');
     buf.put_i32(0);
-    let part = fill(buf);
+    let Poll::Ready(part) = fill(cx, buf) else {
+        buf.truncate(at);
+        return Poll::Pending;
+    };
     let len = i32::try_from(buf.len() - at - 1);
     match (part, len) {
         (CopyPart::Failed, _) | (_, Err(_)) => {
             buf.truncate(at);
             let _ = frontend::copy_fail("the data for COPY could not be encoded", buf);
-            return false;
+            return Poll::Ready(false);
         }
         (_, Ok(4)) => buf.truncate(at),
         (_, Ok(len)) => buf[at + 1..at + 5].copy_from_slice(&len.to_be_bytes()),
@@ -266,7 +264,7 @@ fn copy_data(buf: &mut BytesMut, fill: &mut dyn FnMut(&mut BytesMut) -> CopyPart
     if part == CopyPart::Done {
         frontend::copy_done(buf);
     }
-    part == CopyPart::More
+    Poll::Ready(part == CopyPart::More)
 }
 
 /// The rows of a statement its holder sent ([`Direct::rows`]), read from the socket a part at a

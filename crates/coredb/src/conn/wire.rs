@@ -301,7 +301,7 @@ impl<S> Core<S> {
             }
             Lent::Abandoned => {
                 self.parked = false;
-                ready!(self.answer(cx, &mut |_| false, &mut |_, _| {}, false))?;
+                ready!(self.answer(cx, &mut |_, _| Poll::Ready(false), &mut |_, _| {}, false))?;
                 Poll::Ready(Ok(()))
             }
             Lent::Lost => Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into())),
@@ -388,7 +388,7 @@ impl<S> Core<S> {
     fn answer(
         &mut self,
         cx: &mut Context<'_>,
-        more: &mut dyn FnMut(&mut BytesMut) -> bool,
+        more: &mut dyn FnMut(&mut Context<'_>, &mut BytesMut) -> Poll<bool>,
         each: &mut dyn FnMut(u8, &[u8]),
         some: bool,
     ) -> Poll<io::Result<bool>>
@@ -445,7 +445,7 @@ impl<S> Core<S> {
     fn exchange(
         &mut self,
         cx: &mut Context<'_>,
-        more: &mut dyn FnMut(&mut BytesMut) -> bool,
+        more: &mut dyn FnMut(&mut Context<'_>, &mut BytesMut) -> Poll<bool>,
         each: &mut dyn FnMut(u8, &[u8]),
         some: bool,
     ) -> Poll<io::Result<bool>>
@@ -468,7 +468,15 @@ impl<S> Core<S> {
             if self.lend_open && !self.lend_ended {
                 self.lend_out.clear();
                 self.lend_at = 0;
-                self.lend_open = more(&mut self.lend_out);
+                match more(cx, &mut self.lend_out) {
+                    Poll::Ready(open) => self.lend_open = open,
+                    Poll::Pending => {
+                        // The next part is not ready (a caller's stream): what was sent goes
+                        // out meanwhile.
+                        ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+                        return Poll::Pending;
+                    }
+                }
             } else {
                 ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
                 self.lent = Lent::Reading;
@@ -570,12 +578,12 @@ pub(crate) trait Lend: Send + Sync {
     /// Sends the request [`start`](Self::start) took and reads its answer, handing each
     /// message (but the last "ready", and settings reports) to `each`. Once what was encoded
     /// is sent, `more` encodes the next part into the emptied buffer, as long as it says more
-    /// is to come (a COPY's rows); it is not asked again once the answer has ended. An error
-    /// leaves the connection lost.
+    /// is to come (a COPY's rows or data), or is not ready to (waking the task when it is);
+    /// it is not asked again once the answer has ended. An error leaves the connection lost.
     fn poll_answer(
         &self,
         cx: &mut Context<'_>,
-        more: &mut dyn FnMut(&mut BytesMut) -> bool,
+        more: &mut dyn FnMut(&mut Context<'_>, &mut BytesMut) -> Poll<bool>,
         each: &mut dyn FnMut(u8, &[u8]),
     ) -> Poll<io::Result<()>>;
 
@@ -632,7 +640,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Lend for Mutex<Core<S>> {
     fn poll_answer(
         &self,
         cx: &mut Context<'_>,
-        more: &mut dyn FnMut(&mut BytesMut) -> bool,
+        more: &mut dyn FnMut(&mut Context<'_>, &mut BytesMut) -> Poll<bool>,
         each: &mut dyn FnMut(u8, &[u8]),
     ) -> Poll<io::Result<()>> {
         let mut core = self.lock().unwrap_or_else(PoisonError::into_inner);
@@ -645,7 +653,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Lend for Mutex<Core<S>> {
         each: &mut dyn FnMut(u8, &[u8]),
     ) -> Poll<io::Result<bool>> {
         let mut core = self.lock().unwrap_or_else(PoisonError::into_inner);
-        core.answer(cx, &mut |_| false, each, true)
+        core.answer(cx, &mut |_, _| Poll::Ready(false), each, true)
     }
 
     fn abandon(&self, unfinished: &mut dyn FnMut(&mut BytesMut)) {
@@ -1934,7 +1942,7 @@ mod tests {
         server.write_all(&answer).await.unwrap();
         let mut seen = Vec::new();
         std::future::poll_fn(|cx| {
-            lend.poll_answer(cx, &mut |_| false, &mut |tag, body| {
+            lend.poll_answer(cx, &mut |_, _| Poll::Ready(false), &mut |tag, body| {
                 seen.push((tag, body.to_vec()))
             })
         })
@@ -1961,7 +1969,7 @@ mod tests {
         }));
         let mut cx = Context::from_waker(Waker::noop());
         assert!(lend
-            .poll_answer(&mut cx, &mut |_| false, &mut |_, _| {})
+            .poll_answer(&mut cx, &mut |_, _| Poll::Ready(false), &mut |_, _| {})
             .is_pending());
         server.write_all(&message(b'D', b"\0\0\0\0")).await.unwrap();
         lend.abandon(&mut |_| {});
@@ -1996,9 +2004,11 @@ mod tests {
         server.write_all(&answer).await.unwrap();
         // (The stream itself woke the waiting reader as the bytes came.)
         woken.0.store(false, Ordering::SeqCst);
-        std::future::poll_fn(|cx| lend.poll_answer(cx, &mut |_| false, &mut |_, _| {}))
-            .await
-            .unwrap();
+        std::future::poll_fn(|cx| {
+            lend.poll_answer(cx, &mut |_, _| Poll::Ready(false), &mut |_, _| {})
+        })
+        .await
+        .unwrap();
         assert!(woken.0.load(Ordering::SeqCst));
         assert_eq!(driver_read(&mut wire).unwrap(), message(b'N', b"after"));
         assert!(lend.start(&mut |_| true), "lent again");

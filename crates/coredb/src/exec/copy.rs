@@ -2,6 +2,7 @@
 //! caller streams.
 
 use std::pin::{pin, Pin};
+use std::task::Poll;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 use futures_util::{SinkExt as _, Stream, StreamExt as _};
@@ -40,8 +41,9 @@ impl<'v> CopyRows<'v> for RowValues<'v> {
     }
 }
 
-/// Sends `data` into the `COPY .. FROM STDIN` of `bound`, as it comes; returns the number of
-/// rows. A chunk the caller's stream fails to give abandons the COPY (the server keeps none of
+/// Sends `data` into the `COPY .. FROM STDIN` of `bound`, as it comes (on a connection of one's
+/// own, by its holder, as one simple query whose parts gather what the stream gives without
+/// waiting, up to [`COPY_PART`] bytes); returns the number of rows. A chunk the caller's stream fails to give abandons the COPY (the server keeps none of
 /// it and answers `57014`, which in a transaction aborts it) and is returned as a
 /// [`Params`](crate::ErrorKind::Params) error carrying that code.
 pub(crate) async fn copy_in_data(
@@ -65,6 +67,39 @@ pub(crate) async fn copy_in_data(
     let result = {
         let pg = &*conn;
         let work = pin!(async move {
+            let half_way = |e: Box<dyn std::error::Error + Send + Sync>| {
+                Error::params(format!(
+                    "the data for COPY failed half-way ({e}); the COPY was abandoned and none of its rows kept"
+                ))
+                .with_code(SqlState::QUERY_CANCELED)
+                .with_statement(sql)
+            };
+            let mut data = data;
+            if let Some(direct) = pg.direct() {
+                let mut failure = None;
+                let sent = direct
+                    .copy_in(sql, &mut |cx, buf| {
+                        let start = buf.len();
+                        while buf.len() - start < COPY_PART {
+                            match data.as_mut().poll_next(cx) {
+                                Poll::Ready(Some(Ok(chunk))) => buf.extend_from_slice(&chunk),
+                                Poll::Ready(Some(Err(e))) => {
+                                    failure = Some(half_way(e));
+                                    return Poll::Ready(CopyPart::Failed);
+                                }
+                                Poll::Ready(None) => return Poll::Ready(CopyPart::Done),
+                                // What came so far goes out while the rest is awaited.
+                                Poll::Pending if buf.len() > start => break,
+                                Poll::Pending => return Poll::Pending,
+                            }
+                        }
+                        Poll::Ready(CopyPart::More)
+                    })
+                    .await;
+                if let Some(done) = sent {
+                    return ours_first(done, failure).map(Reply::Count);
+                }
+            }
             let statement = prepare_text(pg, bound.key, sql).await?.statement;
             let driver = |e| Error::from_driver(e, Some(sql));
             let sink = pg
@@ -73,16 +108,9 @@ pub(crate) async fn copy_in_data(
                 .await
                 .map_err(driver)?;
             let mut sink = pin!(sink);
-            let mut data = data;
             while let Some(chunk) = data.next().await {
-                let chunk = chunk.map_err(|e| {
-                    // Dropping the sink unfinished tells the server the COPY failed.
-                    Error::params(format!(
-                        "the data for COPY failed half-way ({e}); the COPY was abandoned and none of its rows kept"
-                    ))
-                    .with_code(SqlState::QUERY_CANCELED)
-                    .with_statement(sql)
-                })?;
+                // Dropping the sink unfinished tells the server the COPY failed.
+                let chunk = chunk.map_err(half_way)?;
                 sink.as_mut().send(chunk).await.map_err(driver)?;
             }
             sink.finish().await.map(Reply::Count).map_err(driver)
@@ -203,14 +231,11 @@ async fn copy_rows<'v>(
             failure: None,
             sql: copy_sql,
         };
-        if let Some(done) = direct.copy_in(copy_sql, &mut |buf| binary.fill(buf)).await {
-            return match (done, binary.failure) {
-                // The server's answer to the abandoned COPY; the reason is ours.
-                (Err(err), Some(ours)) if err.code() == Some(&SqlState::QUERY_CANCELED) => {
-                    Err(ours)
-                }
-                (done, _) => done,
-            };
+        if let Some(done) = direct
+            .copy_in(copy_sql, &mut |_, buf| Poll::Ready(binary.fill(buf)))
+            .await
+        {
+            return ours_first(done, binary.failure);
         }
     }
     let copy_error = |e| Error::from_driver(e, Some(copy_sql));
@@ -227,6 +252,15 @@ async fn copy_rows<'v>(
         writer.as_mut().write(&values).await.map_err(copy_error)?;
     }
     writer.finish().await.map_err(copy_error)
+}
+
+/// What a COPY its holder sent gave: when the holder abandoned it (`failure`), the server's
+/// answer to that (`57014`) gives way to the reason.
+fn ours_first(done: Result<u64>, failure: Option<Error>) -> Result<u64> {
+    match (done, failure) {
+        (Err(err), Some(ours)) if err.code() == Some(&SqlState::QUERY_CANCELED) => Err(ours),
+        (done, _) => done,
+    }
 }
 
 /// The error for row `index`, which has `values` values for `columns` columns.
