@@ -734,3 +734,58 @@ async fn a_copy_of_bytes_that_arrive_slowly_is_sent_as_they_come_and_kept_whole(
     drop(c);
     m.close().await;
 }
+
+#[tokio::test]
+async fn a_copy_out_its_holder_reads_itself_gives_each_line_then_the_servers_error_and_can_be_dropped(
+) {
+    use futures_util::TryStreamExt as _;
+    let db = TestDatabase::new().await.unwrap();
+    let m = db.manager();
+    let mut c = m.get_connection().await.unwrap();
+    let whole = "COPY (SELECT g, 'line ' || g FROM generate_series(1, 50000) g) TO STDOUT";
+    let lines: Vec<bytes::Bytes> = c
+        .copy_out(whole)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(lines.len(), 50_000, "a chunk per line");
+    assert_eq!(&lines[0][..], b"1\tline 1\n");
+    assert_eq!(&lines[49_999][..], b"50000\tline 50000\n");
+    // The server's error comes after the lines before it.
+    let failing = "COPY (SELECT 100000 / (g - 30000) FROM generate_series(1, 50000) g) TO STDOUT";
+    let mut data = c.copy_out(failing).await.unwrap();
+    let mut read = 0;
+    let err = loop {
+        match data.try_next().await {
+            Ok(Some(_)) => read += 1,
+            Ok(None) => panic!("no error after {read} lines"),
+            Err(err) => break err,
+        }
+    };
+    assert_eq!(read, 29_999);
+    assert_eq!(
+        err.code(),
+        Some(&coredb::SqlState::DIVISION_BY_ZERO),
+        "{err}"
+    );
+    drop(data);
+    // A COPY of a table that is not there fails; the connection goes on.
+    let missing: coredb::Result<Vec<bytes::Bytes>> = async {
+        c.copy_out("COPY nowhere TO STDOUT")
+            .await?
+            .try_collect()
+            .await
+    }
+    .await;
+    assert_eq!(missing.unwrap_err().code().map(|c| c.code()), Some("42P01"));
+    // Dropped half-way: the rest is read and dropped before the next statement's answer.
+    let mut data = c.copy_out(whole).await.unwrap();
+    assert_eq!(&data.try_next().await.unwrap().unwrap()[..], b"1\tline 1\n");
+    drop(data);
+    let got: i64 = c.scalar("SELECT $1::int8", (9i64,)).await.unwrap();
+    assert_eq!(got, 9);
+    drop(c);
+    m.close().await;
+}

@@ -8,11 +8,13 @@
 //! `Bind`, `Execute` and `Sync` for a statement the driver prepared (and ran once), writes
 //! them and reads the answer in its own task: the count, the rows (their `DataRow` bodies
 //! gathered into one buffer, [`ReadRows`]) or the server's error. A stream's rows are read the
-//! same way a part at a time, as its reader asks for them ([`RowsRead`]), and a COPY is sent
-//! as its rows are encoded or its data comes ([`Direct::copy_in`]). On a shared lane, statements are queued
+//! same way a part at a time, as its reader asks for them ([`RowsRead`]), as is a
+//! `COPY .. TO STDOUT`'s data ([`Direct::copy_out`]), and a `COPY .. FROM STDIN` is sent as its
+//! rows are encoded or its data comes ([`Direct::copy_in`]). On a shared lane, statements are queued
 //! for the lane's I/O task to send together instead ([`Direct::queue`]). Anything else
 //! (preparing a statement, values the driver must widen, a connection in use by the driver,
-//! `COPY .. TO STDOUT`) takes the driver's path, which waits for a borrowed stream to come back.
+//! the binary COPY of `copy_out_rows`) takes the driver's path, which waits for a borrowed
+//! stream to come back.
 //!
 //! A holder that stops waiting (a timeout, a dropped future) leaves the rest of the answer to
 //! the driver's task, which reads it to its end before anything of its own; a stream that fails
@@ -23,7 +25,7 @@ use std::io;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::{BufMut as _, BytesMut};
+use bytes::{BufMut as _, Bytes, BytesMut};
 use postgres_protocol::message::frontend;
 use postgres_types::IsNull;
 use tokio_postgres::Statement;
@@ -120,13 +122,15 @@ impl Direct {
                 true
             }
         });
-        started.then(|| RowsRead {
-            lend: Arc::clone(&self.0),
-            statement: statement.clone(),
-            batch: ReadRows::default(),
-            failed: None,
-            ended: false,
-        })
+        started.then(|| RowsRead::new(&self.0, Some(statement.clone())))
+    }
+
+    /// Sends `sql`, one `COPY .. TO STDOUT`, as a simple query, for a stream of its data which
+    /// its holder reads as the stream's reader asks for it ([`RowsRead::poll_data`]); `None`
+    /// when the driver must run it (it has something under way).
+    pub(crate) fn copy_out(&self, sql: &str) -> Option<RowsRead> {
+        let started = self.0.start(&mut |buf| frontend::query(sql, buf).is_ok());
+        started.then(|| RowsRead::new(&self.0, None))
     }
 
     /// Runs `sql`, one `COPY .. FROM STDIN` without parameters, as a simple query, sending the
@@ -267,14 +271,19 @@ fn copy_data(
     Poll::Ready(part == CopyPart::More)
 }
 
-/// The rows of a statement its holder sent ([`Direct::rows`]), read from the socket a part at a
-/// time as they are asked for: memory stays bounded however big the result. Dropped before
-/// the end, the statement is abandoned and the driver's task reads the rest of its answer.
+/// What a statement its holder sent reads back a part at a time as it is asked for: the rows
+/// of a query ([`Direct::rows`]) or the data of a `COPY .. TO STDOUT` ([`Direct::copy_out`]).
+/// Memory stays bounded however big the result. Dropped before the end, the statement is
+/// abandoned and the driver's task reads the rest of its answer.
 pub(crate) struct RowsRead {
     lend: Arc<dyn Lend>,
-    statement: Statement,
-    /// The rows of the part being read.
+    /// The query's statement; `None` for a COPY.
+    statement: Option<Statement>,
+    /// The rows of the part being read...
     batch: ReadRows,
+    /// ...or its COPY data, and where each `CopyData` message of it ends.
+    data: BytesMut,
+    cuts: Vec<usize>,
     /// The body of the server's error, once read.
     failed: Option<Vec<u8>>,
     /// The answer ended (or the connection was lost).
@@ -282,6 +291,18 @@ pub(crate) struct RowsRead {
 }
 
 impl RowsRead {
+    fn new(lend: &Arc<dyn Lend>, statement: Option<Statement>) -> Self {
+        RowsRead {
+            lend: Arc::clone(lend),
+            statement,
+            batch: ReadRows::default(),
+            data: BytesMut::new(),
+            cuts: Vec::new(),
+            failed: None,
+            ended: false,
+        }
+    }
+
     /// The rows read next (as many as came in one read), then, after the last of them, the
     /// server's error if there was one, then `None`. `sql` names the statement in errors.
     pub(crate) fn poll_rows(
@@ -289,6 +310,48 @@ impl RowsRead {
         cx: &mut Context<'_>,
         sql: &str,
     ) -> Poll<Option<Result<Vec<Row>>>> {
+        Poll::Ready(match ready!(self.poll_part(cx, sql)) {
+            Some(Ok(())) => {
+                let batch = std::mem::take(&mut self.batch);
+                Some(match &self.statement {
+                    Some(statement) => with_rows(batch, 0, 0, statement, sql).map(|a| a.rows),
+                    // A COPY's answer has no rows.
+                    None => Ok(Vec::new()),
+                })
+            }
+            other => other.map(|r| r.map(|()| Vec::new())),
+        })
+    }
+
+    /// Like [`poll_rows`](Self::poll_rows), the data of a `COPY .. TO STDOUT`, a chunk per
+    /// `CopyData` message (a row, in the text and CSV formats).
+    pub(crate) fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+        sql: &str,
+    ) -> Poll<Option<Result<Vec<Bytes>>>> {
+        Poll::Ready(match ready!(self.poll_part(cx, sql)) {
+            Some(Ok(())) => {
+                let mut data = std::mem::take(&mut self.data).freeze();
+                let mut from = 0;
+                let chunks = self
+                    .cuts
+                    .drain(..)
+                    .map(|cut| {
+                        let chunk = data.split_to(cut - from);
+                        from = cut;
+                        chunk
+                    })
+                    .collect();
+                Some(Ok(chunks))
+            }
+            other => other.map(|r| r.map(|()| Vec::new())),
+        })
+    }
+
+    /// Reads the next part: ready with `Some(Ok(()))` once rows or data were gathered, then,
+    /// after the last part, the server's error if there was one, then `None`.
+    fn poll_part(&mut self, cx: &mut Context<'_>, sql: &str) -> Poll<Option<Result<()>>> {
         loop {
             if self.ended {
                 let failed = self.failed.take();
@@ -296,24 +359,30 @@ impl RowsRead {
                     failed.map(|body| Err(Error::from_error_response(&body, false, Some(sql)))),
                 );
             }
-            let (batch, failed) = (&mut self.batch, &mut self.failed);
+            let (batch, data, cuts, failed) = (
+                &mut self.batch,
+                &mut self.data,
+                &mut self.cuts,
+                &mut self.failed,
+            );
             let polled = self.lend.poll_some(cx, &mut |tag, body| match tag {
                 b'D' => batch.add(body),
+                b'd' => {
+                    data.extend_from_slice(body);
+                    cuts.push(data.len());
+                }
                 b'E' if failed.is_none() => *failed = Some(body.to_vec()),
                 _ => {}
             });
             match ready!(polled) {
                 Err(err) => {
                     self.ended = true;
-                    let lost = outcome(Some(err), self.failed.take(), sql);
-                    return Poll::Ready(Some(lost.map(|()| Vec::new())));
+                    return Poll::Ready(Some(outcome(Some(err), self.failed.take(), sql)));
                 }
                 Ok(ended) => {
                     self.ended = ended;
-                    if self.batch.len() > 0 {
-                        let batch = std::mem::take(&mut self.batch);
-                        let rows = with_rows(batch, 0, 0, &self.statement, sql);
-                        return Poll::Ready(Some(rows.map(|answer| answer.rows)));
+                    if self.batch.len() > 0 || !self.cuts.is_empty() {
+                        return Poll::Ready(Some(Ok(())));
                     }
                 }
             }

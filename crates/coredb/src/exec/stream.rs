@@ -1,9 +1,9 @@
 //! A statement whose rows (or, for `COPY .. TO STDOUT`, whose bytes) are read as they
 //! arrive, instead of gathered first.
 //!
-//! On a connection of one's own, the rows of a prepared statement are read from the socket a
-//! part at a time, as the reader asks for them (`conn::RowsRead`); otherwise the driver hands
-//! them over a channel of one message batch. Either way a reader that stops pulling stops the
+//! On a connection of one's own, the rows of a prepared statement (or a `COPY .. TO STDOUT`'s
+//! data) are read from the socket a part at a time, as the reader asks for them
+//! (`conn::RowsRead`); otherwise the driver hands them over a channel of one message batch. Either way a reader that stops pulling stops the
 //! connection from reading the socket: memory stays bounded however big the result.
 //! The connection is marked busy from the moment the statement leaves until its last row (or
 //! its error) is read; a stream dropped half-way leaves it busy, so a connection of the
@@ -46,6 +46,9 @@ enum Source {
     /// Rows the connection's holder reads itself, those of the last part read not handed out
     /// yet, and the statement's key in the connection's cache.
     Direct(Box<RowsRead>, std::vec::IntoIter<Row>, TextKey),
+    /// A `COPY .. TO STDOUT`'s data the connection's holder reads itself, and the chunks of the
+    /// last part read not handed out yet.
+    DirectCopy(Box<RowsRead>, std::vec::IntoIter<Bytes>),
     Copy(Pin<Box<tokio_postgres::CopyOutStream>>),
     CopyRows(Pin<Box<BinaryCopyOutStream>>, Arc<[CopyColumn]>),
 }
@@ -247,6 +250,9 @@ async fn start_copy(conn: &PgConn, bound: &Bound<'_, '_>) -> Result<Source> {
         )
         .with_statement(sql));
     }
+    if let Some(data) = conn.direct().and_then(|direct| direct.copy_out(sql)) {
+        return Ok(Source::DirectCopy(Box::new(data), Vec::new().into_iter()));
+    }
     let statement = prepare_text(conn, bound.key, sql).await?.statement;
     conn.client
         .copy_out(&statement)
@@ -291,22 +297,20 @@ impl Stream for Streaming<'_> {
                     .as_mut()
                     .poll_next(cx)
                     .map(|r| r.map(|r| r.map(|row| Item::Row(Row::from(row))).map_err(driver))),
-                Source::Direct(rows, part, key) => loop {
-                    if let Some(row) = part.next() {
-                        break Poll::Ready(Some(Ok(Item::Row(row))));
+                Source::Direct(rows, part, key) => {
+                    let text = &this.text;
+                    let polled = next_of(part, cx, |cx| rows.poll_rows(cx, text), Item::Row);
+                    if let Poll::Ready(Some(Err(_))) = polled {
+                        // Like any failure of a prepared statement: the plan may be stale
+                        // after DDL (the server refuses it when its Bind arrives).
+                        this.conn.statements.remove(*key);
                     }
-                    match rows.poll_rows(cx, &this.text) {
-                        Poll::Ready(Some(Ok(next))) => *part = next.into_iter(),
-                        Poll::Ready(Some(Err(err))) => {
-                            // Like any failure of a prepared statement: the plan may be stale
-                            // after DDL (the server refuses it when its Bind arrives).
-                            this.conn.statements.remove(*key);
-                            break Poll::Ready(Some(Err(err)));
-                        }
-                        Poll::Ready(None) => break Poll::Ready(None),
-                        Poll::Pending => break Poll::Pending,
-                    }
-                },
+                    polled
+                }
+                Source::DirectCopy(data, part) => {
+                    let text = &this.text;
+                    next_of(part, cx, |cx| data.poll_data(cx, text), Item::Data)
+                }
                 Source::Copy(data) => data
                     .as_mut()
                     .poll_next(cx)
@@ -334,6 +338,26 @@ impl Stream for Streaming<'_> {
                 this.finish(None);
                 Poll::Ready(None)
             }
+        }
+    }
+}
+
+/// The next item of the part its holder read last, reading the next part with `read` once
+/// this one is handed out.
+fn next_of<T>(
+    part: &mut std::vec::IntoIter<T>,
+    cx: &mut TaskContext<'_>,
+    mut read: impl FnMut(&mut TaskContext<'_>) -> Poll<Option<Result<Vec<T>>>>,
+    item: fn(T) -> Item,
+) -> Poll<Option<Result<Item>>> {
+    loop {
+        if let Some(next) = part.next() {
+            return Poll::Ready(Some(Ok(item(next))));
+        }
+        match std::task::ready!(read(cx)) {
+            Some(Ok(next)) => *part = next.into_iter(),
+            Some(Err(err)) => return Poll::Ready(Some(Err(err))),
+            None => return Poll::Ready(None),
         }
     }
 }
