@@ -55,16 +55,7 @@ impl Direct {
         sql: &str,
         keep: usize,
     ) -> Option<Result<Answer>> {
-        let (name, statement) = ready(prepared)?;
-        let encoded = self.0.start(&mut |buf| {
-            encode(name, statement, values, buf) && {
-                frontend::sync(buf);
-                true
-            }
-        });
-        if !encoded {
-            return None;
-        }
+        let statement = self.send(prepared, values)?;
         let (mut rows, mut returned) = (ReadRows::default(), 0);
         let answer = self
             .answer(
@@ -115,6 +106,13 @@ impl Direct {
     /// reads as the stream's reader asks for them ([`RowsRead`]); `None` when the driver must
     /// run it, as for [`run`](Self::run).
     pub(crate) fn rows(&self, prepared: &Prepared, values: &[SqlParam<'_>]) -> Option<RowsRead> {
+        let statement = self.send(prepared, values)?;
+        Some(RowsRead::new(&self.0, Some(statement.clone())))
+    }
+
+    /// Takes the stream for the prepared statement with `values` (its `Bind`, `Execute` and
+    /// `Sync`); its statement, or `None` when the driver must run it.
+    fn send<'p>(&self, prepared: &'p Prepared, values: &[SqlParam<'_>]) -> Option<&'p Statement> {
         let (name, statement) = ready(prepared)?;
         let started = self.0.start(&mut |buf| {
             encode(name, statement, values, buf) && {
@@ -122,7 +120,7 @@ impl Direct {
                 true
             }
         });
-        started.then(|| RowsRead::new(&self.0, Some(statement.clone())))
+        started.then_some(statement)
     }
 
     /// Sends `sql`, one `COPY .. TO STDOUT`, as a simple query, for a stream of its data which
